@@ -1,0 +1,140 @@
+"""Load a MoE LLM (hub id, HF cache or local dir; optional bitsandbytes 4/8-bit) with its tokenizer and routers."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .routers import NotAMoEModelError, Router, expert_count, find_routers
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+QUANTIZATIONS = ("none", "4bit", "8bit")
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module  # the base model (no LM head): its last_hidden_state is hidden_states[-1]
+    tokenizer: object
+    routers: list[Router]
+    name_or_path: str
+    device: torch.device
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def n_experts(self) -> int:
+        return self.routers[0].module.weight.shape[0]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.routers[0].module.weight.shape[1]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":  # float32 on CPU (exact, and CPUs are slow in bf16); bf16 on GPU like the paper's runs
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"model.dtype={dtype!r} is not one of auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _looks_local(name_or_path: str) -> bool:
+    return name_or_path.startswith((".", "/", "~")) or Path(name_or_path).expanduser().exists()
+
+
+def _load_config(name_or_path: str, revision: str | None, trust_remote_code: bool):
+    from transformers import AutoConfig
+
+    if _looks_local(name_or_path) and not (Path(name_or_path).expanduser() / "config.json").exists():
+        raise FileNotFoundError(
+            f"model dir {name_or_path!r} does not exist or has no config.json; "
+            "set model.name_or_path to a saved checkpoint dir or a hub id"
+        )
+    try:
+        return AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    except OSError as err:
+        raise OSError(
+            f"could not load {name_or_path!r}: not a local dir and not reachable on the hub or in the HF cache "
+            f"({err.__class__.__name__}). Download it once (`hf download {name_or_path}`) or point "
+            "model.name_or_path at a local dir."
+        ) from err
+
+
+def _router_names(config, trust_remote_code: bool) -> list[str]:
+    """Router module names, found on a weightless (meta) copy of the model, to keep them out of quantization."""
+    from transformers import AutoModel
+
+    with torch.device("meta"):
+        skeleton = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+    return [r.name for r in find_routers(skeleton)]
+
+
+def _quantization_config(quantization: str, config, dtype, trust_remote_code: bool):
+    if quantization == "none":
+        return None
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"model.quantization={quantization!r} is not one of {', '.join(QUANTIZATIONS)}")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            f"model.quantization={quantization} needs bitsandbytes: pip install 'moee-exp[quant]'"
+        ) from err
+    from transformers import BitsAndBytesConfig
+
+    # Routers stay in full precision: RW is read from their weights, and a quantized router changes the routing.
+    skip = _router_names(config, trust_remote_code)
+    if quantization == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=skip
+        )
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    revision: str | None = None,
+    dtype: str = "auto",
+    quantization: str = "none",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    from transformers import AutoModel, AutoTokenizer
+
+    config = _load_config(name_or_path, revision, trust_remote_code)
+    if expert_count(config) is None:  # fail before any weights are read
+        raise NotAMoEModelError(
+            f"{name_or_path} ({config.model_type}) is a dense model with no MoE routers, so it has no routing "
+            "weights to embed with; use a MoE model such as model=olmoe, qwen_moe or deepseek_moe."
+        )
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    quant = _quantization_config(quantization, config, torch_dtype, trust_remote_code)
+    log.info("loading %s (%s, %s, quantization=%s)", name_or_path, dev, torch_dtype, quantization)
+    model = AutoModel.from_pretrained(
+        name_or_path,
+        revision=revision,
+        dtype=torch_dtype,
+        trust_remote_code=trust_remote_code,
+        quantization_config=quant,
+        device_map=str(dev) if quant is not None else None,
+    )
+    if quant is None:
+        model.to(dev)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:  # padding never reaches a pooled feature; any id will do
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    settings = dict(revision=revision, dtype=str(torch_dtype), quantization=quantization, device=str(dev))
+    return LoadedModel(model, tokenizer, find_routers(model), name_or_path, dev, settings)

@@ -1,0 +1,64 @@
+"""The paper's prompt templates and how a text is put into one.
+
+Templates are literal: their double quotes belong to them, so ``none`` wraps the text in quotes and
+``prompteol`` ends on an opening quote (paper.md, "Prompts").
+"""
+
+from __future__ import annotations
+
+TEMPLATES: dict[str, str] = {
+    "none": '"{text}"',
+    "prompteol": 'This sentence : "{text}" means in one word:"',
+    "style": 'In one word, describe the style of the following sentence - "{text}" :"',
+    "sentiment": (
+        "In one word, describe the sentiment of the following sentence (positive, neutral, or negative)"
+        ' - "{text}" :'
+    ),
+    "tone": (
+        'In one word, describe the tone of the following sentence - "{text}"'
+        " (e.g., formal, informal, humorous, serious):"
+    ),
+    "intent": (
+        "In one word, describe the intent behind the following sentence (e.g., request, suggestion, command)"
+        ' - "{text}" :'
+    ),
+    "complexity": (
+        'In one word, rate the complexity of the following sentence (simple, moderate, complex) - "{text}" :'
+    ),
+    "subjectivity": (
+        'In one word, describe whether the following sentence is subjective or objective - "{text}" :'
+    ),
+    "language_style": (
+        "In one word, describe the language style of the following sentence"
+        ' (e.g., academic, conversational, literary) - "{text}" :'
+    ),
+    "grammar_structure": (
+        "In one word, describe the grammatical structure of the following sentence"
+        ' (simple, compound, complex) - "{text}" :'
+    ),
+}
+
+_END_PUNCT = ('.', '?', '!', '"', "'")
+
+
+def check_template(template: str) -> str:
+    if template.count("{text}") != 1:
+        raise ValueError(f"a prompt template must contain '{{text}}' exactly once, got: {template!r}")
+    return template
+
+
+def normalize_text(text: str) -> str:
+    """The public code's text clean-up (on by default, so scores are comparable with the paper's):
+    double quotes become ', an empty text becomes '.', a final '.' is added unless it already ends in . ? ! " or '.
+    """
+    text = text.replace('"', "'").strip()
+    if not text:
+        return "."
+    return text if text.endswith(_END_PUNCT) else text + "."
+
+
+def apply_prompt(text: str, template: str, normalize: bool = True) -> str:
+    if normalize:
+        # The public code also turns '_' into ' ' in the prompted string.
+        return template.replace("{text}", normalize_text(text)).replace("_", " ")
+    return template.replace("{text}", text)

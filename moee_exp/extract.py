@@ -83,7 +83,7 @@ class _RouterTap:
 
 @torch.inference_mode()
 def forward_features(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
-    """HS (B, hidden) and RW (B, n_layers * n_experts), float32, for one padded batch."""
+    """HS (B, hidden) and RW (B, n_layers, n_experts), float32, for one padded batch."""
     input_ids, attention_mask = input_ids.to(lm.device), attention_mask.to(lm.device)
     batch, length = input_ids.shape
     pos = pooled_positions(attention_mask)
@@ -98,7 +98,7 @@ def forward_features(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: t
     if missing:
         raise RuntimeError(f"routers {missing} were not called in the forward pass")
     hs = out.last_hidden_state[torch.arange(batch, device=lm.device), pos].float()
-    return {"hs": hs.cpu(), "rw": torch.cat(tap.logits, dim=1).cpu()}
+    return {"hs": hs.cpu(), "rw": torch.stack(tap.logits, dim=1).cpu()}
 
 
 def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -117,13 +117,16 @@ def extract(
     desc: str | None = None,
     progress: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Features of already-prompted texts, in input order: {"hs": (n, hidden), "rw": (n, layers*experts)}."""
+    """Features of already-prompted texts, in input order: {"hs": (n, hidden), "rw": (n, layers, experts)}."""
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     tok = lm.tokenizer
     encoded = tok(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    n_hidden, n_rw = lm.hidden_size, len(lm.routers) * lm.n_experts
-    feats = {"hs": np.zeros((len(texts), n_hidden), np.float32), "rw": np.zeros((len(texts), n_rw), np.float32)}
+    n = len(texts)
+    feats = {
+        "hs": np.zeros((n, lm.hidden_size), np.float32),
+        "rw": np.zeros((n, len(lm.routers), lm.n_experts), np.float32),
+    }
     batches = length_batches([len(e) for e in encoded], batch_size)
     for idx in tqdm(batches, desc=desc or "extract", unit="batch", disable=not progress or not batches):
         tok.padding_side = padding_side
@@ -138,7 +141,7 @@ def extract(
 def check_finite(feats: dict[str, np.ndarray]) -> None:
     """Fail loudly on NaN/inf (the public code silently replaced NaN by 0)."""
     for name, value in feats.items():
-        bad = np.flatnonzero(~np.isfinite(value).all(axis=1))
+        bad = np.flatnonzero(~np.isfinite(value.reshape(len(value), -1)).all(axis=1))
         if bad.size:
             raise NonFiniteFeatureError(
                 f"{name} has NaN/inf for {bad.size} text(s), first indices {bad[:10].tolist()}; "

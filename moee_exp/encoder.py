@@ -1,0 +1,51 @@
+"""The mteb encoder: a thin AbsEncoder over a featurizer and one emb kind."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from mteb.models.abs_encoder import AbsEncoder
+from mteb.models.model_meta import ModelMeta, ScoringFunction
+
+from .fuse import fuse
+
+
+class MoEEEncoder(AbsEncoder):
+    """Encodes every text mteb hands it with ``featurizer`` and fuses the features into emb kind ``kind``.
+
+    Similarity is cosine: for moee_sum that is (cos HS + alpha cos RW) / (1 + alpha), the paper's summed
+    similarity up to a constant factor (see moee_exp.fuse).
+    """
+
+    def __init__(
+        self,
+        featurizer: Callable[..., dict[str, np.ndarray]],
+        kind: str,
+        *,
+        alpha: float = 1.0,
+        rw_activation: str = "logits",
+        standardize: str = "none",
+        standardize_batch_size: int = 128,
+        name: str = "moee/model",
+        revision: str | None = None,
+    ):
+        self.model = featurizer
+        self.kind = kind
+        self.fuse_kwargs = dict(
+            alpha=alpha, rw_activation=rw_activation, standardize_mode=standardize, batch_size=standardize_batch_size
+        )
+        self.mteb_model_meta = ModelMeta.create_empty(
+            {
+                "name": name if "/" in name else f"moee/{name}",
+                "revision": revision or "local",
+                "similarity_fn_name": ScoringFunction.COSINE,
+                "framework": ["PyTorch"],
+                "use_instructions": False,
+            }
+        )
+
+    def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kwargs) -> np.ndarray:
+        texts = [text for batch in inputs for text in batch["text"]]
+        features = self.model(texts, desc=f"{task_metadata.name}/{hf_split}")
+        return fuse(features, self.kind, **self.fuse_kwargs)

@@ -16,6 +16,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 QUANTIZATIONS = ("none", "4bit", "8bit")
 
 
+class ModelNotFoundError(OSError):
+    """The checkpoint is neither a local dir nor reachable on the hub / in the HF cache."""
+
+
 @dataclass
 class LoadedModel:
     model: torch.nn.Module  # the base model (no LM head): its last_hidden_state is hidden_states[-1]
@@ -56,14 +60,14 @@ def _load_config(name_or_path: str, revision: str | None, trust_remote_code: boo
     from transformers import AutoConfig
 
     if _looks_local(name_or_path) and not (Path(name_or_path).expanduser() / "config.json").exists():
-        raise FileNotFoundError(
+        raise ModelNotFoundError(
             f"model dir {name_or_path!r} does not exist or has no config.json; "
             "set model.name_or_path to a saved checkpoint dir or a hub id"
         )
     try:
         return AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     except OSError as err:
-        raise OSError(
+        raise ModelNotFoundError(
             f"could not load {name_or_path!r}: not a local dir and not reachable on the hub or in the HF cache "
             f"({err.__class__.__name__}). Download it once (`hf download {name_or_path}`) or point "
             "model.name_or_path at a local dir."

@@ -1,0 +1,141 @@
+"""Results of a job: local files first (one JSON per dataset, written atomically), then W&B.
+
+Job dir layout:  config.yaml (resolved)  results/<task>.json  results.csv  wandb/ (offline runs)
+Scores are stored as mteb reports them (0..1); tables show them x100 like the paper.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import netrc
+import os
+import warnings
+from collections.abc import Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write via a temp file and rename, so a killed job never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_row(job_dir: Path, row: Mapping) -> Path:
+    path = Path(job_dir) / "results" / f"{row['task']}.json"
+    atomic_write(path, json.dumps(row, indent=1, default=str))
+    return path
+
+
+def read_rows(job_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((Path(job_dir) / "results").glob("*.json"))]
+
+
+def summarize(rows: list[Mapping]) -> tuple[pd.DataFrame, pd.Series, float]:
+    """Per-dataset table (x100), per-type averages, and Avg = mean of the type averages (the paper's Avg)."""
+    df = pd.DataFrame(rows)[["task_type", "task", "main_score_name", "main_score"]]
+    df = df.assign(score=df.main_score * 100).drop(columns="main_score").sort_values(["task_type", "task"])
+    by_type = df.groupby("task_type")["score"].mean()
+    return df.reset_index(drop=True), by_type, float(by_type.mean())
+
+
+def format_summary(rows: list[Mapping]) -> str:
+    df, by_type, avg = summarize(rows)
+    types = by_type.to_frame("score").reset_index()
+    return (
+        f"{df.to_string(index=False, float_format='%.2f')}\n\n"
+        f"{types.to_string(index=False, float_format='%.2f')}\n\nAvg (mean of task types): {avg:.2f}"
+    )
+
+
+def write_table(job_dir: Path, rows: list[Mapping]) -> Path:
+    path = Path(job_dir) / "results.csv"
+    atomic_write(path, pd.DataFrame(rows).drop(columns=["scores"], errors="ignore").to_csv(index=False))
+    return path
+
+
+# ---------------------------------------------------------------- W&B
+
+
+def _has_wandb_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def _flatten(d: Mapping, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+class WandbLogger:
+    """One W&B run per job. Offline unless asked for online *and* a key is present; never prompts, never blocks."""
+
+    def __init__(self, run):
+        self.run = run
+
+    def log_row(self, row: Mapping) -> None:
+        self.run.log({f"{row['task_type']}/{row['task']}": row["main_score"] * 100})
+
+    def log_summary(self, rows: list[Mapping]) -> None:
+        import wandb
+
+        df, by_type, avg = summarize(rows)
+        for r in df.itertuples():
+            self.run.summary[f"score/{r.task}"] = r.score
+        for task_type, score in by_type.items():
+            self.run.summary[f"type/{task_type}"] = score
+        self.run.summary["avg"] = avg
+        self.run.log({"scores": wandb.Table(dataframe=df)})
+
+
+@contextmanager
+def wandb_logger(logger_cfg: Mapping, *, config: Mapping, job_dir: Path, group: str, name: str):
+    if logger_cfg["backend"] != "wandb":
+        yield None
+        return
+    import wandb
+
+    mode = logger_cfg["mode"]
+    if mode == "online" and not _has_wandb_key():
+        warnings.warn("logger.mode=online but no W&B API key (WANDB_API_KEY or `wandb login`): logging offline")
+        mode = "offline"
+    os.environ["WANDB_MODE"] = mode  # the env var, not only the init argument, keeps offline runs off the network
+    kwargs = dict(
+        project=logger_cfg["project"],
+        entity=logger_cfg.get("entity"),
+        group=group[-128:],
+        name=name,
+        tags=[t[:64] for t in logger_cfg.get("tags") or []],
+        config=_flatten(config),
+        dir=str(job_dir),
+    )
+    try:
+        run = wandb.init(mode=mode, **kwargs)
+    except Exception as err:  # online but unreachable: keep the job, log offline
+        if mode == "offline":
+            raise
+        warnings.warn(f"W&B online init failed ({err.__class__.__name__}): logging offline")
+        os.environ["WANDB_MODE"] = "offline"
+        run = wandb.init(mode="offline", **kwargs)
+    try:
+        yield WandbLogger(run)
+    finally:
+        run.finish()

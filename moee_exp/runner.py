@@ -1,0 +1,81 @@
+"""One Hydra job: config → featurizer → encoder → mteb on every task → local results → W&B → printed table."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from .config import template_of, validate
+from .encoder import MoEEEncoder
+from .evaluate import evaluate_tasks
+from .featurize import Featurizer
+from .record import atomic_write, format_summary, wandb_logger, write_row, write_table
+from .tasks import get_tasks
+
+log = logging.getLogger(__name__)
+
+
+def job_identity(cfg) -> dict:
+    """The fields that name a result row: what was run, independent of where."""
+    return {
+        "model": cfg.model.name,
+        "model_name_or_path": cfg.model.name_or_path or f"tiny:{cfg.model.tiny.model_type}",
+        "emb": cfg.emb.kind,
+        "alpha": float(cfg.emb.alpha) if cfg.emb.kind == "moee_sum" else None,
+        "rw_activation": cfg.emb.rw_activation,
+        "standardize": cfg.emb.standardize,
+        "prompt": cfg.prompt.name,
+        "task_set": cfg.tasks.name,
+    }
+
+
+def run_name(ident: dict) -> str:
+    alpha = f"-a{ident['alpha']:g}" if ident["alpha"] is not None else ""
+    return f"{ident['model']}-{ident['emb']}{alpha}-{ident['prompt']}"
+
+
+def quiet_libraries() -> None:
+    """Keep our per-dataset progress bars and table readable: mteb's INFO lines and datasets' bars are noise here."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    for name in ("mteb", "datasets", "transformers", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
+    validate(cfg)
+    quiet_libraries()
+    tasks = get_tasks(cfg.tasks.names)  # unknown names fail before the model is loaded
+    job_dir = Path(job_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    atomic_write(job_dir / "config.yaml", OmegaConf.to_yaml(resolved))
+
+    featurizer = Featurizer(resolved["model"], template_of(cfg.prompt), cfg.prompt.normalize, progress=cfg.progress)
+    ident = job_identity(cfg)
+    encoder = MoEEEncoder(
+        featurizer,
+        cfg.emb.kind,
+        alpha=cfg.emb.alpha,
+        rw_activation=cfg.emb.rw_activation,
+        standardize=cfg.emb.standardize,
+        standardize_batch_size=cfg.emb.standardize_batch_size,
+        name=f"moee/{run_name(ident)}",
+        revision=cfg.model.revision,
+    )
+    rows = []
+    with wandb_logger(cfg.logger, config=resolved, job_dir=job_dir, group=group, name=run_name(ident)) as wb:
+        for row in evaluate_tasks(encoder, tasks, batch_size=cfg.model.batch_size, progress=cfg.progress):
+            row = {**ident, **row, "n_truncated": featurizer.n_truncated}
+            write_row(job_dir, row)  # local first: W&B trouble never costs a result
+            rows.append(row)
+            if wb:
+                wb.log_row(row)
+        write_table(job_dir, rows)
+        if wb:
+            wb.log_summary(rows)
+    print(f"\n{run_name(ident)}  ({cfg.tasks.name} tasks; scores x100)\n{format_summary(rows)}")
+    print(f"results: {job_dir / 'results'}/ and {job_dir / 'results.csv'}")
+    return rows

@@ -11,6 +11,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+from .extract import FEATURES
 from .fuse import KINDS, RW_ACTIVATIONS, STANDARDIZE
 from .loading import DTYPES, QUANTIZATIONS
 from .prompts import TEMPLATES, check_template
@@ -43,6 +44,8 @@ class EmbConfig:
     rw_activation: str = "logits"  # logits (public code's OLMoE/Qwen numbers) | softmax (the paper's text)
     standardize: str = "none"  # none | text | batch (public code, batch-dependent)
     standardize_batch_size: int = 128
+    hs_feature: str = "hs"  # pooling of the HS block: hs | hs_mean_tokens | hs_mean_layers | hs_mean_tokens_layers
+    rw_feature: str = "rw"  # pooling of the RW block: rw | rw_mean_tokens
 
 
 @dataclass
@@ -108,6 +111,8 @@ def validate(cfg) -> None:
     _choice(e.kind, KINDS, "emb.kind")
     _choice(e.rw_activation, RW_ACTIVATIONS, "emb.rw_activation")
     _choice(e.standardize, STANDARDIZE, "emb.standardize")
+    _choice(e.hs_feature, [f for f in FEATURES if f.startswith("hs")], "emb.hs_feature")
+    _choice(e.rw_feature, [f for f in FEATURES if f.startswith("rw")], "emb.rw_feature")
     if e.alpha < 0:
         raise ConfigError(f"emb.alpha={e.alpha} must be >= 0 (it weights cos(RW) in MoEE(sum))")
     try:

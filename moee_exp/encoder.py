@@ -27,13 +27,20 @@ class MoEEEncoder(AbsEncoder):
         rw_activation: str = "logits",
         standardize: str = "none",
         standardize_batch_size: int = 128,
+        hs_feature: str = "hs",
+        rw_feature: str = "rw",
         name: str = "moee/model",
         revision: str | None = None,
     ):
         self.model = featurizer
         self.kind = kind
         self.fuse_kwargs = dict(
-            alpha=alpha, rw_activation=rw_activation, standardize_mode=standardize, batch_size=standardize_batch_size
+            alpha=alpha,
+            rw_activation=rw_activation,
+            standardize_mode=standardize,
+            batch_size=standardize_batch_size,
+            hs_feature=hs_feature,
+            rw_feature=rw_feature,
         )
         self.mteb_model_meta = ModelMeta.create_empty(
             {

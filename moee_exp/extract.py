@@ -55,26 +55,88 @@ def pooled_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask * steps).argmax(dim=1)
 
 
-class _RouterTap:
-    """Pre-forward hooks that turn each router's input at the pooled tokens into router logits."""
+# Pooled features one forward pass can give; the ablation (paper Table 5) needs the non-default ones.
+FEATURES = {
+    "hs": "last hidden state (hidden_states[-1]) at the last real token",
+    "hs_mean_tokens": "last hidden state averaged over real tokens",
+    "hs_mean_layers": "hidden_states[0..L] (embeddings and every layer) averaged, at the last real token",
+    "hs_mean_tokens_layers": "hidden_states[0..L] averaged over layers and real tokens",
+    "rw": "router logits of every MoE layer at the last real token",
+    "rw_mean_tokens": "router logits of every MoE layer averaged over real tokens",
+}
+DEFAULT_FEATURES = ("hs", "rw")
 
-    def __init__(self, routers):
-        self.routers = routers
-        self.flat_index: torch.Tensor | None = None
-        self.logits: list[torch.Tensor | None] = [None] * len(routers)
-        self.handles = [
-            r.module.register_forward_pre_hook(self._hook(i), with_kwargs=True) for i, r in enumerate(routers)
-        ]
 
-    def _hook(self, i):
-        router = self.routers[i]
+class _Pool:
+    """Last-token and masked-mean pooling of (B, T, D) or (B*T, D) activations for one padded batch."""
 
+    def __init__(self, attention_mask: torch.Tensor):
+        self.batch, self.length = attention_mask.shape
+        rows = torch.arange(self.batch, device=attention_mask.device)
+        self.flat_last = rows * self.length + pooled_positions(attention_mask)
+        mask = attention_mask.float()
+        self.weights = mask / mask.sum(dim=1, keepdim=True)
+
+    def last(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, x.shape[-1])[self.flat_last.to(x.device)].float()
+
+    def mean(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(self.batch, self.length, -1).float()
+        return (x * self.weights.to(x.device)[..., None]).sum(dim=1)
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The stack of decoder layers: the first ModuleList as long as config.num_hidden_layers."""
+    from .routers import text_config
+
+    n = text_config(model.config).num_hidden_layers
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return module
+    raise RuntimeError(f"{type(model).__name__}: no list of {n} decoder layers found")
+
+
+class _Taps:
+    """Hooks that pool what the requested features need while the forward pass runs, and keep nothing else."""
+
+    def __init__(self, lm: LoadedModel, pool: _Pool, wanted: set[str]):
+        self.pool, self.wanted = pool, wanted
+        self.rw: dict[str, list] = {k: [None] * len(lm.routers) for k in ("rw", "rw_mean_tokens") if k in wanted}
+        self.layer_sums: dict[str, torch.Tensor] = {}
+        self.handles = []
+        if self.rw:
+            for i, router in enumerate(lm.routers):
+                hook = self._router_hook(i, router)
+                self.handles.append(router.module.register_forward_pre_hook(hook, with_kwargs=True))
+        if wanted & {"hs_mean_layers", "hs_mean_tokens_layers"}:
+            layers = decoder_layers(lm.model)
+            # hidden_states[0] is the first layer's input; hidden_states[i] the output of layer i-1, except the
+            # last, which is the normed last_hidden_state (added in forward_features).
+            self.handles.append(layers[0].register_forward_pre_hook(self._input_hook, with_kwargs=True))
+            for layer in list(layers)[:-1]:
+                self.handles.append(layer.register_forward_hook(self._output_hook, with_kwargs=True))
+
+    def _router_hook(self, i, router):
         def hook(module, args, kwargs):
-            hidden = args[0] if args else next(iter(kwargs.values()))
-            flat = hidden.reshape(-1, hidden.shape[-1])
-            self.logits[i] = router_logits(router, flat[self.flat_index.to(flat.device)])
+            flat = args[0] if args else next(iter(kwargs.values()))
+            flat = flat.reshape(-1, flat.shape[-1])
+            if "rw" in self.rw:
+                self.rw["rw"][i] = router_logits(router, self.pool.last(flat))
+            if "rw_mean_tokens" in self.rw:
+                self.rw["rw_mean_tokens"][i] = self.pool.mean(router_logits(router, flat))
 
         return hook
+
+    def _input_hook(self, module, args, kwargs):
+        self.add_layer(args[0] if args else kwargs["hidden_states"])
+
+    def _output_hook(self, module, args, kwargs, output):
+        self.add_layer(output[0] if isinstance(output, (tuple, list)) else output)
+
+    def add_layer(self, hidden: torch.Tensor) -> None:
+        for name, pool in (("hs_mean_layers", self.pool.last), ("hs_mean_tokens_layers", self.pool.mean)):
+            if name in self.wanted:
+                self.layer_sums[name] = self.layer_sums.get(name, 0) + pool(hidden)
 
     def remove(self):
         for h in self.handles:
@@ -82,23 +144,38 @@ class _RouterTap:
 
 
 @torch.inference_mode()
-def forward_features(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
-    """HS (B, hidden) and RW (B, n_layers, n_experts), float32, for one padded batch."""
+def forward_features(
+    lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, features=DEFAULT_FEATURES
+) -> dict[str, torch.Tensor]:
+    """Pooled float32 features for one padded batch: HS-like (B, hidden), RW-like (B, n_moe_layers, n_experts)."""
+    wanted = set(features)
+    if wanted - FEATURES.keys():
+        raise ValueError(f"unknown features {sorted(wanted - FEATURES.keys())}; known: {list(FEATURES)}")
     input_ids, attention_mask = input_ids.to(lm.device), attention_mask.to(lm.device)
-    batch, length = input_ids.shape
-    pos = pooled_positions(attention_mask)
+    # Positions count from each text's first real token, so left padding changes nothing.
     position_ids = (attention_mask.long().cumsum(1) - 1).clamp(min=0)
-    tap = _RouterTap(lm.routers)
-    tap.flat_index = torch.arange(batch, device=lm.device) * length + pos
+    pool = _Pool(attention_mask)
+    taps = _Taps(lm, pool, wanted)
     try:
         out = lm.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
     finally:
-        tap.remove()
-    missing = [r.name for r, lg in zip(lm.routers, tap.logits) if lg is None]
-    if missing:
-        raise RuntimeError(f"routers {missing} were not called in the forward pass")
-    hs = out.last_hidden_state[torch.arange(batch, device=lm.device), pos].float()
-    return {"hs": hs.cpu(), "rw": torch.stack(tap.logits, dim=1).cpu()}
+        taps.remove()
+    last = out.last_hidden_state
+    result = {}
+    if "hs" in wanted:
+        result["hs"] = pool.last(last)
+    if "hs_mean_tokens" in wanted:
+        result["hs_mean_tokens"] = pool.mean(last)
+    if taps.layer_sums:
+        taps.add_layer(last)
+        n_states = len(decoder_layers(lm.model)) + 1
+        result.update({k: v / n_states for k, v in taps.layer_sums.items()})
+    for name, per_router in taps.rw.items():
+        missing = [r.name for r, lg in zip(lm.routers, per_router) if lg is None]
+        if missing:
+            raise RuntimeError(f"routers {missing} were not called in the forward pass")
+        result[name] = torch.stack(per_router, dim=1)
+    return {k: v.cpu() for k, v in result.items()}
 
 
 def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -114,26 +191,23 @@ def extract(
     batch_size: int = 32,
     max_length: int = 512,
     padding_side: str = "left",
+    features=DEFAULT_FEATURES,
     desc: str | None = None,
     progress: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Features of already-prompted texts, in input order: {"hs": (n, hidden), "rw": (n, layers, experts)}."""
+    """Features of already-prompted texts, in input order: {"hs": (n, hidden), "rw": (n, layers, experts), ...}."""
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     tok = lm.tokenizer
     encoded = tok(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    n = len(texts)
-    feats = {
-        "hs": np.zeros((n, lm.hidden_size), np.float32),
-        "rw": np.zeros((n, len(lm.routers), lm.n_experts), np.float32),
-    }
+    feats: dict[str, np.ndarray] = {}
     batches = length_batches([len(e) for e in encoded], batch_size)
     for idx in tqdm(batches, desc=desc or "extract", unit="batch", disable=not progress or not batches):
         tok.padding_side = padding_side
         padded = tok.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
-        out = forward_features(lm, padded["input_ids"], padded["attention_mask"])
+        out = forward_features(lm, padded["input_ids"], padded["attention_mask"], features)
         for name, value in out.items():
-            feats[name][idx] = value.numpy()
+            feats.setdefault(name, np.zeros((len(texts), *value.shape[1:]), np.float32))[idx] = value.numpy()
     check_finite(feats)
     return feats
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from .extract import extract, prompt_texts
+from .extract import DEFAULT_FEATURES, extract, prompt_texts
 from .loading import LoadedModel, load_model
 from .prompts import check_template
 from .tiny import ensure_tiny_model
@@ -50,10 +50,18 @@ def get_model(model_cfg: Mapping) -> LoadedModel:
 
 
 class Featurizer:
-    """Callable texts → {"hs": (n, hidden), "rw": (n, layers, experts)} for one model × prompt."""
+    """Callable texts → pooled features {"hs": (n, hidden), "rw": (n, layers, experts), ...} for one model × prompt."""
 
-    def __init__(self, model_cfg: Mapping, template: str, normalize: bool = True, progress: bool = True):
+    def __init__(
+        self,
+        model_cfg: Mapping,
+        template: str,
+        normalize: bool = True,
+        progress: bool = True,
+        features=DEFAULT_FEATURES,
+    ):
         self.model_cfg = dict(model_cfg)
+        self.features = tuple(features)
         self.template = check_template(template)
         self.normalize = normalize
         self.progress = progress
@@ -72,6 +80,7 @@ class Featurizer:
             batch_size=int(self.model_cfg.get("batch_size", 32)),
             max_length=max_length,
             padding_side=self.model_cfg.get("padding_side", "left"),
+            features=self.features,
             desc=desc,
             progress=self.progress,
         )

@@ -63,14 +63,19 @@ def fuse(
     rw_activation: str = "logits",
     standardize_mode: str = "none",
     batch_size: int = 128,
+    hs_feature: str = "hs",
+    rw_feature: str = "rw",
 ) -> np.ndarray:
-    """Embeddings (n, d) float32 of kind ``kind`` from {"hs": (n, hidden), "rw": (n, layers, experts)}."""
+    """Embeddings (n, d) float32 of kind ``kind`` from pooled features {"hs": (n, hidden), "rw": (n, layers, experts)}.
+
+    ``hs_feature`` / ``rw_feature`` pick another pooling for the blocks (e.g. "hs_mean_tokens", see extract.FEATURES).
+    """
     if kind not in KINDS:
         raise ValueError(f"emb kind {kind!r} is not one of {KINDS}")
     if alpha < 0:
         raise ValueError(f"alpha must be >= 0, got {alpha}")
-    hs = standardize(features["hs"].astype(np.float64), standardize_mode, batch_size)
-    rw = standardize(rw_block(features["rw"], rw_activation), standardize_mode, batch_size)
+    hs = standardize(features[hs_feature].astype(np.float64), standardize_mode, batch_size)
+    rw = standardize(rw_block(features[rw_feature], rw_activation), standardize_mode, batch_size)
     if kind == "hs":
         out = hs
     elif kind == "rw":

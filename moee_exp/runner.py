@@ -26,6 +26,8 @@ def job_identity(cfg) -> dict:
         "alpha": float(cfg.emb.alpha) if cfg.emb.kind == "moee_sum" else None,
         "rw_activation": cfg.emb.rw_activation,
         "standardize": cfg.emb.standardize,
+        "hs_feature": cfg.emb.hs_feature,
+        "rw_feature": cfg.emb.rw_feature,
         "prompt": cfg.prompt.name,
         "task_set": cfg.tasks.name,
     }
@@ -53,7 +55,13 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     atomic_write(job_dir / "config.yaml", OmegaConf.to_yaml(resolved))
 
-    featurizer = Featurizer(resolved["model"], template_of(cfg.prompt), cfg.prompt.normalize, progress=cfg.progress)
+    featurizer = Featurizer(
+        resolved["model"],
+        template_of(cfg.prompt),
+        cfg.prompt.normalize,
+        progress=cfg.progress,
+        features=(cfg.emb.hs_feature, cfg.emb.rw_feature),
+    )
     ident = job_identity(cfg)
     encoder = MoEEEncoder(
         featurizer,
@@ -62,6 +70,8 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
         rw_activation=cfg.emb.rw_activation,
         standardize=cfg.emb.standardize,
         standardize_batch_size=cfg.emb.standardize_batch_size,
+        hs_feature=cfg.emb.hs_feature,
+        rw_feature=cfg.emb.rw_feature,
         name=f"moee/{run_name(ident)}",
         revision=cfg.model.revision,
     )

@@ -1,0 +1,57 @@
+"""Test setup: everything offline, every cache in a temp dir, tiny models built once per session."""
+
+import os
+import tempfile
+from pathlib import Path
+
+_TMP = Path(tempfile.mkdtemp(prefix="moee-tests-"))
+os.environ.update(
+    HF_HUB_OFFLINE="1",
+    HF_DATASETS_OFFLINE="1",
+    TRANSFORMERS_OFFLINE="1",
+    WANDB_MODE="offline",
+    WANDB_SILENT="true",
+    WANDB_ERROR_REPORTING="false",
+    WANDB_DISABLE_GIT="true",
+    WANDB_DIR=str(_TMP / "wandb"),
+    MTEB_CACHE=str(_TMP / "mteb"),  # before mteb is imported: it creates its cache dir at import
+    MOEE_CACHE_DIR=str(_TMP / "moee"),
+)
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_FAMILIES = ["tiny", "tiny_qwen2_moe", "tiny_mixtral", "tiny_qwen3_moe", "tiny_deepseek_v3"]
+
+
+def tiny_model_cfg(name: str = "tiny") -> dict:
+    """conf/model/<name>.yaml as the runner sees it (schema defaults + file), with the session cache dir."""
+    from moee_exp.config import ModelConfig
+
+    cfg = dict(ModelConfig().__dict__)
+    cfg.update({k: v for k, v in yaml.safe_load((ROOT / "conf/model" / f"{name}.yaml").read_text()).items() if k != "defaults"})
+    cfg["cache_dir"] = os.environ["MOEE_CACHE_DIR"]
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_lm():
+    """Loaded tiny models by family name, built and loaded once per session."""
+    from moee_exp.featurize import model_path
+    from moee_exp.loading import load_model
+
+    loaded = {}
+
+    def get(name: str = "tiny"):
+        if name not in loaded:
+            loaded[name] = load_model(model_path(tiny_model_cfg(name)))
+        return loaded[name]
+
+    return get
+
+
+@pytest.fixture
+def tmp_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

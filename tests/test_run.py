@@ -1,0 +1,108 @@
+"""run.py end to end in a subprocess: the default job, an alpha sweep read back from disk and W&B, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+FAST_TASKS = "tasks.names=[MoEEDemoSTS,MoEEDemoClassification]"
+
+
+def run(*overrides, cwd):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=600,
+    )
+
+
+def job_dirs(base: Path):
+    return sorted(p.parent for p in base.glob("**/config.yaml") if (p.parent / "results").exists())
+
+
+def wandb_summary(job_dir: Path) -> dict:
+    (run_dir,) = (job_dir / "wandb").glob("offline-run-*")
+    out = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(run_dir)],
+        capture_output=True, text=True, check=True, timeout=120,
+    )
+    return json.loads(out.stdout)
+
+
+def test_default_job(tmp_cwd):
+    proc = run(cwd=tmp_cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Avg (mean of task types)" in proc.stdout
+    (job,) = job_dirs(tmp_cwd / "outputs")
+    rows = [json.loads(p.read_text()) for p in (job / "results").glob("*.json")]
+    assert {r["task_type"] for r in rows} == {
+        "STS", "Classification", "Clustering", "PairClassification", "Reranking", "Summarization"}
+    assert all(r["emb"] == "moee_sum" and r["alpha"] == 1.0 and r["prompt"] == "prompteol" for r in rows)
+    assert all(0 <= r["main_score"] <= 1 and r["scores"] for r in rows)
+    logged = wandb_summary(job)
+    assert logged["state"] == "finished"
+    assert logged["summary"]["avg"] == pytest.approx(
+        sum({r["task_type"]: r["main_score"] * 100 for r in rows}.values()) / 6)
+
+
+def test_alpha_sweep_writes_one_result_and_one_wandb_run_per_alpha(tmp_cwd):
+    proc = run("-m", "emb=moee_sum", "emb.alpha=0.2,0.7", FAST_TASKS, cwd=tmp_cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = job_dirs(tmp_cwd / "multirun")
+    assert len(jobs) == 2
+    groups, alphas = set(), []
+    for job in jobs:
+        rows = {r["task"]: r for r in map(json.loads, map(Path.read_text, (job / "results").glob("*.json")))}
+        assert set(rows) == {"MoEEDemoSTS", "MoEEDemoClassification"}
+        logged = wandb_summary(job)
+        alpha = logged["config"]["emb.alpha"]
+        assert {r["alpha"] for r in rows.values()} == {alpha}
+        for task, row in rows.items():
+            assert logged["summary"][f"score/{task}"] == pytest.approx(row["main_score"] * 100)
+        alphas.append(alpha)
+        groups.add(logged.get("group") or json.dumps(logged["config"].get("_group")))
+    assert sorted(alphas) == [0.2, 0.7]
+    # different alpha -> different STS score (the alpha really reaches the fusion)
+    sts = {json.loads((j / "results/MoEEDemoSTS.json").read_text())["main_score"] for j in jobs}
+    assert len(sts) == 2
+
+
+def test_sweep_with_group_default_alphas_is_ten_jobs(tmp_cwd):
+    """The moee_sum file carries the paper's alpha grid; --cfg shows it without running anything."""
+    proc = run("emb=moee_sum", "--cfg", "hydra", "-p", "hydra.sweeper.params", cwd=tmp_cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["emb=foo"], "Could not find 'emb/foo'"),
+        (["emb.alpha=-0.5"], "emb.alpha=-0.5 must be >= 0"),
+        (["tasks.names=[STS1]"], "unknown task(s): 'STS1' not found. Did you mean"),
+        (["model.dtype=int3"], "model.dtype='int3' is not one of"),
+        (["model.batch_size=abc"], "model.batch_size"),
+        (["prompt.template=no placeholder"], "must contain '{text}'"),
+    ],
+)
+def test_bad_config_gives_a_clear_error(tmp_cwd, overrides, message):
+    proc = run(*overrides, "logger=none", cwd=tmp_cwd)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_dense_model_gives_one_line_error(tmp_cwd):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.for_model("llama", vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                               num_attention_heads=4, num_key_value_heads=4)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_cwd / "dense")
+    proc = run("model=olmoe", "model.name_or_path=./dense", "logger=none", cwd=tmp_cwd)
+    assert proc.returncode == 2
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "dense model with no MoE routers" in error_lines[0]

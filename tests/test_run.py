@@ -24,13 +24,21 @@ def job_dirs(base: Path):
     return sorted(p.parent for p in base.glob("**/config.yaml") if (p.parent / "results").exists())
 
 
-def wandb_summary(job_dir: Path) -> dict:
+def leet(job_dir: Path, *flags) -> str:
+    """W&B's own reader of an offline run's .wandb log."""
     (run_dir,) = (job_dir / "wandb").glob("offline-run-*")
-    out = subprocess.run(
-        [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(run_dir)],
-        capture_output=True, text=True, check=True, timeout=120,
-    )
-    return json.loads(out.stdout)
+    cmd = [sys.executable, "-m", "wandb", "leet", "inspect", *flags, "--json", str(run_dir)]
+    return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout
+
+
+def wandb_summary(job_dir: Path) -> dict:
+    return json.loads(leet(job_dir, "--summary"))
+
+
+def wandb_group(job_dir: Path) -> str:
+    records = [json.loads(line) for line in leet(job_dir).splitlines() if line.startswith("{")]
+    (run_record,) = [r["run"] for r in records if r.get("type") == "run"]
+    return run_record["run_group"]
 
 
 def test_default_job(tmp_cwd):
@@ -64,8 +72,10 @@ def test_alpha_sweep_writes_one_result_and_one_wandb_run_per_alpha(tmp_cwd):
         for task, row in rows.items():
             assert logged["summary"][f"score/{task}"] == pytest.approx(row["main_score"] * 100)
         alphas.append(alpha)
-        groups.add(logged.get("group") or json.dumps(logged["config"].get("_group")))
+        groups.add(wandb_group(job))
     assert sorted(alphas) == [0.2, 0.7]
+    (group,) = groups  # runs of one sweep share a W&B group
+    assert group.startswith("multirun_")
     # different alpha -> different STS score (the alpha really reaches the fusion)
     sts = {json.loads((j / "results/MoEEDemoSTS.json").read_text())["main_score"] for j in jobs}
     assert len(sts) == 2

@@ -1,7 +1,9 @@
 """Texts → pooled features for one model and prompt: prompting, lazy model loading, extraction.
 
 A loaded model is kept for the life of the process and reused by the next job with the same model settings
-(Hydra's basic launcher runs every job of a sweep in one process), so a sweep loads it once.
+(Hydra's basic launcher runs every job of a sweep in one process), so a sweep loads it once. With a feature cache
+(moee_exp.cache), texts whose features are cached are not extracted again, and the model (and its tokenizer) is
+loaded only on the first miss.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from .extract import DEFAULT_FEATURES, extract, prompt_texts
+from .cache import CacheMiss, FeatureCache, model_identity, text_key
+from .extract import DEFAULT_FEATURES, EXTRACTION_VERSION, NonFiniteFeatureError, clean_text, extract, prompt_texts
 from .loading import LoadedModel, load_model
 from .prompts import check_template
 from .tiny import ensure_tiny_model
 
 log = logging.getLogger(__name__)
 
+TRUNCATED = "truncated"  # cached beside the features, so a cache hit still counts truncated texts
 LOAD_KEYS = ("name_or_path", "revision", "dtype", "quantization", "device", "trust_remote_code")
 _loaded: dict[tuple, LoadedModel] = {}
 load_count = 0  # how many times a model was actually constructed in this process (tests assert on it)
@@ -59,22 +63,91 @@ class Featurizer:
         normalize: bool = True,
         progress: bool = True,
         features=DEFAULT_FEATURES,
+        cache: FeatureCache | None = None,
     ):
         self.model_cfg = dict(model_cfg)
+        self.cache = cache
+        self._namespace = None
         self.features = tuple(features)
         self.template = check_template(template)
         self.normalize = normalize
         self.progress = progress
         self.n_truncated = 0
 
+    def namespace(self):
+        """This model × prompt × settings' part of the feature cache (see moee_exp.cache for what keys it)."""
+        if self._namespace is None:
+            identity = {
+                "model": model_identity(self.model_cfg),
+                "template": self.template,
+                "normalize": bool(self.normalize),
+                "max_length": int(self.model_cfg.get("max_length", 512)),
+                "extraction_version": EXTRACTION_VERSION,
+            }
+            self._namespace = self.cache.namespace(identity)
+        return self._namespace
+
     def __call__(self, texts: list[str], desc: str | None = None) -> dict[str, np.ndarray]:
+        texts = [clean_text(t) for t in texts]  # None -> '', lone surrogates -> U+FFFD: nothing crashes the tokenizer
+        if self.cache is None or not texts:
+            feats, truncated = self._extract(texts, desc)
+        else:
+            for attempt in range(3):
+                try:
+                    feats, truncated = self._cached(texts, desc)
+                    break
+                except CacheMiss:  # a shard vanished or went bad under us: look the texts up again
+                    if attempt == 2:
+                        raise
+        n_truncated = int(np.count_nonzero(truncated))
+        if n_truncated:
+            max_length = int(self.model_cfg.get("max_length", 512))
+            log.warning("%s: %d text(s) truncated to max_length=%d", desc or "", n_truncated, max_length)
+        self.n_truncated += n_truncated
+        return feats
+
+    def _cached(self, texts: list[str], desc: str | None):
+        """Features from the cache; the texts missing any requested feature are extracted (once each) and stored."""
+        ns = self.namespace()
+        keys = [text_key(t) for t in texts]
+        names = (*dict.fromkeys(self.features), TRUNCATED)
+        have = {name: ns.contains(keys, name) for name in names}
+        missing = ~np.logical_and.reduce(list(have.values()))
+        first = {}  # unique missing texts, first occurrence
+        for i in np.flatnonzero(missing):
+            first.setdefault(keys[i], int(i))
+        fresh_at = {k: j for j, k in enumerate(first)}
+        if first:
+            try:
+                fresh, fresh_truncated = self._extract([texts[i] for i in first.values()], desc)
+            except NonFiniteFeatureError as err:  # name the texts by their index in this call, not in the subset
+                raise err.reindexed(list(first.values())) from None
+            fresh[TRUNCATED] = fresh_truncated
+            for name in names:
+                ns.put(list(first), name, fresh[name])
+        log.info("%s: %d text(s), %d from the feature cache, %d extracted", desc or "features", len(texts),
+                 len(texts) - int(missing.sum()), len(first))
+        out = {}
+        for name in names:
+            # Read back what was just stored, so this call returns exactly what a later cache hit will.
+            stored = ns.contains(keys, name) if first else have[name]
+            if stored.all():
+                out[name] = ns.get(keys, name)
+                continue
+            # the cache could not store them (logged): the fresh values, as extracted
+            todo, rows = np.flatnonzero(~stored), np.flatnonzero(stored)
+            value = fresh[name][[fresh_at[keys[i]] for i in todo]]
+            out[name] = np.empty((len(keys), *value.shape[1:]), value.dtype)
+            out[name][todo] = value
+            if len(rows):
+                out[name][rows] = ns.get([keys[i] for i in rows], name)
+        return {name: out[name] for name in self.features}, out[TRUNCATED]
+
+    def _extract(self, texts: list[str], desc: str | None):
         lm = get_model(self.model_cfg)
         max_length = int(self.model_cfg.get("max_length", 512))
         prompted = prompt_texts(texts, self.template, lm.tokenizer, max_length, self.normalize)
-        if prompted.n_truncated:
-            log.warning("%s: %d text(s) truncated to max_length=%d", desc or "", prompted.n_truncated, max_length)
-        self.n_truncated += prompted.n_truncated
-        return extract(
+        feats = extract(
             lm,
             prompted.texts,
             batch_size=int(self.model_cfg.get("batch_size", 32)),
@@ -84,3 +157,4 @@ class Featurizer:
             desc=desc,
             progress=self.progress,
         )
+        return feats, np.array(prompted.truncated or [False] * len(texts), dtype=bool)

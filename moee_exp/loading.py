@@ -74,6 +74,45 @@ def _load_config(name_or_path: str, revision: str | None, trust_remote_code: boo
         ) from err
 
 
+def _check_moe(config, name_or_path: str) -> None:
+    if expert_count(config) is None:
+        raise NotAMoEModelError(
+            f"{name_or_path} ({config.model_type}) is a dense model with no MoE routers, so it has no routing "
+            "weights to embed with; use a MoE model such as model=olmoe, qwen_moe or deepseek_moe."
+        )
+
+
+def _require_bitsandbytes(quantization: str) -> None:
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            f"model.quantization={quantization} needs bitsandbytes: pip install 'moee-exp[quant]' "
+            "(or model.quantization=none)"
+        ) from err
+
+
+def check_model(model_cfg) -> None:
+    """Fail fast, before any dataset is read, on a model that cannot work: a local dir that does not exist or
+    has no config.json, a dense model, or 4/8-bit asked for without bitsandbytes. A hub id whose config cannot be
+    read now is left to the load (its features may all be in the feature cache, and then it is never loaded)."""
+    quantization = model_cfg.get("quantization") or "none"
+    if quantization != "none":
+        _require_bitsandbytes(quantization)
+    name = model_cfg.get("name_or_path")
+    if model_cfg.get("tiny") or not name:
+        return
+    trust = bool(model_cfg.get("trust_remote_code", False))
+    try:
+        config = _load_config(str(name), model_cfg.get("revision"), trust)
+    except ModelNotFoundError:
+        if _looks_local(str(name)):
+            raise
+        log.debug("config of %s not readable now; checked again when the model is loaded", name)
+        return
+    _check_moe(config, str(name))
+
+
 def _router_names(config, trust_remote_code: bool) -> list[str]:
     """Router module names, found on a weightless (meta) copy of the model, to keep them out of quantization."""
     from transformers import AutoModel
@@ -88,12 +127,7 @@ def _quantization_config(quantization: str, config, dtype, trust_remote_code: bo
         return None
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"model.quantization={quantization!r} is not one of {', '.join(QUANTIZATIONS)}")
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError as err:
-        raise ImportError(
-            f"model.quantization={quantization} needs bitsandbytes: pip install 'moee-exp[quant]'"
-        ) from err
+    _require_bitsandbytes(quantization)
     from transformers import BitsAndBytesConfig
 
     # Routers stay in full precision: RW is read from their weights, and a quantized router changes the routing.
@@ -114,26 +148,29 @@ def load_model(
     device: str = "auto",
     trust_remote_code: bool = False,
 ) -> LoadedModel:
+    import transformers
     from transformers import AutoModel, AutoTokenizer
 
     config = _load_config(name_or_path, revision, trust_remote_code)
-    if expert_count(config) is None:  # fail before any weights are read
-        raise NotAMoEModelError(
-            f"{name_or_path} ({config.model_type}) is a dense model with no MoE routers, so it has no routing "
-            "weights to embed with; use a MoE model such as model=olmoe, qwen_moe or deepseek_moe."
-        )
+    _check_moe(config, name_or_path)  # fail before any weights are read
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     quant = _quantization_config(quantization, config, torch_dtype, trust_remote_code)
     log.info("loading %s (%s, %s, quantization=%s)", name_or_path, dev, torch_dtype, quantization)
-    model = AutoModel.from_pretrained(
-        name_or_path,
-        revision=revision,
-        dtype=torch_dtype,
-        trust_remote_code=trust_remote_code,
-        quantization_config=quant,
-        device_map=str(dev) if quant is not None else None,
-    )
+    # The base model is loaded from a CausalLM checkpoint: its load report would list lm_head as "unexpected".
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        model = AutoModel.from_pretrained(
+            name_or_path,
+            revision=revision,
+            dtype=torch_dtype,
+            trust_remote_code=trust_remote_code,
+            quantization_config=quant,
+            device_map=str(dev) if quant is not None else None,
+        )
+    finally:
+        transformers.logging.set_verbosity(verbosity)
     if quant is None:
         model.to(dev)
     model.eval()

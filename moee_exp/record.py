@@ -10,7 +10,6 @@ import json
 import logging
 import netrc
 import os
-import warnings
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,11 +57,23 @@ def format_summary(rows: list[Mapping]) -> str:
 
 def write_table(job_dir: Path, rows: list[Mapping]) -> Path:
     path = Path(job_dir) / "results.csv"
-    atomic_write(path, pd.DataFrame(rows).drop(columns=["scores"], errors="ignore").to_csv(index=False))
+    atomic_write(path, pd.DataFrame(rows).drop(columns=["scores", "identity"], errors="ignore").to_csv(index=False))
     return path
 
 
 # ---------------------------------------------------------------- W&B
+
+
+SECRET_ENV = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+
+
+def redact(text: str) -> str:
+    """``text`` with the value of every secret environment variable replaced by ***."""
+    for name in SECRET_ENV:
+        value = os.environ.get(name)
+        if value and len(value) >= 8:
+            text = text.replace(value, "***")
+    return text
 
 
 def _has_wandb_key() -> bool:
@@ -86,15 +97,28 @@ def _flatten(d: Mapping, prefix: str = "") -> dict:
 
 
 class WandbLogger:
-    """One W&B run per job. Offline unless asked for online *and* a key is present; never prompts, never blocks."""
+    """One W&B run per job. Offline unless asked for online *and* a key is present; never prompts, never blocks.
 
-    def __init__(self, run):
-        self.run = run
+    The run is opened on the first call, which comes after the job's first result file is on disk, so W&B is never
+    called before a result is safe; if it cannot be opened, the job goes on with local results only.
+    """
+
+    def __init__(self, open_run):
+        self._open, self.run, self._failed = open_run, None, False
+
+    def _ready(self) -> bool:
+        if self.run is None and not self._failed:
+            self.run = self._open()
+            self._failed = self.run is None
+        return self.run is not None
 
     def log_row(self, row: Mapping) -> None:
-        self.run.log({f"{row['task_type']}/{row['task']}": row["main_score"] * 100})
+        if self._ready():
+            self.run.log({f"{row['task_type']}/{row['task']}": row["main_score"] * 100})
 
     def log_summary(self, rows: list[Mapping]) -> None:
+        if not self._ready():
+            return
         import wandb
 
         df, by_type, avg = summarize(rows)
@@ -105,19 +129,42 @@ class WandbLogger:
         self.run.summary["avg"] = avg
         self.run.log({"scores": wandb.Table(dataframe=df)})
 
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+
+
+def _open_run(logger_cfg: Mapping, kwargs: dict):
+    """A wandb run (online if asked and possible, else offline), or None if W&B cannot be used at all."""
+    mode = logger_cfg["mode"]
+    if mode == "online" and not _has_wandb_key():
+        log.warning("logger.mode=online but no W&B API key (WANDB_API_KEY or `wandb login`): logging offline")
+        mode = "offline"
+    os.environ["WANDB_MODE"] = mode  # the env var, not only the init argument, keeps offline runs off the network
+    run, error = None, None
+    try:
+        import wandb
+
+        run = wandb.init(mode=mode, **kwargs)
+    except Exception as err:  # noqa: BLE001  online but unreachable (after WANDB_INIT_TIMEOUT, default 90 s)
+        error = err
+    if run is None and mode == "online":
+        log.warning("W&B online init failed (%s): logging offline", error.__class__.__name__)
+        os.environ["WANDB_MODE"] = "offline"
+        try:
+            run = wandb.init(mode="offline", **kwargs)
+        except Exception as err:  # noqa: BLE001
+            error = err
+    if run is None:  # W&B trouble never costs a result: the job goes on with local results only
+        log.warning("W&B unavailable (%s: %s): results are local only", error.__class__.__name__, redact(str(error)))
+    return run
+
 
 @contextmanager
 def wandb_logger(logger_cfg: Mapping, *, config: Mapping, job_dir: Path, group: str, name: str):
     if logger_cfg["backend"] != "wandb":
         yield None
         return
-    import wandb
-
-    mode = logger_cfg["mode"]
-    if mode == "online" and not _has_wandb_key():
-        warnings.warn("logger.mode=online but no W&B API key (WANDB_API_KEY or `wandb login`): logging offline")
-        mode = "offline"
-    os.environ["WANDB_MODE"] = mode  # the env var, not only the init argument, keeps offline runs off the network
     kwargs = dict(
         project=logger_cfg["project"],
         entity=logger_cfg.get("entity"),
@@ -127,15 +174,8 @@ def wandb_logger(logger_cfg: Mapping, *, config: Mapping, job_dir: Path, group: 
         config=_flatten(config),
         dir=str(job_dir),
     )
+    logger = WandbLogger(lambda: _open_run(logger_cfg, kwargs))
     try:
-        run = wandb.init(mode=mode, **kwargs)
-    except Exception as err:  # online but unreachable: keep the job, log offline
-        if mode == "offline":
-            raise
-        warnings.warn(f"W&B online init failed ({err.__class__.__name__}): logging offline")
-        os.environ["WANDB_MODE"] = "offline"
-        run = wandb.init(mode="offline", **kwargs)
-    try:
-        yield WandbLogger(run)
+        yield logger
     finally:
-        run.finish()
+        logger.finish()

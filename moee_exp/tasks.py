@@ -7,11 +7,7 @@ import difflib
 import mteb
 
 from .demo_tasks import DEMO_TASKS
-
-
-class UnknownTaskError(KeyError):
-    def __str__(self) -> str:  # KeyError would print the message quoted
-        return str(self.args[0])
+from .errors import UnknownTaskError  # noqa: F401  (defined there so run.py need not import mteb to catch it)
 
 
 def get_tasks(names) -> list:

@@ -1,0 +1,133 @@
+"""Sweeps through Hydra's launchers: submitit (local here; SLURM's sbatch script checked), joblib processes.
+
+Each job runs in its own process, so run.py's task function must pickle, and jobs of one sweep share the feature
+cache: two jobs extracting the same model x prompt x dataset at once must leave a cache a later job reads back.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from conftest import ROOT
+
+TASK = "tasks.names=[MoEEDemoSTS]"
+
+
+def run(*overrides, cwd, env=None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def results(sweep: Path) -> dict[int, dict]:
+    """job number -> its MoEEDemoSTS row."""
+    return {int(p.parent.parent.name): json.loads(p.read_text()) for p in sweep.glob("*/results/MoEEDemoSTS.json")}
+
+
+def test_submitit_local_two_job_sweep_sharing_one_feature_cache(tmp_cwd, monkeypatch):
+    sweep, cache = tmp_cwd / "sweep", tmp_cwd / "features"
+    # Both jobs need the same features (same model, prompt, dataset; only alpha differs) and start together
+    # on an empty cache: both extract and write the same namespace at once.
+    secrets = {"WANDB_API_KEY": "0123456789abcdef0123456789abcdefFAKEKEY!", "HF_TOKEN": "hf_FakeTokenNeverWritten42"}
+    proc = run("-m", "hydra/launcher=local", "emb=moee_sum", "emb.alpha=0.5,1.0", TASK, "logger=none",
+               "progress=false", f"cache.dir={cache}", f"hydra.sweep.dir={sweep}", cwd=tmp_cwd, env=secrets)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for path in sweep.rglob("*"):  # submitit's pickles and logs, Hydra's configs, our results
+        if path.is_file():
+            assert not any(v.encode() in path.read_bytes() for v in secrets.values()), path
+    rows = results(sweep)
+    assert sorted(rows) == [0, 1]
+    assert sorted(r["alpha"] for r in rows.values()) == [0.5, 1.0]
+    assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2  # each job ran in its own submitit process
+    assert not [p for p in cache.rglob("*") if p.name.startswith(".tmp")]  # no writer left a temp file behind
+
+    # The texts' features can now all be read from the cache the two wrote (nothing is extracted again), and they
+    # equal a fresh extraction: concurrent writes neither lost nor corrupted anything.
+    from conftest import tiny_model_cfg
+
+    from moee_exp import featurize
+    from moee_exp.cache import FeatureCache
+    from moee_exp.demo_tasks import DEMO_TASKS
+    from moee_exp.prompts import TEMPLATES
+
+    task = DEMO_TASKS["MoEEDemoSTS"]()
+    task.load_data()
+    texts = list(dict.fromkeys([*task.dataset["test"]["sentence1"], *task.dataset["test"]["sentence2"]]))
+    cfg = tiny_model_cfg()
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("a feature was missing from the shared cache")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(featurize, "extract", no_extraction)
+        cached = featurize.Featurizer(cfg, TEMPLATES["prompteol"], progress=False, cache=FeatureCache(cache))(texts)
+    fresh = featurize.Featurizer(cfg, TEMPLATES["prompteol"], progress=False)(texts)
+    for name in ("hs", "rw"):
+        np.testing.assert_allclose(cached[name], fresh[name], atol=1e-5)
+
+
+def test_a_mistake_shared_by_the_sweep_stops_it_before_anything_is_submitted(tmp_cwd):
+    proc = run("-m", "hydra/launcher=local", "emb=hs", "prompt=none,prompteol", "model=olmoe",
+               "model.name_or_path=./no/such/dir", TASK, "logger=none", f"hydra.sweep.dir={tmp_cwd / 'sweep'}",
+               cwd=tmp_cwd)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: model dir './no/such/dir' does not exist or has no config.json; set "
+                      "model.name_or_path to a saved checkpoint dir or a hub id"]
+    assert "Traceback" not in proc.stderr and not (tmp_cwd / "sweep").exists()  # no job was submitted
+
+
+def test_joblib_two_job_sweep(tmp_cwd):
+    sweep = tmp_cwd / "sweep"
+    proc = run("-m", "hydra/launcher=parallel", "emb=hs", "prompt=none,prompteol", TASK, "logger=none",
+               "progress=false", f"hydra.sweep.dir={sweep}", cwd=tmp_cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
+    rows = results(sweep)
+    assert sorted(rows) == [0, 1]
+    assert sorted(r["prompt"] for r in rows.values()) == ["none", "prompteol"]
+
+
+FAKE_SBATCH = """#!/bin/sh
+for last; do :; done
+cp "$last" "$SBATCH_CAPTURE"
+echo "sbatch: error: not a SLURM cluster (test)" >&2
+exit 1
+"""
+
+
+def test_slurm_launcher_asks_for_one_gpu_per_job_and_takes_overrides(tmp_cwd):
+    """No SLURM here: a stand-in sbatch keeps the job script submitit writes and refuses the submission."""
+    bin_dir = tmp_cwd / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH)
+    (bin_dir / "srun").write_text("#!/bin/sh\nexec \"$@\"\n")  # submitit checks that srun exists
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    script = tmp_cwd / "job.sbatch"
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SBATCH_CAPTURE": str(script)}
+    proc = run("-m", "hydra/launcher=slurm", "hydra.launcher.partition=gpu-test", "hydra.launcher.timeout_min=30",
+               "hydra.launcher.mem_gb=32", "emb=hs", "prompt=none,prompteol", TASK, "logger=none",
+               f"hydra.sweep.dir={tmp_cwd / 'sweep'}", cwd=tmp_cwd, env=env)
+    assert proc.returncode != 0 and "not a SLURM cluster (test)" in proc.stderr
+    lines = set(script.read_text().splitlines())
+    for line in ("#SBATCH --gpus-per-node=1", "#SBATCH --ntasks-per-node=1", "#SBATCH --cpus-per-task=8",
+                 "#SBATCH --partition=gpu-test", "#SBATCH --time=30", "#SBATCH --mem=32GB",
+                 "#SBATCH --array=0-1%2"):  # 2 jobs, at most array_parallelism (16) at once
+        assert line in lines, line
+    assert not list(tmp_cwd.glob("sweep/*/results"))
+
+
+def test_launcher_configs_extend_the_plugins_defaults(tmp_cwd):
+    """Our files only set what they change; everything else is the plugin's own config (and its schema)."""
+    proc = run("hydra/launcher=slurm", "hydra.launcher.qos=high", "--cfg", "hydra", "-p", "hydra.launcher",
+               cwd=tmp_cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "SlurmLauncher" in out and "qos: high" in out and "signal_delay_s: 120" in out
+    assert "max_num_timeout: 2" in out  # a timed-out or preempted job is requeued and resumes
+    bad = run("hydra/launcher=slurm", "hydra.launcher.gpus=1", "--cfg", "hydra", cwd=tmp_cwd)
+    assert bad.returncode != 0 and "Key 'gpus' not in 'SlurmQueueConf'" in bad.stderr

@@ -24,8 +24,14 @@ def score_row(task, result, split: str = "test") -> dict:
     }
 
 
-def evaluate_tasks(encoder, tasks, *, batch_size: int = 32, progress: bool = True) -> Iterator[dict]:
-    """Yield a row per dataset as soon as it is scored, so a caller can save it before the next one starts."""
+def evaluate_tasks(
+    encoder, tasks, *, batch_size: int = 32, progress: bool = True, prediction_folder=None, prediction_types=()
+) -> Iterator[dict]:
+    """Yield a row per dataset as soon as it is scored, so a caller can save it before the next one starts.
+
+    For tasks whose type is in ``prediction_types``, mteb's own per-item predictions (STS: each pair's similarity;
+    Clustering: each text's cluster id) go to ``prediction_folder/<task>_predictions.json`` (read by analysis/).
+    """
     for task in tasks:
         split = "test" if "test" in task.metadata.eval_splits else task.metadata.eval_splits[0]
         start = time.perf_counter()
@@ -36,6 +42,7 @@ def evaluate_tasks(encoder, tasks, *, batch_size: int = 32, progress: bool = Tru
             co2_tracker=False,
             encode_kwargs={"batch_size": batch_size},
             show_progress_bar=progress,
+            prediction_folder=prediction_folder if task.metadata.type in prediction_types else None,
         )
         (task_result,) = result.task_results
         row = score_row(task, task_result, split)

@@ -1,0 +1,209 @@
+"""The paper's tables from collected rows (analysis.collect), with the paper's numbers beside ours.
+
+- main: rows model x method, a column group per prompt, columns = task types + Avg (type score = mean over that
+  type's datasets; Avg = mean of the type scores), and where the paper reports the cell (Tables 3-4), a "paper"
+  and a "Δ" (ours - paper) row under ours. MoEE_sum is shown at the best α per model x prompt (highest Avg among
+  the α values run; the α is printed), or at a fixed α (``alpha=0.5``). Selecting α on the scores it is judged
+  by is optimistic, as in the paper (which tunes it).
+- per_dataset: the same cells per dataset (appendix).
+- ablation: Table 5, pooling variants on STS12-16 (or the STS datasets run) and the best MoEE.
+A cell marked † averages fewer datasets (or task types) than the most complete cell of its column.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from moee_exp.prompts import TEMPLATES
+
+from . import paper
+from .collect import TASK_TYPES
+from .render import fmt
+
+MAIN_PROMPTS = ("none", "prompteol")  # Tables 3-4; other prompts go to the main table only if these are absent
+METHOD_ORDER = ["HS", "RW", "MoEE_concat", "MoEE_sum"]
+SHORT = {"Classification": "Class.", "Clustering": "Clust.", "PairClassification": "PairCls.",
+         "Reranking": "Rerank.", "STS": "STS", "Summarization": "Summ."}
+CELL = ["model", "method", "label", "alpha", "prompt"]
+ABLATION_TASKS = ["STS12", "STS13", "STS14", "STS15", "STS16"]
+VARIANTS = {
+    "hs": "HS: last token, last layer", "hs_mean_layers": "HS: last token, mean of layers",
+    "hs_mean_tokens": "HS: mean of tokens, last layer", "hs_mean_tokens_layers": "HS: mean of tokens and layers",
+    "rw": "RW: last token", "rw_mean_tokens": "RW: mean of tokens", "moee_best": "MoEE (best)",
+}
+
+
+def _label(r) -> str:
+    """Method name, plus the settings that differ from the defaults (so two settings never share a cell)."""
+    extra = []
+    if r.emb != "hs" and r.rw_activation not in (None, "logits"):
+        extra.append(str(r.rw_activation))
+    if r.standardize not in (None, "text" if r.emb == "moee_concat" else "none"):
+        extra.append(f"std={r.standardize}")
+    return r.method + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _cells(rows: pd.DataFrame) -> pd.DataFrame:
+    df = rows.assign(label=[_label(r) for r in rows.itertuples()])
+    # hs ignores rw_activation: keep one row per shown cell and dataset, the latest
+    key = CELL + ["hs_feature", "rw_feature", "task"]
+    return df.sort_values("computed_at", kind="stable").drop_duplicates(key, keep="last")
+
+
+def default_pooling(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[(rows.hs_feature == "hs") & (rows.rw_feature == "rw")]
+
+
+def type_scores(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell and column (each task type, then Avg): ours (x100) and n (datasets, or types for Avg)."""
+    by_type = df.groupby(CELL + ["task_type"], dropna=False).score.agg(ours="mean", n="count").reset_index()
+    avg = by_type.groupby(CELL, dropna=False).ours.agg(ours="mean", n="count").reset_index()
+    out = pd.concat([by_type.rename(columns={"task_type": "column"}), avg.assign(column="Avg")], ignore_index=True)
+    return out
+
+
+def select_alpha(df: pd.DataFrame, alpha="best") -> pd.DataFrame:
+    """Keep one α per MoEE_sum cell: the best by Avg (among the most complete), or the given value."""
+    is_sum = df.emb == "moee_sum"
+    if alpha != "best":
+        return df[~is_sum | df.alpha.sub(float(alpha)).abs().lt(1e-9)]
+    key = ["model", "label", "prompt", "alpha"]
+    avg = type_scores(df[is_sum]).query("column == 'Avg'")[key + ["ours"]]
+    avg = avg.merge(df[is_sum].groupby(key).task.nunique().rename("n_datasets").reset_index(), on=key)
+    best = avg.sort_values(["n_datasets", "ours"], ascending=False).drop_duplicates(key[:-1])[key]
+    return pd.concat([df[~is_sum], df[is_sum].merge(best, on=key)])
+
+
+def main_long(rows: pd.DataFrame, alpha="best", prompts=None) -> pd.DataFrame:
+    """model, method, label, alpha, prompt, column, ours, n, paper, diff (tidy; the CSV)."""
+    df = select_alpha(_cells(default_pooling(rows)), alpha)
+    if prompts is None:
+        prompts = [p for p in MAIN_PROMPTS if p in set(df.prompt)] or sorted(set(df.prompt))
+    df = df[df.prompt.isin(prompts)]
+    out = type_scores(df).merge(paper.main_results(), on=["model", "method", "prompt", "column"], how="left")
+    out["diff"] = out.ours - out.paper
+    return out.sort_values(["model", "label", "prompt"]).reset_index(drop=True)
+
+
+def prompt_order(prompts) -> list[str]:
+    """The paper's two main prompts first, then the other paper prompts in their order, then any other."""
+    rank = {p: i for i, p in enumerate([*MAIN_PROMPTS, *TEMPLATES])}
+    return sorted(set(prompts), key=lambda p: (rank.get(p, len(rank)), p))
+
+
+def _columns(long: pd.DataFrame) -> list[str]:
+    present = set(long.column) - {"Avg"}
+    return [t for t in TASK_TYPES if t in present] + sorted(present - set(TASK_TYPES)) + ["Avg"]
+
+
+def _order(labels) -> list[str]:
+    return sorted(set(labels), key=lambda s: (METHOD_ORDER.index(s.split(" ")[0]) if s.split(" ")[0] in
+                                              METHOD_ORDER else 9, s))
+
+
+def main_wide(long: pd.DataFrame) -> pd.DataFrame:
+    """The paper's layout as strings: ours, then paper and Δ rows where the paper has the model x method."""
+    prompts = prompt_order(long.prompt)
+    columns, has_sum = _columns(long), (long.method == "MoEE_sum").any()
+    full = long.groupby(["prompt", "column"]).n.max()
+    cell = {(r.model, r.label, r.prompt, r.column): r for r in long.itertuples()}
+    records = []
+    for model in sorted(set(long.model)):
+        for label in _order(long[long.model == model].label):
+            kinds = ["ours"] + (["paper", "Δ"] if long[(long.model == model) & (long.label == label)].paper.notna()
+                                .any() else [])
+            for kind in kinds:
+                rec = {("", "model"): model, ("", "method"): label, ("", ""): kind}
+                for p in prompts:
+                    for c in columns:
+                        r = cell.get((model, label, p, c))
+                        value = None if r is None else {"ours": r.ours, "paper": r.paper, "Δ": r.diff}[kind]
+                        mark = "†" if kind == "ours" and r is not None and r.n < full.get((p, c), 0) else ""
+                        rec[(p, SHORT.get(c, c))] = fmt(value, signed=kind == "Δ") + mark
+                    if has_sum:
+                        r = cell.get((model, label, p, "Avg"))
+                        a = r.alpha if kind == "ours" and r is not None else float("nan")
+                        rec[(p, "α")] = "" if a is None or math.isnan(a) else f"{a:g}"
+                records.append(rec)
+    return pd.DataFrame(records, columns=list(records[0]) if records else None)
+
+
+def per_dataset(rows: pd.DataFrame, alpha="best") -> pd.DataFrame:
+    """model, method, label, alpha, prompt, task_type, task, score (tidy; the CSV)."""
+    df = select_alpha(_cells(default_pooling(rows)), alpha)
+    return df[CELL + ["task_type", "task", "score"]].sort_values(CELL + ["task_type", "task"]).reset_index(drop=True)
+
+
+def per_dataset_wide(long: pd.DataFrame) -> pd.DataFrame:
+    tasks = long[["task_type", "task"]].drop_duplicates()
+    tasks = tasks.assign(o=tasks.task_type.map(lambda t: TASK_TYPES.index(t) if t in TASK_TYPES else 9))
+    tasks = list(tasks.sort_values(["o", "task_type", "task"]).itertuples(index=False))
+    score = {(r.model, r.label, r.prompt, r.task): r.score for r in long.itertuples()}  # one α per cell here
+    records = []
+    prompts = prompt_order(long.prompt)
+    keys = [(m, p, lbl) for m in sorted(set(long.model)) for p in prompts
+            for lbl in _order(long[(long.model == m) & (long.prompt == p)].label)]
+    for model, prompt, label in keys:
+        sub = long[(long.model == model) & (long.prompt == prompt) & (long.label == label)]
+        a = sub.alpha.iloc[0] if sub.method.iloc[0] == "MoEE_sum" else None
+        rec = {("", "model"): model, ("", "prompt"): prompt, ("", "method"): label,
+               ("", "α"): "" if a is None else f"{a:g}"}
+        for t in tasks:
+            rec[(t.task_type, t.task)] = fmt(score.get((model, label, prompt, t.task)))
+        records.append(rec)
+    return pd.DataFrame(records, columns=list(records[0]) if records else None)
+
+
+def ablation(rows: pd.DataFrame) -> pd.DataFrame:
+    """Table 5, one block per model x prompt that has a non-default pooling: model, prompt, variant, label,
+    one column per dataset, mean, n, paper, diff."""
+    df = _cells(rows)
+    pooled = df[(df.hs_feature != "hs") | (df.rw_feature != "rw")][["model", "prompt"]].drop_duplicates()
+    ref = paper.ablation()
+    blocks = []
+    for model, prompt in pooled.itertuples(index=False):
+        sub = df[(df.model == model) & (df.prompt == prompt) & (df.task_type == "STS")]
+        tasks = [t for t in ABLATION_TASKS if t in set(sub.task)] or sorted(set(sub.task))
+        sub = sub[sub.task.isin(tasks)]
+        sub = sub.assign(variant=[{"hs": r.hs_feature, "rw": r.rw_feature}.get(r.emb, "moee")
+                                  if r.emb in ("hs", "rw") or (r.hs_feature, r.rw_feature) == ("hs", "rw") else None
+                                  for r in sub.itertuples()]).dropna(subset=["variant"])
+        sub = sub.assign(alpha=sub.alpha.fillna(-1.0))  # pivot_table drops NaN keys
+        wide = sub.pivot_table(index=["variant", "label", "emb", "alpha"], columns="task", values="score")
+        wide = wide.reindex(columns=tasks).reset_index().rename_axis(columns=None)
+        wide["alpha"] = wide.alpha.where(wide.alpha >= 0)
+        wide["n"] = wide[tasks].notna().sum(axis=1)
+        wide["mean"] = wide[tasks].mean(axis=1)
+        moee = wide[wide.variant == "moee"].sort_values(["n", "mean"], ascending=False).head(1)
+        if len(moee):
+            m = moee.iloc[0]
+            what = m.label.replace("MoEE_", "") + (f" α={m.alpha:g}" if m.emb == "moee_sum" else "")
+            moee = moee.assign(variant="moee_best", label=f"MoEE (best: {what})")
+        single = wide[wide.variant != "moee"].assign(label=lambda w: [
+            VARIANTS.get(v, v) + lbl[len(lbl.split(" ")[0]):] for v, lbl in zip(w.variant, w.label)])
+        block = pd.concat([single, moee]).assign(model=model, prompt=prompt)
+        block["o"] = block.variant.map(lambda v: list(VARIANTS).index(v) if v in VARIANTS else 9)
+        blocks.append(block.sort_values(["o", "label"]))
+    if not blocks:
+        return pd.DataFrame()
+    out = pd.concat(blocks, ignore_index=True).merge(ref[["model", "prompt", "variant", "score"]].rename(
+        columns={"score": "paper"}), on=["model", "prompt", "variant"], how="left")
+    out["diff"] = out["mean"] - out.paper
+    task_cols = [c for c in out.columns if c in set(rows.task)]
+    return out[["model", "prompt", "variant", "label", *task_cols, "mean", "n", "paper", "diff"]]
+
+
+def ablation_wide(table: pd.DataFrame) -> pd.DataFrame:
+    fixed = {"model", "prompt", "variant", "label", "mean", "n", "paper", "diff"}
+    tasks = [c for c in table.columns if c not in fixed]
+    records = []
+    for r in table.to_dict("records"):
+        rec = {"model": r["model"], "prompt": r["prompt"], "pooling": r["label"]}
+        rec.update({t: fmt(r[t]) for t in tasks})
+        full = table[(table.model == r["model"]) & (table.prompt == r["prompt"])].n.max()
+        rec["mean"] = fmt(r["mean"]) + ("†" if r["n"] < full else "")
+        rec["paper"], rec["Δ"] = fmt(r["paper"]), fmt(r["diff"], signed=True)
+        records.append(rec)
+    return pd.DataFrame(records)

@@ -11,6 +11,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+from .cache import CACHE_DTYPES
 from .extract import FEATURES
 from .fuse import KINDS, RW_ACTIVATIONS, STANDARDIZE
 from .loading import DTYPES, QUANTIZATIONS
@@ -62,6 +63,13 @@ class TasksConfig:
 
 
 @dataclass
+class CacheConfig:
+    enabled: bool = True  # false: every job extracts its features again (the public code's behaviour)
+    dir: str = "${paths.cache_dir}/features"  # shared by concurrent jobs (joblib, SLURM arrays) on one filesystem
+    dtype: str = "float32"  # float32 | float16 (half the disk; features rounded to float16)
+
+
+@dataclass
 class LoggerConfig:
     backend: str = "none"  # wandb | none
     project: str = "moee"
@@ -78,6 +86,7 @@ def register() -> None:
         ("prompt", PromptConfig),
         ("tasks", TasksConfig),
         ("logger", LoggerConfig),
+        ("cache", CacheConfig),
     ]:
         cs.store(group=group, name=f"base_{group}", node=node)
 
@@ -122,4 +131,9 @@ def validate(cfg) -> None:
     if not cfg.tasks.names:
         raise ConfigError("tasks.names is empty: pick a task set (tasks=demo, tasks=paper, tasks=sts, ...)")
     _choice(cfg.logger.backend, ("wandb", "none"), "logger.backend")
+    if "cache" in cfg:
+        _choice(cfg.cache.dtype, CACHE_DTYPES, "cache.dtype")
     _choice(cfg.logger.mode, ("offline", "online"), "logger.mode")
+    for key in ("overwrite", "progress"):  # top-level switches (the root config has no schema)
+        if not isinstance(cfg.get(key, False), bool):
+            raise ConfigError(f"{key}={cfg.get(key)!r} must be true or false")

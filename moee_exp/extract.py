@@ -11,7 +11,7 @@ shifts nothing), padding never reaches a pooled token, and texts are batched by 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -23,30 +23,66 @@ from .routers import router_logits
 
 log = logging.getLogger(__name__)
 
+# Bump when a change to prompting, tokenization, the forward pass or pooling changes any feature value: it is part
+# of the feature cache's key (moee_exp.cache), so features computed by older code are not reused.
+EXTRACTION_VERSION = 2  # 2: a text with no tokens after prompting is embedded as one special token, not zeros
+
 
 class NonFiniteFeatureError(ValueError):
-    pass
+    """NaN/inf or an all-zero vector in extracted features, naming the texts by their index in the encode call."""
+
+    def __init__(self, feature: str, indices, desc: str | None = None, problem: str = "NaN/inf", sample: str = ""):
+        self.feature, self.indices, self.desc, self.problem, self.sample = feature, list(indices), desc, problem, sample
+        where = f" of {desc}" if desc else ""
+        super().__init__(
+            f"{feature} has {problem} for {len(self.indices)} text(s){where}, at text index "
+            f"{self.indices[:10]}{' ...' if len(self.indices) > 10 else ''} (first: {sample[:80]!r}); "
+            "try model.dtype=float32 or a shorter model.max_length"
+        )
+
+    def reindexed(self, positions) -> NonFiniteFeatureError:
+        """The same error for texts that were a subset: ``positions[i]`` is subset text i's index in the whole."""
+        return NonFiniteFeatureError(self.feature, [positions[i] for i in self.indices], self.desc, self.problem,
+                                     self.sample)
+
+    def __reduce__(self):  # picklable (submitit and joblib send a job's exception back to the launcher)
+        return NonFiniteFeatureError, (self.feature, self.indices, self.desc, self.problem, self.sample)
+
+
+def clean_text(text) -> str:
+    """Any input as valid text: None becomes '', lone UTF-16 surrogates (which tokenizers reject) become U+FFFD."""
+    if text is None:
+        return ""
+    text = str(text)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 @dataclass
 class Prompted:
     texts: list[str]
     n_truncated: int
+    truncated: list[bool] = field(default_factory=list)  # per text: was it cut to fit max_length
 
 
 def prompt_texts(texts, template: str, tokenizer, max_length: int, normalize: bool = True) -> Prompted:
     """Put each text into the template; a text too long for max_length is cut (its end, never the prompt's)."""
-    out, n_truncated = [], 0
+    out, n_truncated, truncated = [], 0, []
     for text in texts:
+        text = clean_text(text)
         prompted = apply_prompt(text, template, normalize)
         n_tokens = len(tokenizer(prompted)["input_ids"])
+        truncated.append(n_tokens > max_length)
         if n_tokens > max_length:
             n_truncated += 1
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
             keep = max(len(ids) - (n_tokens - max_length) - 2, 0)  # 2 tokens slack for merges at the cut
             prompted = apply_prompt(tokenizer.decode(ids[:keep]), template, normalize)
         out.append(prompted)
-    return Prompted(out, n_truncated)
+    return Prompted(out, n_truncated, truncated)
 
 
 def pooled_positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -178,10 +214,20 @@ def forward_features(
     return {k: v.cpu() for k, v in result.items()}
 
 
-def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length (longest first, so memory trouble shows up at once)."""
+def length_batches(lengths: list[int], batch_size: int, max_padding: float = 0.1) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first, so memory trouble shows up at once).
+
+    A batch also ends where the next text is more than ``max_padding`` shorter than the batch's longest, so no
+    batch pads more than 1/(1 - max_padding) of its real tokens (1.11x), even for a long-tailed mix of lengths;
+    that costs at most ~22 extra batches per tenfold spread of lengths.
+    """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    for i in order:
+        if not batches or len(batches[-1]) == batch_size or lengths[i] < (1 - max_padding) * lengths[batches[-1][0]]:
+            batches.append([])
+        batches[-1].append(i)
+    return batches
 
 
 def extract(
@@ -199,7 +245,14 @@ def extract(
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     tok = lm.tokenizer
-    encoded = tok(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    encoded = [list(ids) for ids in tok(list(texts), truncation=True, max_length=max_length)["input_ids"]]
+    empty = [i for i, ids in enumerate(encoded) if not ids]
+    if empty:  # nothing to pool (an empty text with a bare '{text}' template and prompt.normalize=false)
+        filler = next(t for t in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, 0) if t is not None)
+        for i in empty:
+            encoded[i] = [filler]
+        log.warning("%s: %d text(s) have no tokens after prompting; each is embedded as the single token %r",
+                    desc or "extract", len(empty), tok.convert_ids_to_tokens(filler))
     feats: dict[str, np.ndarray] = {}
     batches = length_batches([len(e) for e in encoded], batch_size)
     for idx in tqdm(batches, desc=desc or "extract", unit="batch", disable=not progress or not batches):
@@ -208,16 +261,18 @@ def extract(
         out = forward_features(lm, padded["input_ids"], padded["attention_mask"], features)
         for name, value in out.items():
             feats.setdefault(name, np.zeros((len(texts), *value.shape[1:]), np.float32))[idx] = value.numpy()
-    check_finite(feats)
+    check_finite(feats, desc, texts)
     return feats
 
 
-def check_finite(feats: dict[str, np.ndarray]) -> None:
-    """Fail loudly on NaN/inf (the public code silently replaced NaN by 0)."""
+def check_finite(feats: dict[str, np.ndarray], desc: str | None = None, texts=None) -> None:
+    """Fail loudly on NaN/inf or an all-zero vector, naming the texts (the public code silently replaced NaN by 0)."""
     for name, value in feats.items():
-        bad = np.flatnonzero(~np.isfinite(value.reshape(len(value), -1)).all(axis=1))
-        if bad.size:
-            raise NonFiniteFeatureError(
-                f"{name} has NaN/inf for {bad.size} text(s), first indices {bad[:10].tolist()}; "
-                "try model.dtype=float32 or a shorter model.max_length"
-            )
+        flat = value.reshape(len(value), -1)
+        for problem, bad in (
+            ("NaN/inf", np.flatnonzero(~np.isfinite(flat).all(axis=1))),
+            ("an all-zero vector", np.flatnonzero(~flat.any(axis=1))),
+        ):
+            if bad.size:
+                sample = str(texts[bad[0]]) if texts is not None else ""
+                raise NonFiniteFeatureError(name, bad.tolist(), desc, problem, sample)

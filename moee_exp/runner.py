@@ -7,10 +7,13 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from . import resume
+from .cache import open_cache
 from .config import template_of, validate
 from .encoder import MoEEEncoder
 from .evaluate import evaluate_tasks
 from .featurize import Featurizer
+from .loading import check_model
 from .record import atomic_write, format_summary, wandb_logger, write_row, write_table
 from .tasks import get_tasks
 
@@ -50,9 +53,20 @@ def quiet_libraries() -> None:
 def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
     validate(cfg)
     quiet_libraries()
+    check_model(cfg.model)  # a missing dir, a dense model or a missing bitsandbytes fail before any data is read
     tasks = get_tasks(cfg.tasks.names)  # unknown names fail before the model is loaded
     job_dir = Path(job_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    # Rows already in this job dir whose key matches what would be computed now are reused (moee_exp.resume).
+    overwrite = bool(cfg.get("overwrite", False))
+    prediction_types = tuple(cfg.get("predictions") or ())
+
+    def required(task):  # a reused row also needs the predictions this run asks for
+        if task.metadata.type in prediction_types:
+            return [job_dir / "predictions" / f"{task.metadata.name}_predictions.json"]
+        return []
+
+    plan = resume.plan(job_dir, tasks, resume.job_identity(resolved, template_of(cfg.prompt)), overwrite, required)
     atomic_write(job_dir / "config.yaml", OmegaConf.to_yaml(resolved))
 
     featurizer = Featurizer(
@@ -61,6 +75,7 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
         cfg.prompt.normalize,
         progress=cfg.progress,
         features=(cfg.emb.hs_feature, cfg.emb.rw_feature),
+        cache=open_cache(resolved.get("cache")),
     )
     ident = job_identity(cfg)
     encoder = MoEEEncoder(
@@ -75,14 +90,29 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
         name=f"moee/{run_name(ident)}",
         revision=cfg.model.revision,
     )
-    rows = []
-    with wandb_logger(cfg.logger, config=resolved, job_dir=job_dir, group=group, name=run_name(ident)) as wb:
-        for row in evaluate_tasks(encoder, tasks, batch_size=cfg.model.batch_size, progress=cfg.progress):
-            row = {**ident, **row, "n_truncated": featurizer.n_truncated}
+    rows = list(plan.reused.values())
+    wb_config = {**resolved, "resume": plan.summary()}  # the W&B run records what was reused
+    with wandb_logger(cfg.logger, config=wb_config, job_dir=job_dir, group=group, name=run_name(ident)) as wb:
+        for row in rows:
+            if wb:
+                wb.log_row(row)
+        truncated_before = featurizer.n_truncated
+        for row in evaluate_tasks(
+            encoder,
+            plan.todo,
+            batch_size=cfg.model.batch_size,
+            progress=cfg.progress,
+            prediction_folder=job_dir / "predictions",
+            prediction_types=prediction_types,
+        ):
+            n_truncated, truncated_before = featurizer.n_truncated - truncated_before, featurizer.n_truncated
+            row = {**ident, **row, "n_truncated": n_truncated, **plan.stamp(row["task"])}
             write_row(job_dir, row)  # local first: W&B trouble never costs a result
             rows.append(row)
             if wb:
                 wb.log_row(row)
+        order = [t.metadata.name for t in tasks]
+        rows.sort(key=lambda r: order.index(r["task"]))
         write_table(job_dir, rows)
         if wb:
             wb.log_summary(rows)

@@ -116,3 +116,11 @@ def test_dense_model_gives_one_line_error(tmp_cwd):
     assert proc.returncode == 2
     error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "dense model with no MoE routers" in error_lines[0]
+
+
+@pytest.mark.parametrize(("sweep", "n_jobs"), [("prompt=none,prompteol", 2), ("emb=hs,moee_sum", 2)])
+def test_a_sweep_over_other_groups_runs_one_job_per_value(tmp_cwd, sweep, n_jobs):
+    """The default emb carries no alpha sweep, so it does not multiply other sweeps by ten."""
+    proc = run("-m", sweep, "tasks.names=[MoEEDemoSTS]", "logger=none", "progress=false", cwd=tmp_cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(job_dirs(tmp_cwd / "multirun")) == n_jobs

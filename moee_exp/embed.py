@@ -75,7 +75,7 @@ def main(argv=None) -> int:
             progress=True,
         )
         standardize = args.standardize or ("text" if args.emb == "moee_concat" else "none")
-        emb = fuse(feats, args.emb, alpha=args.alpha, rw_activation=args.rw_activation, standardize_mode=standardize)
+        emb = fuse(feats, args.emb, alpha=args.alpha, rw_activation=args.rw_activation, standardize=standardize)
     except (*USER_ERRORS, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

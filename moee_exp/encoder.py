@@ -23,25 +23,13 @@ class MoEEEncoder(AbsEncoder):
         featurizer: Callable[..., dict[str, np.ndarray]],
         kind: str,
         *,
-        alpha: float = 1.0,
-        rw_activation: str = "logits",
-        standardize: str = "none",
-        standardize_batch_size: int = 128,
-        hs_feature: str = "hs",
-        rw_feature: str = "rw",
         name: str = "moee/model",
         revision: str | None = None,
+        **fuse_kwargs,
     ):
         self.model = featurizer
         self.kind = kind
-        self.fuse_kwargs = dict(
-            alpha=alpha,
-            rw_activation=rw_activation,
-            standardize_mode=standardize,
-            batch_size=standardize_batch_size,
-            hs_feature=hs_feature,
-            rw_feature=rw_feature,
-        )
+        self.fuse_kwargs = fuse_kwargs  # alpha, rw_activation, standardize, ...: see moee_exp.fuse.fuse
         self.mteb_model_meta = ModelMeta.create_empty(
             {
                 "name": name if "/" in name else f"moee/{name}",

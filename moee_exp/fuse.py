@@ -40,7 +40,7 @@ def _zscore(x: np.ndarray, axis: int) -> np.ndarray:
     return (x - x.mean(axis=axis, keepdims=True)) / np.where(std > 0, std, 1.0)
 
 
-def standardize(x: np.ndarray, mode: str, batch_size: int = 128) -> np.ndarray:
+def standardize_block(x: np.ndarray, mode: str, batch_size: int = 128) -> np.ndarray:
     if mode == "none":
         return x
     if mode == "text":
@@ -61,12 +61,12 @@ def fuse(
     *,
     alpha: float = 1.0,
     rw_activation: str = "logits",
-    standardize_mode: str = "none",
-    batch_size: int = 128,
+    standardize: str = "none",
+    standardize_batch_size: int = 128,
     hs_feature: str = "hs",
     rw_feature: str = "rw",
 ) -> np.ndarray:
-    """Embeddings (n, d) float32 of kind ``kind`` from pooled features {"hs": (n, hidden), "rw": (n, layers, experts)}.
+    """Embeddings (n, d) float32 of kind ``kind`` from pooled features (keyword names are the emb config's) {"hs": (n, hidden), "rw": (n, layers, experts)}.
 
     ``hs_feature`` / ``rw_feature`` pick another pooling for the blocks (e.g. "hs_mean_tokens", see extract.FEATURES).
     """
@@ -74,8 +74,8 @@ def fuse(
         raise ValueError(f"emb kind {kind!r} is not one of {KINDS}")
     if alpha < 0:
         raise ValueError(f"alpha must be >= 0, got {alpha}")
-    hs = standardize(features[hs_feature].astype(np.float64), standardize_mode, batch_size)
-    rw = standardize(rw_block(features[rw_feature], rw_activation), standardize_mode, batch_size)
+    hs = standardize_block(features[hs_feature].astype(np.float64), standardize, standardize_batch_size)
+    rw = standardize_block(rw_block(features[rw_feature], rw_activation), standardize, standardize_batch_size)
     if kind == "hs":
         out = hs
     elif kind == "rw":

@@ -1,6 +1,6 @@
 """Results of a job: local files first (one JSON per dataset, written atomically), then W&B.
 
-Job dir layout:  config.yaml (resolved)  results/<task>.json  results.csv  wandb/ (offline runs)
+Job dir layout:  config.yaml (resolved)  results/<task>.json  results.csv  predictions/  wandb/ (offline runs)
 Scores are stored as mteb reports them (0..1); tables show them x100 like the paper.
 """
 

@@ -20,7 +20,7 @@ from .tasks import get_tasks
 log = logging.getLogger(__name__)
 
 
-def job_identity(cfg) -> dict:
+def row_labels(cfg) -> dict:
     """The fields that name a result row: what was run, independent of where."""
     return {
         "model": cfg.model.name,
@@ -77,18 +77,10 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
         features=(cfg.emb.hs_feature, cfg.emb.rw_feature),
         cache=open_cache(resolved.get("cache")),
     )
-    ident = job_identity(cfg)
+    ident = row_labels(cfg)
+    fuse_kwargs = {k: v for k, v in resolved["emb"].items() if k != "kind"}  # the emb group mirrors fuse()
     encoder = MoEEEncoder(
-        featurizer,
-        cfg.emb.kind,
-        alpha=cfg.emb.alpha,
-        rw_activation=cfg.emb.rw_activation,
-        standardize=cfg.emb.standardize,
-        standardize_batch_size=cfg.emb.standardize_batch_size,
-        hs_feature=cfg.emb.hs_feature,
-        rw_feature=cfg.emb.rw_feature,
-        name=f"moee/{run_name(ident)}",
-        revision=cfg.model.revision,
+        featurizer, cfg.emb.kind, name=f"moee/{run_name(ident)}", revision=cfg.model.revision, **fuse_kwargs
     )
     rows = list(plan.reused.values())
     wb_config = {**resolved, "resume": plan.summary()}  # the W&B run records what was reused

@@ -10,7 +10,7 @@ from scipy.stats import spearmanr
 
 from moee_exp.encoder import MoEEEncoder
 from moee_exp.featurize import Featurizer
-from moee_exp.fuse import fuse, rw_block, standardize
+from moee_exp.fuse import fuse, rw_block, standardize_block
 from moee_exp.prompts import TEMPLATES
 from moee_exp.tasks import get_tasks
 
@@ -36,7 +36,7 @@ def test_moee_sum_representation_carries_the_summed_similarity(alpha):
 def test_kinds_and_blocks():
     assert fuse(FEATS, "hs").shape == (9, 16)
     np.testing.assert_allclose(fuse(FEATS, "rw"), FEATS["rw"].reshape(9, -1))
-    concat = fuse(FEATS, "moee_concat", standardize_mode="text")
+    concat = fuse(FEATS, "moee_concat", standardize="text")
     assert concat.shape == (9, 28)
     np.testing.assert_allclose(concat[:, :16].mean(1), 0, atol=1e-6)
     np.testing.assert_allclose(concat[:, 16:].std(1), 1, atol=1e-5)
@@ -48,10 +48,10 @@ def test_kinds_and_blocks():
 
 def test_text_standardization_is_batch_independent_and_batch_mode_is_not():
     x = FEATS["hs"].astype(np.float64)
-    np.testing.assert_allclose(standardize(x, "text")[:4], standardize(x[:4], "text"))
-    by_batch = standardize(x, "batch", batch_size=4)
+    np.testing.assert_allclose(standardize_block(x, "text")[:4], standardize_block(x[:4], "text"))
+    by_batch = standardize_block(x, "batch", batch_size=4)
     np.testing.assert_allclose(by_batch[:4], (x[:4] - x[:4].mean(0)) / x[:4].std(0))  # the public code's z-score
-    assert not np.allclose(by_batch[:4], standardize(x[:5], "batch", batch_size=5)[:4])
+    assert not np.allclose(by_batch[:4], standardize_block(x[:5], "batch", batch_size=5)[:4])
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,9 @@ from .fuse import KINDS, RW_ACTIVATIONS, STANDARDIZE
 from .loading import DTYPES, QUANTIZATIONS
 from .prompts import TEMPLATES, check_template
 
+TASK_DATA = ("real", "synthetic")
+SYNTHETIC_SIZES = ("small", "real")  # moee_exp.synthetic_tasks.SIZES (not imported here: it imports datasets)
+
 
 class ConfigError(ValueError):
     """A user mistake in the config: reported as one line, without a traceback."""
@@ -57,9 +60,20 @@ class PromptConfig:
 
 
 @dataclass
+class SyntheticDataConfig:
+    size: str = "small"  # small (a few rows per split) | real (the real data's counts and text lengths)
+    seed: int = 0
+
+
+@dataclass
 class TasksConfig:
     name: str = "custom"
     names: list[str] = field(default_factory=list)
+    # real: each task's own data (HF hub or cache). synthetic: the same mteb task classes (splits, subsets,
+    # evaluators, main scores) on generated data of their schema, offline: a dry run of a task set
+    # (moee_exp/synthetic_tasks.py). Its scores mean nothing.
+    data: str = "real"
+    synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
 
 
 @dataclass
@@ -130,6 +144,9 @@ def validate(cfg) -> None:
         raise ConfigError(str(err)) from None
     if not cfg.tasks.names:
         raise ConfigError("tasks.names is empty: pick a task set (tasks=demo, tasks=paper, tasks=sts, ...)")
+    _choice(cfg.tasks.get("data", "real"), TASK_DATA, "tasks.data")
+    if cfg.tasks.get("data") == "synthetic":
+        _choice(cfg.tasks.synthetic.size, SYNTHETIC_SIZES, "tasks.synthetic.size")
     _choice(cfg.logger.backend, ("wandb", "none"), "logger.backend")
     if "cache" in cfg:
         _choice(cfg.cache.dtype, CACHE_DTYPES, "cache.dtype")

@@ -23,9 +23,9 @@ class Preflight(Callback):
         try:
             validate(config)
             check_model(config.model)
-            from .tasks import get_tasks
+            from .tasks import tasks_from_config
 
-            get_tasks(config.tasks.names)
+            tasks_from_config(config.tasks)
         except USER_ERRORS as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)

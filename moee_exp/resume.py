@@ -8,7 +8,8 @@ Every row a job writes (``results/<task>.json``, one per dataset, atomically, as
 - the features: prompt template and normalization, ``extract.EXTRACTION_VERSION``, the feature cache's dtype;
 - the embedding: every ``emb.*`` value (kind, α, activation, standardization, poolings);
 - the dataset: task name, type, main score, eval splits and ``metadata.dataset`` (path + data revision; the bundled
-  demo tasks' revision is a hash of their data file);
+  demo tasks' revision is a hash of their data file), and for generated data (``tasks.data=synthetic``) its size,
+  seed and generator version;
 - the scorer: the mteb version and a hash of our scoring code's source (``CODE_FILES``).
 
 A re-run into the same job dir (``hydra.run.dir=...`` / ``hydra.sweep.dir=...``) reuses a row only if its key is
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 # feature cache keeps a recompute cheap: it is keyed on extract.EXTRACTION_VERSION, not on this hash).
 CODE_FILES = (
     "extract.py", "routers.py", "prompts.py", "fuse.py", "encoder.py", "evaluate.py", "tasks.py", "demo_tasks.py",
+    "synthetic_tasks.py",
 )
 # Set in every row this process computes, so a re-run can tell reused rows (older run_uid) from new ones.
 RUN_UID = uuid.uuid4().hex[:12]
@@ -86,6 +88,8 @@ def task_identity(task) -> dict:
         "main_score": m.main_score,
         "eval_splits": list(m.eval_splits),
         "dataset": {k: str(v) for k, v in dict(m.dataset).items()},  # path + revision (the data version)
+        # generated data (moee_exp.synthetic_tasks): never reused for the real data, nor across sizes or seeds
+        **({"synthetic": dict(task.synthetic)} if getattr(task, "synthetic", None) else {}),
     }
 
 

@@ -15,7 +15,7 @@ from .evaluate import evaluate_tasks
 from .featurize import Featurizer
 from .loading import check_model
 from .record import atomic_write, format_summary, wandb_logger, write_row, write_table
-from .tasks import get_tasks
+from .tasks import describe_data, tasks_from_config
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ def row_labels(cfg) -> dict:
         "rw_feature": cfg.emb.rw_feature,
         "prompt": cfg.prompt.name,
         "task_set": cfg.tasks.name,
+        "task_data": cfg.tasks.get("data", "real"),  # synthetic: a dry run on generated data (scores mean nothing)
     }
 
 
@@ -54,7 +55,7 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
     validate(cfg)
     quiet_libraries()
     check_model(cfg.model)  # a missing dir, a dense model or a missing bitsandbytes fail before any data is read
-    tasks = get_tasks(cfg.tasks.names)  # unknown names fail before the model is loaded
+    tasks = tasks_from_config(cfg.tasks)  # unknown names fail before the model is loaded
     job_dir = Path(job_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     # Rows already in this job dir whose key matches what would be computed now are reused (moee_exp.resume).
@@ -108,6 +109,6 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
         write_table(job_dir, rows)
         if wb:
             wb.log_summary(rows)
-    print(f"\n{run_name(ident)}  ({cfg.tasks.name} tasks; scores x100)\n{format_summary(rows)}")
+    print(f"\n{run_name(ident)}  ({cfg.tasks.name} tasks, {describe_data(cfg.tasks)}; scores x100)\n{format_summary(rows)}")
     print(f"results: {job_dir / 'results'}/ and {job_dir / 'results.csv'}")
     return rows

@@ -44,7 +44,6 @@ import zlib
 from typing import Any
 
 import numpy as np
-from datasets import Dataset, DatasetDict
 
 SIZES = ("small", "real")
 VERSION = 1  # bump when the generated data change
@@ -249,7 +248,9 @@ def _labels(rng, n: int, weights: list[float]) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- layouts
 
 
-def _sts(task, rng, shape) -> Dataset:
+def _sts(task, rng, shape) :
+    from datasets import Dataset
+
     w = _Writer(rng)
     lo, hi = float(task.min_score), float(task.max_score)
     scores = np.round(rng.uniform(lo, hi, shape["n"]), 2)
@@ -260,7 +261,9 @@ def _sts(task, rng, shape) -> Dataset:
     return Dataset.from_dict({c1: s1, c2: s2, "score": [float(x) for x in scores]})
 
 
-def _pair_classification(task, rng, shape) -> Dataset:
+def _pair_classification(task, rng, shape) :
+    from datasets import Dataset
+
     w = _Writer(rng)
     labels = _labels(rng, shape["n"], shape["label_weights"])
     s1 = [w.text(shape["chars"][0]) for _ in labels]
@@ -270,7 +273,9 @@ def _pair_classification(task, rng, shape) -> Dataset:
     )
 
 
-def _classification(task, rng, shape) -> Dataset:
+def _classification(task, rng, shape) :
+    from datasets import Dataset
+
     w = _Writer(rng, shape["n_labels"])
     labels = _labels(rng, shape["n"], shape["label_weights"])
     return Dataset.from_dict(
@@ -278,7 +283,8 @@ def _classification(task, rng, shape) -> Dataset:
     )
 
 
-def _clustering(task, rng, shape) -> Dataset:
+def _clustering(task, rng, shape):
+    from datasets import Dataset
     from mteb.abstasks.clustering_legacy import AbsTaskClusteringLegacy
 
     w = _Writer(rng, shape["n_labels"])
@@ -297,7 +303,9 @@ def _clustering(task, rng, shape) -> Dataset:
     )
 
 
-def _summarization(task, rng, shape) -> Dataset:
+def _summarization(task, rng, shape) :
+    from datasets import Dataset
+
     w = _Writer(rng, shape["n"])
     lo, hi = float(task.min_score), float(task.max_score)
     rows = {task.text_column_name: [], task.human_summaries_column_name: [], task.machine_summaries_column_name: [], task.relevancy_column_name: []}
@@ -316,6 +324,7 @@ def _summarization(task, rng, shape) -> Dataset:
 
 
 def _retrieval(task, rng, shape) -> dict:
+    from datasets import Dataset
     from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 
     n_q, n_docs, per_query = shape["n"], shape["n_docs"], shape["per_query"]
@@ -371,6 +380,8 @@ def _rng(task, seed: int, subset: str, split: str) -> np.random.Generator:
 
 def generate(task, size: str = "small", seed: int = 0) -> Any:
     """The synthetic value of ``task.dataset``: mteb's layout for the task's class, subsets and splits."""
+    from datasets import DatasetDict
+
     layout = _LAYOUTS.get(task.metadata.type)
     if layout is None:
         raise NotImplementedError(f"{task.metadata.name}: no synthetic layout for task type {task.metadata.type!r}")

@@ -10,7 +10,33 @@ from .demo_tasks import DEMO_TASKS
 from .errors import UnknownTaskError  # noqa: F401  (defined there so run.py need not import mteb to catch it)
 
 
-def get_tasks(names) -> list:
+def get_tasks(names, data: str = "real", size: str = "small", seed: int = 0) -> list:
+    """mteb task objects for ``names``; with ``data="synthetic"`` their data loading is replaced by generated data
+    of each task's own schema (``moee_exp.synthetic_tasks``, ``size`` small | real)."""
+    tasks = _get_tasks(names)
+    if data == "synthetic":
+        from .synthetic_tasks import synthesize
+
+        tasks = [synthesize(task, size, seed) for task in tasks]
+    return tasks
+
+
+def tasks_from_config(tasks_cfg) -> list:
+    """The tasks of a ``tasks`` config node (conf/tasks/, moee_exp.config.TasksConfig)."""
+    synthetic = tasks_cfg.get("synthetic") or {}
+    return get_tasks(
+        tasks_cfg.names, tasks_cfg.get("data", "real"), synthetic.get("size", "small"), synthetic.get("seed", 0)
+    )
+
+
+def describe_data(tasks_cfg) -> str:
+    """'real data' or 'synthetic data (size small, seed 0)', for logs and printed tables."""
+    if tasks_cfg.get("data", "real") != "synthetic":
+        return "real data"
+    return f"synthetic data (size {tasks_cfg.synthetic.size}, seed {tasks_cfg.synthetic.seed}; scores mean nothing)"
+
+
+def _get_tasks(names) -> list:
     tasks, unknown = [], []
     for name in names:
         if name in DEMO_TASKS:

@@ -92,10 +92,11 @@ def _require_bitsandbytes(quantization: str) -> None:
         ) from err
 
 
-def check_model(model_cfg) -> None:
+def check_model(model_cfg, reachable: bool = False) -> None:
     """Fail fast, before any dataset is read, on a model that cannot work: a local dir that does not exist or
     has no config.json, a dense model, or 4/8-bit asked for without bitsandbytes. A hub id whose config cannot be
-    read now is left to the load (its features may all be in the feature cache, and then it is never loaded)."""
+    read now (no hub, not in the HF cache) is left to the load (its features may all be in the feature cache, and
+    then it is never loaded), unless ``reachable``: then it raises the ModelNotFoundError the load would."""
     quantization = model_cfg.get("quantization") or "none"
     if quantization != "none":
         _require_bitsandbytes(quantization)
@@ -106,7 +107,7 @@ def check_model(model_cfg) -> None:
     try:
         config = _load_config(str(name), model_cfg.get("revision"), trust)
     except ModelNotFoundError:
-        if _looks_local(str(name)):
+        if reachable or _looks_local(str(name)):
             raise
         log.debug("config of %s not readable now; checked again when the model is loaded", name)
         return

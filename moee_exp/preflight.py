@@ -4,25 +4,59 @@ With the submitit or joblib launcher every job runs elsewhere: a mistake common 
 dir, an unknown task, a bad value) would otherwise be found once per job, after queueing, and come back wrapped in
 the launcher's traceback. Here the sweep's base config (every override that is not swept) is checked first and a
 mistake stops the command with the same one line, exit 2, before anything is submitted. Swept values are checked
-by each job as usual.
+by each job as usual. A model that cannot be reached (no local dir, not on the hub, not in the HF cache) stops the
+sweep here too, unless the feature cache already holds features of it (``check_reachable``; run.py applies the
+same check to a single job before it reads any data).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import sys
+from pathlib import Path
 
 from hydra.experimental.callback import Callback
+
+log = logging.getLogger(__name__)
+
+
+def _cached_models(cache_cfg) -> set[str]:
+    """The models (hub ids / dirs) that have a namespace in the feature cache (its meta.json says whose)."""
+    if not cache_cfg or not cache_cfg.get("enabled", True):
+        return set()
+    found = set()
+    for meta in Path(str(cache_cfg.dir)).expanduser().glob("*/meta.json"):
+        try:
+            found.add(str(json.loads(meta.read_text())["model"]["model"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
+def check_reachable(cfg) -> None:
+    """Raise ModelNotFoundError (the load's own message) when the model can be neither loaded now (no local dir,
+    not on the hub, not in the HF cache; HF_HUB_OFFLINE counts) nor served from the feature cache. With features of
+    this model in the cache a job may never need it: then only a warning (a job that misses a text fails as usual)."""
+    from .loading import ModelNotFoundError, check_model
+
+    try:
+        check_model(cfg.model, reachable=True)
+    except ModelNotFoundError as err:
+        if str(cfg.model.name_or_path) in _cached_models(cfg.get("cache")):
+            log.warning("%s; going on: the feature cache holds features of this model", err)
+            return
+        raise
 
 
 class Preflight(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
         from .config import validate
         from .errors import USER_ERRORS
-        from .loading import check_model
 
         try:
             validate(config)
-            check_model(config.model)
+            check_reachable(config)
             from .tasks import tasks_from_config
 
             tasks_from_config(config.tasks)

@@ -1,0 +1,127 @@
+"""The task set follows the model (tiny -> demo, hub/local -> paper, explicit tasks=... wins), the job says which
+and why, and a model that cannot be reached stops a sweep once, before its jobs, with the single job's error."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from conftest import ROOT, tiny_model_cfg
+from moee_exp.config import register
+
+PAPER = yaml.safe_load((ROOT / "conf/tasks/paper.yaml").read_text())["names"]
+DEMO = yaml.safe_load((ROOT / "conf/tasks/demo.yaml").read_text())["names"]
+HUB_MODELS = ["olmoe", "qwen_moe", "deepseek_moe"]
+TINY_MODELS = sorted(p.stem for p in (ROOT / "conf/model").glob("tiny*.yaml"))
+
+
+def composed(*overrides):
+    register()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def run(*args, cwd, env=None):
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+@pytest.mark.parametrize("model", HUB_MODELS + TINY_MODELS)
+def test_the_task_set_follows_the_model(model):
+    cfg = composed(f"model={model}")
+    assert (cfg.tasks.name, list(cfg.tasks.names)) == (("paper", PAPER) if model in HUB_MODELS else ("demo", DEMO))
+
+
+def test_a_local_model_dir_keeps_paper_and_an_explicit_task_set_always_wins():
+    assert composed("model=olmoe", "model.name_or_path=./my/checkpoint").tasks.name == "paper"
+    assert composed().tasks.name == "demo"  # python run.py: the offline smoke run
+    for model in ("olmoe", "tiny"):
+        assert composed(f"model={model}", "tasks=sts").tasks.name == "sts"
+        assert list(composed(f"model={model}", "tasks.names=[STS12]").tasks.names) == ["STS12"]
+    assert composed("+experiment=prompts", "model=olmoe").tasks.names == ["STS12"]  # the experiment's set
+    assert composed("+experiment=paper_main", "model=tiny").tasks.name == "paper"
+    assert composed("+experiment=paper_main", "model=olmoe", "tasks=demo").tasks.name == "demo"
+
+
+def test_cfg_job_shows_the_choice_and_the_job_log_says_why(tmp_cwd):
+    proc = run("model=olmoe", "--cfg", "job", "-p", "tasks", cwd=tmp_cwd)
+    assert proc.returncode == 0, proc.stderr
+    shown = yaml.safe_load(proc.stdout)
+    assert shown["name"] == "paper" and shown["names"] == PAPER
+    offline = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_cwd / "hf")}  # the model cannot be reached: stops early
+    for args, said in [(("model=olmoe",), "tasks=paper: 19 dataset(s), real data (the default for model=olmoe"),
+                       (("model=olmoe", "tasks=sts"), "tasks=sts: 8 dataset(s), real data (set on the command line"),
+                       (("model=olmoe", "tasks.data=synthetic"), "tasks=paper: 19 dataset(s), synthetic data")]:
+        proc = run(*args, "logger=none", cwd=tmp_cwd, env=offline)
+        lines = [line for line in proc.stdout.splitlines() if "[moee][INFO]" in line]
+        assert lines and said in lines[0], proc.stdout + proc.stderr
+
+
+def _error_lines(proc) -> list[str]:
+    return [line for line in (proc.stderr + proc.stdout).splitlines() if line.startswith("error:")]
+
+
+def test_a_sweep_whose_model_cannot_be_reached_stops_once_with_the_single_job_error(tmp_cwd):
+    offline = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_cwd / "hf")}  # no hub, an empty HF cache
+    single = run("model=olmoe", "tasks.data=synthetic", "logger=none", cwd=tmp_cwd, env=offline)
+    sweep = run("-m", "model=olmoe", "tasks.data=synthetic", "emb=hs,rw", "logger=none",
+                f"hydra.sweep.dir={tmp_cwd / 'sweep'}", cwd=tmp_cwd, env=offline)
+    assert single.returncode == sweep.returncode == 2
+    (line,) = _error_lines(single)
+    assert _error_lines(sweep) == [line]  # once, not once per job
+    assert "allenai/OLMoE-1B-7B-0924" in line and "hf download" in line and "Traceback" not in sweep.stderr
+    assert not (tmp_cwd / "sweep").exists()  # no job was launched
+    assert not list(tmp_cwd.glob("outputs/**/results/*.json"))
+
+
+def _check(env, **overrides) -> subprocess.CompletedProcess:
+    """moee_exp.preflight.check_reachable in a fresh process (huggingface_hub reads HF_HUB_CACHE at import)."""
+    code = ("import sys; from omegaconf import OmegaConf; from moee_exp.preflight import check_reachable; "
+            "cfg = OmegaConf.create(sys.argv[1]); check_reachable(cfg); print('reachable')")
+    return subprocess.run([sys.executable, "-c", code, json.dumps(dict(overrides))], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, **env}, timeout=120)
+
+
+def test_a_hub_id_in_the_hf_cache_passes_offline_and_one_not_in_it_does_not(tmp_path):
+    # An HF hub cache entry as huggingface_hub lays it out, holding the tiny model's config under a hub id.
+    from moee_exp.featurize import model_path
+
+    hub = tmp_path / "hub"
+    repo = hub / "models--moee-test--tiny-olmoe"
+    commit = "0" * 40
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    shutil.copy(Path(model_path(tiny_model_cfg())) / "config.json", repo / "snapshots" / commit / "config.json")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub)}
+    cache = {"enabled": True, "dir": str(tmp_path / "features")}
+    ok = _check(env, model={"name_or_path": "moee-test/tiny-olmoe"}, cache=cache)
+    assert ok.returncode == 0 and "reachable" in ok.stdout, ok.stderr
+    missing = _check(env, model={"name_or_path": "moee-test/not-cached"}, cache=cache)
+    assert missing.returncode != 0 and "ModelNotFoundError" in missing.stderr
+
+
+def test_a_model_whose_features_are_cached_may_sweep_without_it(tmp_path, caplog):
+    from moee_exp.loading import ModelNotFoundError
+    from moee_exp.preflight import check_reachable
+
+    cfg = OmegaConf.create({"model": {"name_or_path": "moee-test/gone"},
+                            "cache": {"enabled": True, "dir": str(tmp_path)}})
+    with pytest.raises(ModelNotFoundError):
+        check_reachable(cfg)
+    (tmp_path / "ns").mkdir()  # a namespace of the feature cache, as cache.Namespace writes its meta.json
+    (tmp_path / "ns" / "meta.json").write_text(json.dumps({"model": {"model": "moee-test/gone"}}))
+    check_reachable(cfg)
+    assert "feature cache holds features of this model" in caplog.text
+    cfg.cache.enabled = False
+    with pytest.raises(ModelNotFoundError):
+        check_reachable(cfg)

@@ -118,7 +118,7 @@ def _plan_split(task, split: str, subset: str, size: str) -> dict:
     if kind in ("STS", "PairClassification"):
         n = _SMALL["pairs"] if small else n_total
         key = "label_statistics" if kind == "STS" else "labels_statistics"
-        shape = {"n": n, "chars": [_chars(size, _avg(s, "text1_statistics")), _chars(size, _avg(s, "text2_statistics"))]}
+        shape = {"n": n, "chars": [_chars(size, _avg(s, f"text{i}_statistics")) for i in (1, 2)]}
         if kind == "PairClassification":
             shape["label_weights"] = [1.0, 1.0] if small else _label_weights(s, key)
         shape["texts"] = 2 * n
@@ -178,7 +178,8 @@ def _plan_split(task, split: str, subset: str, size: str) -> dict:
 
         human = per_text("human_summaries_statistics", _SMALL["human"])
         machine = per_text("machine_summaries_statistics", _SMALL["machine"])
-        chars = [_chars(size, _avg(s, k)) for k in ("text_statistics", "human_summaries_statistics", "machine_summaries_statistics")]
+        keys = ("text_statistics", "human_summaries_statistics", "machine_summaries_statistics")
+        chars = [_chars(size, _avg(s, k)) for k in keys]
         return {"n": n, "human": human, "machine": machine, "chars": chars, "texts": n * (human + machine)}
     raise NotImplementedError(f"{task.metadata.name}: no synthetic layout for task type {kind!r}")
 
@@ -279,7 +280,10 @@ def _classification(task, rng, shape) :
     w = _Writer(rng, shape["n_labels"])
     labels = _labels(rng, shape["n"], shape["label_weights"])
     return Dataset.from_dict(
-        {task.input_column_name: [w.text(shape["chars"], int(y)) for y in labels], task.label_column_name: [int(y) for y in labels]}
+        {
+            task.input_column_name: [w.text(shape["chars"], int(y)) for y in labels],
+            task.label_column_name: [int(y) for y in labels],
+        }
     )
 
 
@@ -299,7 +303,10 @@ def _clustering(task, rng, shape):
         )
     labels = _labels(rng, shape["n"], weights)  # AbsTaskClustering: one row per text
     return Dataset.from_dict(
-        {task.input_column_name: [w.text(shape["chars"], int(y)) for y in labels], task.label_column_name: [int(y) for y in labels]}
+        {
+            task.input_column_name: [w.text(shape["chars"], int(y)) for y in labels],
+            task.label_column_name: [int(y) for y in labels],
+        }
     )
 
 
@@ -308,7 +315,8 @@ def _summarization(task, rng, shape) :
 
     w = _Writer(rng, shape["n"])
     lo, hi = float(task.min_score), float(task.max_score)
-    rows = {task.text_column_name: [], task.human_summaries_column_name: [], task.machine_summaries_column_name: [], task.relevancy_column_name: []}
+    columns = (task.text_column_name, task.human_summaries_column_name, task.machine_summaries_column_name)
+    rows = {c: [] for c in (*columns, task.relevancy_column_name)}
     c_text, c_human, c_machine = shape["chars"]
     for i in range(shape["n"]):
         text = w.text(c_text, i)

@@ -97,3 +97,19 @@ def test_synthesize_keeps_the_real_class_and_survives_mteb_unloading():
     task.load_data()
     assert task.dataset["test"]["sentence1"] == first
     assert task.synthetic["size"] == "small"
+
+
+def test_a_multilingual_task_gets_every_subset_and_its_evaluator_runs_on_them():
+    """Subsets come from the task's eval_langs: a multilingual task (STS22) is scored on each of them."""
+    from conftest import tiny_model_cfg
+    from moee_exp.encoder import MoEEEncoder
+    from moee_exp.featurize import Featurizer
+    from moee_exp.prompts import TEMPLATES
+
+    task = synthesize(mteb.get_task("STS22", hf_subsets=["en", "de", "de-en"]))  # a filtered task: its own subsets
+    assert task.metadata.is_multilingual and task.hf_subsets == ["en", "de", "de-en"]
+    assert set(generate(task)) == {"en", "de", "de-en"}
+    encoder = MoEEEncoder(Featurizer(tiny_model_cfg(), TEMPLATES["none"], progress=False), "moee_sum")
+    (result,) = mteb.evaluate(encoder, task, cache=None, co2_tracker=False, show_progress_bar=False).task_results
+    scored = {s["hf_subset"] for s in result.scores["test"]}
+    assert scored == set(task.hf_subsets)

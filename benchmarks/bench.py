@@ -597,6 +597,8 @@ def main() -> None:
             print("\n" + table)
             if args.update:
                 update_file(args.update, "fixed", table)
+            if args.json:
+                args.json.write_text(json.dumps(res, indent=1, default=str))
             if not sections - {"fixed", "alpha", "scale"}:
                 if not sections & {"alpha", "scale"}:
                     return
@@ -610,6 +612,8 @@ def main() -> None:
             print("\n" + table)
             if args.update:
                 update_file(args.update, "alpha", table)
+            if args.json:
+                args.json.write_text(json.dumps(res, indent=1, default=str))
             if "scale" not in sections:
                 return
         if "scale" in sections:

@@ -124,6 +124,9 @@ def report(res: dict) -> str:
         ("run_job: W&B finish", *ph["wandb_finish"]),
         ("run_job: the rest (resume plan, result files, table)", job - ev - named + ph["features"][0], None),
     ]
+    timed_wall = sum(w for _, w, _ in rows if w is not None) - ph["features"][0]
+    rows.append(("interpreter start-up and exit (atexit handlers, W&B shutdown): the rest of the wall time",
+                 total - timed_wall, None))
     lines = [f"Whole process: **{total:.1f} s** wall (median of {len(runs)} runs after a first one that builds the "
              "tiny model and fills the feature cache).", "", "| item | wall (s) | CPU (s) |", "|---|---|---|"]
     for name, wall, cpu in rows:

@@ -18,6 +18,18 @@ Sections, each reported as a ratio:
             what the public code asks for) on the same batches. CPU: resident memory sampled every 0.5 ms in a
             fresh subprocess per variant; CUDA: torch.cuda.max_memory_allocated.
   throughput (olmoe-full) texts/s and tokens/s of our extraction.
+  scale     (not in the default set; --sections scale) what a full paper reproduction costs: for each of the 19
+            paper datasets, the texts mteb's evaluator embeds and their tokens, the scoring time of the real task
+            class's evaluator at real size on synthetic embeddings of 1024/2048/3072 dims (benchmarks/scale.py,
+            data from moee_exp.synthetic_tasks sized by mteb's descriptive statistics), the feature-cache bytes,
+            an H100 roofline of the extraction; totals for +experiment=paper_main and alpha (~15 min, 1 core).
+            python benchmarks/bench.py --sections scale --threads 1 --update BENCHMARKS.md
+  fixed     (not in the default set) the fixed cost of the default job `python run.py`, itemised: imports,
+            config, task loading, mteb evaluation, feature cache reads, W&B init and finish (benchmarks/jobcost.py).
+  alpha     (not in the default set) an alpha sweep of moee_sum (--alpha-jobs) over 4 paper datasets at real size
+            (synthetic data, tiny model) through run.py: Hydra's basic launcher (jobs one after the other) versus
+            the joblib launcher (--alpha-workers) on one shared feature cache, without and with the extraction
+            lock; wall time, CPU time, texts extracted, and the largest score difference.
 
 `--model tiny` uses the default tiny model for sweep/overhead/padding and a larger tiny OLMoE (hidden 512, 8 layers,
 16 experts, texts of 300-600 tokens) for overhead and memory, built into a temp dir. `--model olmoe-full` builds
@@ -546,6 +558,10 @@ def main() -> None:
     ap.add_argument("--mem-texts", type=int, default=32)
     ap.add_argument("--texts", type=int, default=256, help="olmoe-full: texts for overhead/throughput")
     ap.add_argument("--mem-batch-size", type=int, default=16)
+    ap.add_argument("--scale-dims", default="1024,2048,3072", help="scale: embedding dims to time the evaluators at")
+    ap.add_argument("--scale-tasks", default="", help="scale: only these paper datasets (comma-separated)")
+    ap.add_argument("--alpha-jobs", type=int, default=6, help="alpha: jobs of the sweep (alpha = 0.1, 0.2, ...)")
+    ap.add_argument("--alpha-workers", type=int, default=2, help="alpha: joblib workers of the parallel sweep")
     ap.add_argument("--update", type=Path, help="write the table into this markdown file (between bench markers)")
     ap.add_argument("--json", type=Path, help="write all measurements as JSON")
     ap.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
@@ -570,6 +586,51 @@ def main() -> None:
                                                             and not a.endswith(".md")),
     }
     try:
+        if "fixed" in sections:
+            from benchmarks.jobcost import measure
+            from benchmarks.jobcost import report as fixed_report
+
+            print("fixed ...", flush=True)
+            res["fixed"] = measure(args.repeats, tmp)
+            table = f"Measured {time.strftime('%Y-%m-%d')} on {res['machine']}. Command: `{res['command']}`\n\n" \
+                + fixed_report(res["fixed"])
+            print("\n" + table)
+            if args.update:
+                update_file(args.update, "fixed", table)
+            if args.json:
+                args.json.write_text(json.dumps(res, indent=1, default=str))
+            if not sections - {"fixed", "alpha", "scale"}:
+                if not sections & {"alpha", "scale"}:
+                    return
+        if "alpha" in sections:
+            from benchmarks.scale import alpha_report, alpha_section
+
+            print("alpha ...", flush=True)
+            res["alpha"] = alpha_section(args)
+            table = f"Measured {time.strftime('%Y-%m-%d')} on {res['machine']}; wall and CPU time of whole sweeps. " \
+                f"Command: `{res['command']}`\n\n" + alpha_report(res["alpha"])
+            print("\n" + table)
+            if args.update:
+                update_file(args.update, "alpha", table)
+            if args.json:
+                args.json.write_text(json.dumps(res, indent=1, default=str))
+            if "scale" not in sections:
+                return
+        if "scale" in sections:
+            from benchmarks.scale import report as scale_report
+            from benchmarks.scale import scale_section
+
+            print("scale ...", flush=True)
+            res["scale"] = scale_section(args, clock)
+            table = f"Measured {time.strftime('%Y-%m-%d')} on {res['machine']}; scoring times are {CLOCK['name']}. " \
+                f"Command: `{res['command']}`\n\n" + scale_report(res["scale"])
+            print("\n" + table)
+            if args.json:
+                args.json.write_text(json.dumps(res, indent=1, default=str))
+            if args.update:
+                update_file(args.update, "scale", table)
+                print(f"\nwritten to {args.update} (block bench:scale)")
+            return
         if args.model == "tiny":
             if "sweep" in sections:
                 print("sweep ...", flush=True)

@@ -21,12 +21,18 @@ Layout (``cache.dir``, default ``${paths.cache_dir}/features``)::
 - Texts already in the index are never written again, so the size is what the cache holds (n × (16 + 4·dims)
   bytes in float32; half the values' size with ``cache.dtype=float16``). Concurrent jobs that miss the same text
   at the same moment may both write it (harmless duplicates, each text at most once per job).
+- Concurrent jobs sharing the cache (a parallel or SLURM sweep) take turns to extract: a job that misses texts
+  takes ``<namespace>/.extract.lock`` (``fcntl.flock``), looks the texts up again, extracts what is still missing
+  and stores it before letting the next one in, which then finds them cached. So each text is extracted (and the
+  model loaded) once per model × prompt even when the jobs of a sweep start together; ``cache.lock=false`` turns
+  this off (each job extracts its own misses).
 - The index (key → shard, row) is kept in memory per namespace for the life of the process, so the jobs of a
   sweep run in one process (Hydra's basic launcher) read each shard's keys once; values are read with mmap.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -39,6 +45,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # Windows: no cross-process extraction lock
+    fcntl = None
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +108,10 @@ class _Shard:
 class Namespace:
     """The cached features of one model × prompt × settings: ``contains``, ``get`` and ``put`` by text key."""
 
-    def __init__(self, path: Path, identity: Mapping, dtype: str = "float32"):
+    def __init__(self, path: Path, identity: Mapping, dtype: str = "float32", lock: bool = True):
         if dtype not in CACHE_DTYPES:
             raise ValueError(f"cache dtype {dtype!r} is not one of {CACHE_DTYPES}")
-        self.path, self.identity, self.dtype = Path(path), dict(identity), dtype
+        self.path, self.identity, self.dtype, self.lock = Path(path), dict(identity), dtype, lock
         self._lock = threading.RLock()
         self._shards: dict[str, list[_Shard | None]] = {}
         self._index: dict[str, dict[bytes, tuple[int, int]]] = {}
@@ -268,6 +279,28 @@ class Namespace:
             raise
         return path
 
+    @contextlib.contextmanager
+    def extract_lock(self):
+        """Held while extracting and storing missed texts: concurrent jobs on this namespace take turns."""
+        if not self.lock or fcntl is None:
+            yield
+            return
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            f = open(self.path / ".extract.lock", "a+b")  # noqa: SIM115 (closed below)
+        except OSError as err:
+            log.warning("feature cache: no extraction lock under %s (%s); jobs may extract the same texts", self.path, err)
+            yield
+            return
+        try:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            except OSError as err:  # e.g. a filesystem without flock
+                log.warning("feature cache: flock failed under %s (%s); jobs may extract the same texts", self.path, err)
+            yield
+        finally:
+            f.close()  # releases the lock
+
     def nbytes(self) -> int:
         """Bytes of the shards on disk (all features)."""
         return sum(p.stat().st_size for p in self.path.glob("*/*.npy"))
@@ -289,10 +322,10 @@ def _remove_if_stale(path: Path) -> None:
 class FeatureCache:
     """The cache root: one Namespace per identity, kept for the life of the object."""
 
-    def __init__(self, root: str | Path, dtype: str = "float32"):
+    def __init__(self, root: str | Path, dtype: str = "float32", lock: bool = True):
         if dtype not in CACHE_DTYPES:
             raise ValueError(f"cache.dtype={dtype!r} is not one of {', '.join(CACHE_DTYPES)}")
-        self.root, self.dtype = Path(root).expanduser(), dtype
+        self.root, self.dtype, self.lock = Path(root).expanduser(), dtype, lock
         self._namespaces: dict[str, Namespace] = {}
         self._lock = threading.Lock()
 
@@ -301,7 +334,7 @@ class FeatureCache:
         name = identity_hash(identity)
         with self._lock:
             if name not in self._namespaces:
-                self._namespaces[name] = Namespace(self.root / name, identity, self.dtype)
+                self._namespaces[name] = Namespace(self.root / name, identity, self.dtype, self.lock)
             return self._namespaces[name]
 
 
@@ -309,16 +342,16 @@ _caches: dict[tuple, FeatureCache] = {}
 
 
 def open_cache(cfg: Mapping | None) -> FeatureCache | None:
-    """The process-wide FeatureCache for a ``cache`` config node ({enabled, dir, dtype}); None when switched off.
+    """The process-wide FeatureCache for a ``cache`` config node ({enabled, dir, dtype, lock}); None when off.
 
     The same instance (and so the same in-memory index) serves every job of a sweep run in this process.
     """
     if not cfg or not cfg.get("enabled", True):
         return None
     root = Path(str(cfg["dir"])).expanduser().absolute()
-    key = (str(root), str(cfg.get("dtype", "float32")))
+    key = (str(root), str(cfg.get("dtype", "float32")), bool(cfg.get("lock", True)))
     if key not in _caches:
-        _caches[key] = FeatureCache(root, key[1])
+        _caches[key] = FeatureCache(root, key[1], key[2])
     return _caches[key]
 
 

@@ -81,6 +81,7 @@ class CacheConfig:
     enabled: bool = True  # false: every job extracts its features again (the public code's behaviour)
     dir: str = "${paths.cache_dir}/features"  # shared by concurrent jobs (joblib, SLURM arrays) on one filesystem
     dtype: str = "float32"  # float32 | float16 (half the disk; features rounded to float16)
+    lock: bool = True  # concurrent jobs take turns to extract, so each text is extracted once (moee_exp.cache)
 
 
 @dataclass

@@ -114,17 +114,17 @@ class Featurizer:
         have = {name: ns.contains(keys, name) for name in names}
         missing = ~np.logical_and.reduce(list(have.values()))
         first = {}  # unique missing texts, first occurrence
-        for i in np.flatnonzero(missing):
-            first.setdefault(keys[i], int(i))
+        if missing.any():
+            with ns.extract_lock():  # a concurrent job of the sweep may be extracting them right now: take turns
+                have = {name: ns.contains(keys, name) for name in names}  # ... and read what it stored meanwhile
+                missing = ~np.logical_and.reduce(list(have.values()))
+                for i in np.flatnonzero(missing):
+                    first.setdefault(keys[i], int(i))
+                if first:
+                    fresh = self._extract_missing(texts, first, desc)
+                    for name in names:
+                        ns.put(list(first), name, fresh[name])
         fresh_at = {k: j for j, k in enumerate(first)}
-        if first:
-            try:
-                fresh, fresh_truncated = self._extract([texts[i] for i in first.values()], desc)
-            except NonFiniteFeatureError as err:  # name the texts by their index in this call, not in the subset
-                raise err.reindexed(list(first.values())) from None
-            fresh[TRUNCATED] = fresh_truncated
-            for name in names:
-                ns.put(list(first), name, fresh[name])
         log.info("%s: %d text(s), %d from the feature cache, %d extracted", desc or "features", len(texts),
                  len(texts) - int(missing.sum()), len(first))
         out = {}
@@ -142,6 +142,14 @@ class Featurizer:
             if len(rows):
                 out[name][rows] = ns.get([keys[i] for i in rows], name)
         return {name: out[name] for name in self.features}, out[TRUNCATED]
+
+    def _extract_missing(self, texts: list[str], first: dict, desc: str | None) -> dict:
+        try:
+            fresh, fresh_truncated = self._extract([texts[i] for i in first.values()], desc)
+        except NonFiniteFeatureError as err:  # name the texts by their index in this call, not in the subset
+            raise err.reindexed(list(first.values())) from None
+        fresh[TRUNCATED] = fresh_truncated
+        return fresh
 
     def _extract(self, texts: list[str], desc: str | None):
         lm = get_model(self.model_cfg)

@@ -221,3 +221,22 @@ def test_model_config_files_for_deepseek_need_no_remote_code():
     for name in ("deepseek_moe", "tiny_deepseek_moe"):
         cfg = yaml.safe_load((ROOT / "conf/model" / f"{name}.yaml").read_text())
         assert not cfg.get("trust_remote_code", False)
+
+
+
+@pytest.mark.parametrize("quantization", ["none", "4bit"])
+def test_trust_remote_code_true_still_uses_our_class(official, tmp_path, quantization):
+    """With the hub's .py files next to the weights and trust_remote_code=true, transformers 5 prefers our
+    registered class (the hub code, which cannot import on transformers 5, is never executed)."""
+    import shutil
+
+    if quantization == "4bit":
+        pytest.importorskip("bitsandbytes")
+    path, _ = official
+    ckpt = tmp_path / "with-remote-code"
+    shutil.copytree(path, ckpt)
+    for name in ("modeling_deepseek.py", "configuration_deepseek.py"):  # stand-ins that fail loudly if imported
+        (ckpt / name).write_text('raise ImportError("the hub remote code was executed")\n')
+    lm = load_model(str(ckpt), trust_remote_code=True, quantization=quantization)
+    assert type(lm.model).__module__ == "moee_exp.models.deepseek_moe"
+    assert [r.name for r in lm.routers] == ["layers.1.mlp.gate", "layers.2.mlp.gate"]

@@ -2,7 +2,8 @@
 
 Importing this package registers them with transformers' Auto classes under the checkpoint's model_type, so
 ``AutoConfig/AutoModel/AutoModelForCausalLM.from_pretrained(path)`` with ``trust_remote_code=False`` builds our
-class from the official config.json and loads its weights unchanged.
+class from the official config.json and loads its weights unchanged. transformers 5 prefers a class registered this
+way over the checkpoint's ``auto_map`` even with ``trust_remote_code=True``, so the old hub code is never run.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM

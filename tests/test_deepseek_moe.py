@@ -57,10 +57,12 @@ OFFICIAL_CONFIG = {
     "use_cache": True,
     "vocab_size": 102400,
 }
-# The same keys, tiny sizes (in-features multiples of 64: bitsandbytes 4-bit on CPU needs them) and fp32 weights; vocab and special ids come from the tiny tokenizer.
+# The same keys with tiny sizes (in-features multiples of 64: bitsandbytes 4-bit on CPU needs them) and fp32
+# weights; vocab and special ids come from the tiny tokenizer.
 TINY = dict(hidden_size=64, intermediate_size=128, moe_intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
             num_key_value_heads=4, n_routed_experts=8, num_experts_per_tok=3, max_position_embeddings=512,
             initializer_range=0.1, torch_dtype="float32")
+NOT_CONFIG_ARGS = ("architectures", "auto_map", "torch_dtype", "transformers_version")  # file metadata
 
 
 def official_names(cfg: dict) -> dict[str, tuple]:
@@ -95,7 +97,7 @@ def write_official_checkpoint(path, seed: int = 0) -> dict:
     ids = {k: tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS[k.replace("_id", "")]) for k in ("bos_token_id", "eos_token_id")}
     cfg = {**OFFICIAL_CONFIG, **TINY, **ids, "vocab_size": len(tokenizer)}
     torch.manual_seed(seed)
-    kwargs = {k: v for k, v in cfg.items() if k not in ("architectures", "auto_map", "torch_dtype", "transformers_version")}
+    kwargs = {k: v for k, v in cfg.items() if k not in NOT_CONFIG_ARGS}
     DeepseekForCausalLM(DeepseekConfig(**kwargs)).save_pretrained(path)
     (path / "config.json").write_text(json.dumps(cfg, indent=2))  # the official file, not our class's rendering
     tokenizer.save_pretrained(path)
@@ -151,7 +153,7 @@ def test_routers_are_the_moe_gates_only(official):
 def test_real_16b_config_has_27_gates_of_64_experts():
     from transformers import AutoModel
 
-    kwargs = {k: v for k, v in OFFICIAL_CONFIG.items() if k not in ("architectures", "auto_map", "torch_dtype", "transformers_version")}
+    kwargs = {k: v for k, v in OFFICIAL_CONFIG.items() if k not in NOT_CONFIG_ARGS}
     with torch.device("meta"):
         model = AutoModel.from_config(DeepseekConfig(**kwargs))
     routers = find_routers(model)
@@ -183,7 +185,8 @@ def reference_moe(sd: dict, prefix: str, x: torch.Tensor, top_k: int, norm_topk_
     """The DeepSeekMoE layer written out token by token from its equations and the raw weights."""
 
     def swiglu(p, v):
-        return sd[f"{p}.down_proj.weight"] @ (torch.nn.functional.silu(sd[f"{p}.gate_proj.weight"] @ v) * (sd[f"{p}.up_proj.weight"] @ v))
+        gate, up = sd[f"{p}.gate_proj.weight"] @ v, sd[f"{p}.up_proj.weight"] @ v
+        return sd[f"{p}.down_proj.weight"] @ (torch.nn.functional.silu(gate) * up)
 
     out = []
     for v in x:

@@ -96,9 +96,8 @@ class DeepseekMoE(nn.Module):
 
     def __init__(self, config: DeepseekConfig):
         super().__init__()
-        self.experts = nn.ModuleList(
-            [DeepseekV3MLP(config, intermediate_size=config.moe_intermediate_size) for _ in range(config.n_routed_experts)]
-        )
+        width = config.moe_intermediate_size
+        self.experts = nn.ModuleList([DeepseekV3MLP(config, intermediate_size=width) for _ in range(config.n_routed_experts)])
         self.gate = DeepseekMoEGate(config)
         self.shared_experts = None
         if config.n_shared_experts is not None:

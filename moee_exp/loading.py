@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from . import models  # noqa: F401  registers our classes (DeepSeekMoE) with the Auto classes
 from .routers import NotAMoEModelError, Router, expert_count, find_routers
 
 log = logging.getLogger(__name__)

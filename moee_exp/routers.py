@@ -2,7 +2,7 @@
 
 A router (gate) is a linear map from the hidden state to one logit per expert: a module whose 2-D ``weight`` is
 (n_experts, hidden_size). That holds for every MoE family transformers ships (OLMoE, Qwen2/3-MoE, Mixtral,
-DeepSeek-V2/V3, ...) and for trust_remote_code gates such as DeepSeekMoE's ``MoEGate``; it needs no list of
+DeepSeek-V2/V3, ...) and for DeepSeekMoE's gate (moee_exp.models); it needs no list of
 model names and no patched modeling files.
 """
 

@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_FAMILIES = ["tiny", "tiny_qwen2_moe", "tiny_mixtral", "tiny_qwen3_moe", "tiny_deepseek_v3"]
+TINY_FAMILIES = ["tiny", "tiny_qwen2_moe", "tiny_mixtral", "tiny_qwen3_moe", "tiny_deepseek_v3", "tiny_deepseek_moe"]
 
 
 def tiny_model_cfg(name: str = "tiny") -> dict:

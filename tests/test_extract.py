@@ -62,7 +62,7 @@ def test_hs_rw_match_transformers(tiny_lm, refs, family, padding_side, batch_siz
         np.testing.assert_allclose(feats["rw"][i], ref["rw"].numpy(), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("family", ["tiny", "tiny_qwen2_moe", "tiny_deepseek_v3"])
+@pytest.mark.parametrize("family", ["tiny", "tiny_qwen2_moe", "tiny_deepseek_v3", "tiny_deepseek_moe"])
 def test_ablation_poolings_match_transformers(tiny_lm, refs, family):
     feats = extract(tiny_lm(family), TEXTS, batch_size=3, padding_side="left", features=list(FEATURES), progress=False)
     assert set(feats) == set(FEATURES)
@@ -99,3 +99,5 @@ def test_routers_found_per_moe_layer_only(tiny_lm):
     # qwen2 tiny has a dense layer 1 (mlp_only_layers); deepseek_v3 tiny a dense layer 0 (first_k_dense_replace).
     assert [r.name for r in tiny_lm("tiny_qwen2_moe").routers] == [f"layers.{i}.mlp.gate" for i in (0, 2, 3)]
     assert [r.name for r in tiny_lm("tiny_deepseek_v3").routers] == ["layers.1.mlp.gate", "layers.2.mlp.gate"]
+    # DeepSeekMoE (our class): layer 0 dense; its shared experts are MLPs, not routers
+    assert [r.name for r in tiny_lm("tiny_deepseek_moe").routers] == ["layers.1.mlp.gate", "layers.2.mlp.gate"]

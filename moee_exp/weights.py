@@ -104,10 +104,11 @@ def spread_alpha(features: Mapping[str, np.ndarray], **emb) -> tuple[float, dict
     """α = sd(cos HS) / sd(cos RW) over all pairs of the given texts' features, with the blocks fuse() would use
     (``emb``: rw_activation, standardize, hs_feature, rw_feature). 1.0 when that is undefined."""
     emb = {k: v for k, v in emb.items() if k not in ("kind", "alpha")}
-    hs, rw = fuse(features, "hs", **emb), fuse(features, "rw", **emb)
-    info = {"n_texts": len(hs), "n_pairs": len(hs) * (len(hs) - 1) // 2}
-    if len(hs) < 2:
+    n = len(features[emb.get("hs_feature", "hs")])
+    info = {"n_texts": n, "n_pairs": n * (n - 1) // 2}
+    if n < 2:
         return 1.0, {**info, "fallback": "fewer than 2 distinct texts"}
+    hs, rw = fuse(features, "hs", **emb), fuse(features, "rw", **emb)
     sd_hs, sd_rw = float(np.std(_pair_cosines(hs))), float(np.std(_pair_cosines(rw)))
     info.update(sd_cos_hs=sd_hs, sd_cos_rw=sd_rw)
     if not (np.isfinite(sd_hs) and np.isfinite(sd_rw)) or sd_hs < MIN_SPREAD or sd_rw < MIN_SPREAD:

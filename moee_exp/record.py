@@ -130,6 +130,9 @@ class WandbLogger:
         df, by_type, avg = summarize(rows)
         for r in df.itertuples():
             self.run.summary[f"score/{r.task}"] = r.score
+        for row in rows:  # the α each dataset was scored with (per task for weights auto/dev)
+            if row.get("alpha") is not None:
+                self.run.summary[f"alpha/{row['task']}"] = row["alpha"]
         for task_type, score in by_type.items():
             self.run.summary[f"type/{task_type}"] = score
         self.run.summary["avg"] = avg

@@ -226,3 +226,41 @@ def test_jobs_per_weights_option(tmp_cwd, overrides, n_jobs, weights):
         assert rows[0]["alpha_source"] == "auto:spread" and rows[0]["alpha"] != 1.0
     header = next((tmp_cwd / "multirun").glob("**/results.csv")).read_text().splitlines()[0].split(",")
     assert {"weights", "alpha", "alpha_source", "alpha_info"} <= set(header)
+
+
+def test_report_puts_best_auto_and_dev_side_by_side_and_reads_old_rows_as_fixed(tmp_path):
+    """analysis/ on hand-made rows: old rows (no weights field) are `fixed`; MoEE(sum) at the best α on test, at
+    auto's and at dev's per-task α, each cell recomputed here from the rows."""
+    from analysis import collect, figures, report, tables
+
+    def row(task, ttype, score, weights=None, alpha=1.0, model="m"):
+        r = {"model": model, "emb": "moee_sum", "alpha": alpha, "rw_activation": "logits", "standardize": "none",
+             "hs_feature": "hs", "rw_feature": "rw", "prompt": "prompteol", "task": task, "task_type": ttype,
+             "split": "test", "main_score_name": "x", "main_score": score, "computed_at": "2026-11-24T00:00:00"}
+        return {**r, "weights": weights} if weights else r  # no field: a row from before the weights group
+
+    tasks = [("A", "STS"), ("B", "STS"), ("C", "Clustering")]
+    grid = {0.2: [0.5, 0.6, 0.3], 0.6: [0.7, 0.5, 0.4], 1.0: [0.4, 0.4, 0.5]}
+    rows = [row(t, tt, s, alpha=a) for a, scores in grid.items() for (t, tt), s in zip(tasks, scores)]
+    rows += [row(t, tt, s, "auto", a) for (t, tt), s, a in zip(tasks, [0.65, 0.55, 0.45], [0.31, 0.42, 0.9])]
+    rows += [row(t, tt, s, "dev", a) for (t, tt), s, a in zip(tasks, [0.5, 0.6, 0.4], [0.2, 1.0, 0.6])]
+    df, _ = collect.tidy(rows)
+    assert set(df[df.weights == "fixed"].alpha) == {0.2, 0.6, 1.0}  # old rows: fixed
+    choice = tables.alpha_choice(df).set_index("choice")
+
+    def avg(scores):
+        return (np.mean(scores[:2]) + scores[2]) / 2 * 100
+
+    best = max(grid, key=lambda a: avg(grid[a]))
+    assert choice.loc["best α on test (optimistic)", "alpha"] == f"{best:g}"
+    assert choice.loc["best α on test (optimistic)", "Avg"] == pytest.approx(avg(grid[best]))
+    assert choice.loc["auto α", "Avg"] == pytest.approx(avg([0.65, 0.55, 0.45]))
+    assert choice.loc["auto α", "alpha"] == "0.31 / 0.42 / 0.9"
+    assert choice.loc["dev α", "Avg"] == pytest.approx(avg([0.5, 0.6, 0.4]))
+    wide = tables.main_wide(tables.main_long(df))
+    assert list(wide[("", "method")]) == ["MoEE_sum (best α on test)", "MoEE_sum (auto α)", "MoEE_sum (dev α)"]
+    auto = figures.auto_alphas(df)
+    assert sorted(auto.alpha) == [0.31, 0.42, 0.9] and set(auto.label) == {"MoEE_sum"}
+    out = tmp_path / "report"
+    made = report.build(collect.Collection(df), out)
+    assert "alpha_choice.md" in made["α choice"] and (out / "alpha_m_prompteol.png").stat().st_size > 20_000

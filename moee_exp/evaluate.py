@@ -45,7 +45,7 @@ def evaluate_tasks(
     """
     for task in tasks:
         split = "test" if "test" in task.metadata.eval_splits else task.metadata.eval_splits[0]
-        loaded_here = not task.data_loaded
+        loaded_here = not getattr(task, "data_loaded", True)
         extra = prepare(task) if prepare else {}
         start = time.perf_counter()
         result = mteb.evaluate(
@@ -58,7 +58,7 @@ def evaluate_tasks(
             prediction_folder=prediction_folder if task.metadata.type in prediction_types else None,
         )
         (task_result,) = result.task_results
-        if loaded_here and task.data_loaded:  # prepare loaded it, so mteb kept it: free it as mteb would
+        if loaded_here and getattr(task, "data_loaded", False):  # prepare loaded it, so mteb kept it: free it as mteb would
             task.unload_data()
         row = {**score_row(task, task_result, split), **extra}
         row["eval_time_s"] = round(time.perf_counter() - start, 3)

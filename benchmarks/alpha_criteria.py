@@ -90,7 +90,8 @@ def compare(models, prompt="prompteol") -> pd.DataFrame:
                 encoder.fuse_kwargs["alpha"] = a
                 rec[f"s{a:g}"] = main_score(encoder, task, split) * 100
             for criterion in ("spread", "calibration"):
-                row = AlphaChooser({**base, "criterion": criterion}, emb, encoder, feat)(task)
+                row = AlphaChooser({**base, "criterion": criterion}, emb, encoder, feat,
+                                   calibration_key=f"{model}|{prompt}")(task)
                 rec[f"alpha_{criterion}"] = row["alpha"]
                 rec[f"score_{criterion}"] = main_score(encoder, task, split) * 100
             records.append(rec)

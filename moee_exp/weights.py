@@ -204,7 +204,11 @@ class AlphaChooser:
     def __init__(self, weights: Mapping, emb: Mapping, encoder, featurizer, score: Callable | None = None,
                  calibration_key: str = ""):
         self.w, self.emb, self.encoder, self.featurizer, self.score = dict(weights), dict(emb), encoder, featurizer, score
-        self.calibration_key = calibration_key
+        # calibration α is cached per model × prompt: the runner passes its model/prompt identity; by default the
+        # featurizer's own settings (never a key shared by two models)
+        self.calibration_key = calibration_key or repr((
+            getattr(featurizer, "model_cfg", id(featurizer)), getattr(featurizer, "template", None),
+            getattr(featurizer, "normalize", None)))
 
     @property
     def fixed(self) -> bool:

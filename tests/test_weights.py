@@ -264,3 +264,10 @@ def test_report_puts_best_auto_and_dev_side_by_side_and_reads_old_rows_as_fixed(
     out = tmp_path / "report"
     made = report.build(collect.Collection(df), out)
     assert "alpha_choice.md" in made["α choice"] and (out / "alpha_m_prompteol.png").stat().st_size > 20_000
+
+
+def test_calibration_alpha_is_not_shared_between_model_x_prompt_settings(featurizer):
+    other = Featurizer(tiny_model_cfg("tiny"), TEMPLATES["none"], progress=False)  # another prompt, other features
+    a = chooser(featurizer, criterion="calibration")[0](loaded(MoEEDemoSTS))["alpha"]
+    b = chooser(other, criterion="calibration")[0](loaded(MoEEDemoSTS))["alpha"]
+    assert a != b

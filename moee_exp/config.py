@@ -55,7 +55,7 @@ class WeightsConfig:
 
     name: str = "fixed"  # fixed | grid | auto | dev: recorded in every row as `weights`
     alpha: float = 1.0  # fixed, grid: this job's α (grid sweeps it under -m); auto, dev: unused
-    criterion: str = "spread"  # auto: spread (per task, its own texts) | calibration (per model x prompt, fixed texts)
+    criterion: str = "calibration"  # auto: calibration (per model x prompt, fixed unlabeled texts) | spread (per task)
     sample: int = 512  # auto: at most this many distinct texts (picked by hash) whose pairs measure the spreads
     grid: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 11)])  # dev: candidates
     dev_fraction: float = 0.2  # dev, Classification: share of the training split held out to score the grid

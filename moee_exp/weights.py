@@ -1,14 +1,14 @@
 """Similarity weights of MoEE(sum): the α of cos(HS) + α·cos(RW) that each task is scored with (`weights` group).
 
 - fixed, grid: the configured ``weights.alpha`` (grid sweeps it under -m).
-- auto: chosen from the features alone, never from a label or a score, once per model × prompt × task (criterion
-  ``spread``) or once per model × prompt (``calibration``):
+- auto: chosen from the features alone, never from a label or a score, once per model × prompt (criterion
+  ``calibration``, the default) or once per model × prompt × task (``spread``):
 
       α = sd(cos HS) / sd(cos RW)    over the pairs of a fixed-size, hash-chosen sample of distinct texts,
 
   so that cos HS and α·cos RW vary equally over pairs of texts and neither similarity drowns the other (they live
-  on very different scales). ``spread`` takes the texts of the task being scored, every split, labels never read
-  (``task_texts``); ``calibration`` takes the texts of the bundled demo tasks. Degenerate inputs (fewer than two
+  on very different scales). ``calibration`` takes the texts of the bundled demo tasks; ``spread`` the texts of the
+  task being scored, every split, labels never read (``task_texts``). Degenerate inputs (fewer than two
   distinct texts, a similarity that does not vary) give α = 1, the paper's unweighted sum.
 - dev: the α of ``weights.grid`` with the best main score on held-out labelled data that is not the evaluation
   split (``dev_task``); a task without such data gets the auto α, and its row says so.

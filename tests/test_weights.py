@@ -223,7 +223,7 @@ def test_jobs_per_weights_option(tmp_cwd, overrides, n_jobs, weights):
     elif weights == "fixed":
         assert alphas == [0.3]
     else:
-        assert rows[0]["alpha_source"] == "auto:spread" and rows[0]["alpha"] != 1.0
+        assert rows[0]["alpha_source"] == "auto:calibration" and rows[0]["alpha"] != 1.0  # the default criterion
     header = next((tmp_cwd / "multirun").glob("**/results.csv")).read_text().splitlines()[0].split(",")
     assert {"weights", "alpha", "alpha_source", "alpha_info"} <= set(header)
 

@@ -634,8 +634,8 @@ def main() -> None:
 # model and the six demo tasks with the feature cache warm (a warm-up job fills it): the ratio is then the largest,
 # since scoring is not slowed by any extraction. Also the criterion alone at OLMoE-1B-7B's feature sizes.
 
-ALPHA_JOBS = {"fixed": ["weights=fixed"], "auto (spread)": ["weights=auto"],
-              "auto (calibration)": ["weights=auto", "weights.criterion=calibration"], "dev": ["weights=dev"]}
+ALPHA_JOBS = {"fixed": ["weights=fixed"], "auto (calibration, default)": ["weights=auto"],
+              "auto (spread)": ["weights=auto", "weights.criterion=spread"], "dev": ["weights=dev"]}
 
 
 def alpha_selection_section(args, tmp: Path) -> dict:
@@ -643,6 +643,7 @@ def alpha_selection_section(args, tmp: Path) -> dict:
 
     from moee_exp.config import register
     from moee_exp.runner import run_job
+    from moee_exp import weights
     from moee_exp.weights import spread_alpha
 
     register()
@@ -655,6 +656,7 @@ def alpha_selection_section(args, tmp: Path) -> dict:
             run_job(cfg, tmp / f"warm-{time.monotonic_ns()}", "bench")
         for r in range(args.repeats):
             for name, cfg in cfgs.items():
+                weights._calibration.clear()  # each job pays for its calibration α, as the first job of a process does
                 t = time.perf_counter()
                 rows = run_job(cfg, tmp / f"a{r}-{time.monotonic_ns()}", "bench")
                 out[name].append({

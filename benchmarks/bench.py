@@ -80,7 +80,7 @@ BIG_TINY = {  # a larger tiny OLMoE: compute, not Python overhead, dominates its
     },
 }
 SWEEP = [["emb=hs"], ["emb=rw"], ["emb=moee_concat"]]
-SWEEP += [["emb=moee_sum", f"emb.alpha={a / 10:g}"] for a in range(1, 11)]
+SWEEP += [["emb=moee_sum", f"weights.alpha={a / 10:g}"] for a in range(1, 11)]
 
 
 # -- data ------------------------------------------------------------------------------------------------------------

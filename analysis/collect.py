@@ -22,7 +22,8 @@ import yaml
 METHODS = {"hs": "HS", "rw": "RW", "moee_concat": "MoEE_concat", "moee_sum": "MoEE_sum"}
 TASK_TYPES = ["Classification", "Clustering", "PairClassification", "Reranking", "STS", "Summarization"]
 # What makes two rows the same table cell (where and when they ran does not).
-KEY = ["model", "emb", "weights", "alpha", "rw_activation", "standardize", "hs_feature", "rw_feature", "prompt", "task", "split"]
+KEY = ["model", "emb", "weights", "alpha", "rw_activation", "standardize", "hs_feature", "rw_feature", "prompt", "task",
+       "split"]
 COLUMNS = KEY + ["method", "task_type", "main_score_name", "main_score", "score", "computed_at", "job_dir",
                  "predictions", "task_set", "model_name_or_path", "alpha_source"]
 # How MoEE(sum)'s α was chosen (moee_exp.weights); a row written before the weights group existed is `fixed`.

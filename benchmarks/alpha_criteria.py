@@ -61,7 +61,8 @@ def tasks():
 
     def mocks(encoder):
         return [t for t in get_compatible_mock_tasks(encoder)
-                if t.metadata.type in TYPES and not t.metadata.is_multilingual and "Instruction" not in type(t).__name__]
+                if t.metadata.type in TYPES and not t.metadata.is_multilingual
+                and "Instruction" not in type(t).__name__]
 
     return get_demo_tasks(), mocks
 

@@ -58,7 +58,7 @@ def evaluate_tasks(
             prediction_folder=prediction_folder if task.metadata.type in prediction_types else None,
         )
         (task_result,) = result.task_results
-        if loaded_here and getattr(task, "data_loaded", False):  # prepare loaded it, so mteb kept it: free it as mteb would
+        if loaded_here and getattr(task, "data_loaded", False):  # prepare loaded it, so mteb kept it: free it
             task.unload_data()
         row = {**score_row(task, task_result, split), **extra}
         row["eval_time_s"] = round(time.perf_counter() - start, 3)

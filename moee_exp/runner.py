@@ -94,10 +94,11 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
     )
     chooser = None
     if cfg.emb.kind == "moee_sum":
+        features_of = {k: plan_ident[k] for k in ("model", "max_length", "prompt", "features")}  # model × prompt
         chooser = AlphaChooser(
             resolved["weights"], emb, encoder, featurizer,
             score=lambda task, split: main_score(encoder, task, split, cfg.model.batch_size),
-            calibration_key=resume.row_key({k: v for k, v in plan_ident.items() if k in ("model", "max_length", "prompt", "features")}),
+            calibration_key=resume.row_key(features_of),
         )
     rows = list(plan.reused.values())
     wb_config = {**resolved, "resume": plan.summary()}  # the W&B run records what was reused

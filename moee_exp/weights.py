@@ -159,7 +159,8 @@ def dev_task(task, fraction: float = 0.2):
                     for i, t in enumerate(train[column])]
             order = sorted(range(len(keys)), key=keys.__getitem__)
             n_dev = max(1, round(fraction * len(order)))
-            return DatasetDict({train_name: train.select(sorted(order[n_dev:])), "dev": train.select(sorted(order[:n_dev]))})
+            fit, dev = sorted(order[n_dev:]), sorted(order[:n_dev])
+            return DatasetDict({train_name: train.select(fit), "dev": train.select(dev)})
 
         dev = copy.copy(task)
         dev.dataset = _map_subsets(task, held_out)
@@ -203,7 +204,8 @@ class AlphaChooser:
 
     def __init__(self, weights: Mapping, emb: Mapping, encoder, featurizer, score: Callable | None = None,
                  calibration_key: str = ""):
-        self.w, self.emb, self.encoder, self.featurizer, self.score = dict(weights), dict(emb), encoder, featurizer, score
+        self.w, self.emb, self.encoder, self.featurizer = dict(weights), dict(emb), encoder, featurizer
+        self.score = score
         # calibration α is cached per model × prompt: the runner passes its model/prompt identity; by default the
         # featurizer's own settings (never a key shared by two models)
         self.calibration_key = calibration_key or repr((

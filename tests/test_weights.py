@@ -11,7 +11,7 @@ import mteb
 import numpy as np
 import pytest
 from conftest import ROOT, tiny_model_cfg
-from datasets import Dataset, DatasetDict
+from datasets import DatasetDict
 
 from moee_exp import weights as W
 from moee_exp.demo_tasks import MoEEDemoClassification, MoEEDemoClustering, MoEEDemoSTS
@@ -21,7 +21,8 @@ from moee_exp.prompts import TEMPLATES
 
 EMB = {"rw_activation": "logits", "standardize": "none", "standardize_batch_size": 128, "hs_feature": "hs",
        "rw_feature": "rw"}
-AUTO = {"name": "auto", "alpha": 1.0, "criterion": "spread", "sample": 512, "grid": [0.1, 0.5, 1.0], "dev_fraction": 0.2}
+AUTO = {"name": "auto", "alpha": 1.0, "criterion": "spread", "sample": 512, "grid": [0.1, 0.5, 1.0],
+        "dev_fraction": 0.2}
 
 
 @pytest.fixture(scope="module")

@@ -127,10 +127,10 @@ def test_auto_is_finite_on_degenerate_inputs(featurizer):
 
 
 def test_calibration_is_one_alpha_per_model_and_prompt(featurizer):
-    pick, _ = chooser(featurizer, criterion="calibration")
+    pick, _ = chooser(featurizer, criterion="calibration", sample=64)
     a, b = pick(loaded(MoEEDemoSTS)), pick(loaded(MoEEDemoClassification))
     assert a["alpha"] == b["alpha"] and a["alpha_source"] == "auto:calibration" and np.isfinite(a["alpha"])
-    assert a["alpha_info"]["n_texts"] == len(set(W.calibration_texts()))
+    assert a["alpha_info"]["n_texts"] == 64 and len(set(W.calibration_texts())) > 300  # the demo tasks' texts
 
 
 def test_auto_covers_every_text_mock_task_type(featurizer):
@@ -203,14 +203,20 @@ def job_rows(base: Path):
     return [[json.loads(p.read_text()) for p in sorted(d.glob("*.json"))] for d in sorted(base.glob("**/results"))]
 
 
+def test_grid_carries_the_alpha_sweep_and_fixed_does_not(tmp_cwd):
+    for option, sweeps in (("weights=grid", True), ("weights=fixed", False), ("weights=auto", False)):
+        proc = run(option, "--cfg", "hydra", "-p", "hydra.sweeper.params", cwd=tmp_cwd)
+        assert ("weights.alpha: 0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0" in proc.stdout) == sweeps, option
+
+
 @pytest.mark.parametrize(("overrides", "n_jobs", "weights"), [
-    (["weights=grid"], 10, "grid"),
-    (["emb=moee_sum"], 10, "grid"),  # the headline command keeps its α sweep
+    (["emb=moee_sum"], 10, "grid"),  # the headline command: emb=moee_sum selects weights=grid and its α sweep
     (["weights=fixed", "weights.alpha=0.3"], 1, "fixed"),
     (["emb=moee_sum", "weights=auto"], 1, "auto"),
 ])
 def test_jobs_per_weights_option(tmp_cwd, overrides, n_jobs, weights):
-    proc = run("-m", *overrides, "tasks.names=[MoEEDemoSTS]", "logger=none", "progress=false", "predictions=[]",
+    logger = "logger=wandb" if weights == "auto" else "logger=none"  # auto: the per-task α reaches W&B too
+    proc = run("-m", *overrides, "tasks.names=[MoEEDemoSTS]", logger, "progress=false", "predictions=[]",
                cwd=tmp_cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = job_rows(tmp_cwd / "multirun")
@@ -225,6 +231,11 @@ def test_jobs_per_weights_option(tmp_cwd, overrides, n_jobs, weights):
         assert alphas == [0.3]
     else:
         assert rows[0]["alpha_source"] == "auto:calibration" and rows[0]["alpha"] != 1.0  # the default criterion
+        (run_dir,) = (tmp_cwd / "multirun").glob("**/wandb/offline-run-*")
+        cmd = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(run_dir)]
+        logged = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout)
+        assert logged["summary"]["alpha/MoEEDemoSTS"] == pytest.approx(rows[0]["alpha"])
+        assert logged["config"]["weights.name"] == "auto"
     header = next((tmp_cwd / "multirun").glob("**/results.csv")).read_text().splitlines()[0].split(",")
     assert {"weights", "alpha", "alpha_source", "alpha_info"} <= set(header)
 
@@ -269,6 +280,29 @@ def test_report_puts_best_auto_and_dev_side_by_side_and_reads_old_rows_as_fixed(
 
 def test_calibration_alpha_is_not_shared_between_model_x_prompt_settings(featurizer):
     other = Featurizer(tiny_model_cfg("tiny"), TEMPLATES["none"], progress=False)  # another prompt, other features
-    a = chooser(featurizer, criterion="calibration")[0](loaded(MoEEDemoSTS))["alpha"]
-    b = chooser(other, criterion="calibration")[0](loaded(MoEEDemoSTS))["alpha"]
+    a = chooser(featurizer, criterion="calibration", sample=64)[0](loaded(MoEEDemoSTS))["alpha"]
+    b = chooser(other, criterion="calibration", sample=64)[0](loaded(MoEEDemoSTS))["alpha"]
     assert a != b
+
+
+def test_row_keys_change_with_what_changes_alpha_only():
+    """resume: a row is recomputed when the way its α is chosen changes, and only then."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from moee_exp import resume
+    from moee_exp.config import register, template_of
+
+    register()
+
+    def key(*overrides):
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=list(overrides))
+        return resume.row_key(resume.job_identity(OmegaConf.to_container(cfg, resolve=True), template_of(cfg.prompt)))
+
+    auto = key("weights=auto")
+    assert auto == key("weights=auto", "weights.alpha=0.3", "weights.grid=[0.5]")  # knobs auto does not read
+    assert auto != key("weights=auto", "weights.criterion=spread") != key("weights=auto", "weights.sample=64")
+    assert auto != key("weights=fixed") != key("weights.alpha=0.3")
+    assert key("weights=dev") != key("weights=dev", "weights.grid=[0.5,1.0]")
+    assert key("emb=hs") == key("emb=hs", "weights=auto")  # HS alone has no α

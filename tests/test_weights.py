@@ -203,86 +203,51 @@ def job_rows(base: Path):
     return [[json.loads(p.read_text()) for p in sorted(d.glob("*.json"))] for d in sorted(base.glob("**/results"))]
 
 
-def test_grid_carries_the_alpha_sweep_and_fixed_does_not(tmp_cwd):
-    for option, sweeps in (("weights=grid", True), ("weights=fixed", False), ("weights=auto", False)):
-        proc = run(option, "--cfg", "hydra", "-p", "hydra.sweeper.params", cwd=tmp_cwd)
-        assert ("weights.alpha: 0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0" in proc.stdout) == sweeps, option
+def test_grid_carries_the_alpha_sweep_and_the_other_options_do_not():
+    from hydra import compose, initialize_config_dir
+
+    from moee_exp.config import register
+
+    register()
+    grid = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0"
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        for overrides, sweeps in ((["weights=grid"], True), (["emb=moee_sum"], True), (["weights=fixed"], False),
+                                  (["weights=auto"], False), (["weights=dev"], False), ([], False),
+                                  (["emb=moee_sum", "weights=fixed"], False)):
+            params = compose("config", overrides=overrides, return_hydra_config=True).hydra.sweeper.params or {}
+            assert (params.get("weights.alpha") == grid) == sweeps, overrides
 
 
-@pytest.mark.parametrize(("overrides", "n_jobs", "weights"), [
-    (["emb=moee_sum"], 10, "grid"),  # the headline command: emb=moee_sum selects weights=grid and its α sweep
-    (["weights=fixed", "weights.alpha=0.3"], 1, "fixed"),
-    (["emb=moee_sum", "weights=auto"], 1, "auto"),
-])
-def test_jobs_per_weights_option(tmp_cwd, overrides, n_jobs, weights):
-    logger = "logger=wandb" if weights == "auto" else "logger=none"  # auto: the per-task α reaches W&B too
-    proc = run("-m", *overrides, "tasks.names=[MoEEDemoSTS]", logger, "progress=false", "predictions=[]",
+def test_headline_sweep_is_ten_jobs_with_ten_distinct_alphas(tmp_cwd):
+    """`-m emb=moee_sum` (emb=moee_sum selects weights=grid): one job per α in 0.1..1.0, each α recorded."""
+    proc = run("-m", "emb=moee_sum", "tasks.names=[MoEEDemoSTS]", "logger=none", "progress=false", "predictions=[]",
                cwd=tmp_cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = job_rows(tmp_cwd / "multirun")
-    assert len(jobs) == n_jobs
     rows = [r for job in jobs for r in job]
-    assert {r["weights"] for r in rows} == {weights}
-    alphas = sorted(r["alpha"] for r in rows)
-    if weights == "grid":
-        assert alphas == pytest.approx([0.1 * i for i in range(1, 11)])
-        assert len({r["main_score"] for r in rows}) > 1  # each α reaches the fusion
-    elif weights == "fixed":
-        assert alphas == [0.3]
-    else:
-        assert rows[0]["alpha_source"] == "auto:calibration" and rows[0]["alpha"] != 1.0  # the default criterion
-        (run_dir,) = (tmp_cwd / "multirun").glob("**/wandb/offline-run-*")
-        cmd = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(run_dir)]
-        logged = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout)
-        assert logged["summary"]["alpha/MoEEDemoSTS"] == pytest.approx(rows[0]["alpha"])
-        assert logged["config"]["weights.name"] == "auto"
+    assert len(jobs) == 10 and {r["weights"] for r in rows} == {"grid"}
+    assert sorted(r["alpha"] for r in rows) == pytest.approx([0.1 * i for i in range(1, 11)])
+    assert len({r["main_score"] for r in rows}) > 1  # each α reaches the fusion
     header = next((tmp_cwd / "multirun").glob("**/results.csv")).read_text().splitlines()[0].split(",")
     assert {"weights", "alpha", "alpha_source", "alpha_info"} <= set(header)
 
 
-def test_report_puts_best_auto_and_dev_side_by_side_and_reads_old_rows_as_fixed(tmp_path):
-    """analysis/ on hand-made rows: old rows (no weights field) are `fixed`; MoEE(sum) at the best α on test, at
-    auto's and at dev's per-task α, each cell recomputed here from the rows."""
-    from analysis import collect, figures, report, tables
-
-    def row(task, ttype, score, weights=None, alpha=1.0, model="m"):
-        r = {"model": model, "emb": "moee_sum", "alpha": alpha, "rw_activation": "logits", "standardize": "none",
-             "hs_feature": "hs", "rw_feature": "rw", "prompt": "prompteol", "task": task, "task_type": ttype,
-             "split": "test", "main_score_name": "x", "main_score": score, "computed_at": "2026-11-24T00:00:00"}
-        return {**r, "weights": weights} if weights else r  # no field: a row from before the weights group
-
-    tasks = [("A", "STS"), ("B", "STS"), ("C", "Clustering")]
-    grid = {0.2: [0.5, 0.6, 0.3], 0.6: [0.7, 0.5, 0.4], 1.0: [0.4, 0.4, 0.5]}
-    rows = [row(t, tt, s, alpha=a) for a, scores in grid.items() for (t, tt), s in zip(tasks, scores)]
-    rows += [row(t, tt, s, "auto", a) for (t, tt), s, a in zip(tasks, [0.65, 0.55, 0.45], [0.31, 0.42, 0.9])]
-    rows += [row(t, tt, s, "dev", a) for (t, tt), s, a in zip(tasks, [0.5, 0.6, 0.4], [0.2, 1.0, 0.6])]
-    df, _ = collect.tidy(rows)
-    assert set(df[df.weights == "fixed"].alpha) == {0.2, 0.6, 1.0}  # old rows: fixed
-    choice = tables.alpha_choice(df).set_index("choice")
-
-    def avg(scores):
-        return (np.mean(scores[:2]) + scores[2]) / 2 * 100
-
-    best = max(grid, key=lambda a: avg(grid[a]))
-    assert choice.loc["best α on test (optimistic)", "alpha"] == f"{best:g}"
-    assert choice.loc["best α on test (optimistic)", "Avg"] == pytest.approx(avg(grid[best]))
-    assert choice.loc["auto α", "Avg"] == pytest.approx(avg([0.65, 0.55, 0.45]))
-    assert choice.loc["auto α", "alpha"] == "0.31 / 0.42 / 0.9"
-    assert choice.loc["dev α", "Avg"] == pytest.approx(avg([0.5, 0.6, 0.4]))
-    wide = tables.main_wide(tables.main_long(df))
-    assert list(wide[("", "method")]) == ["MoEE_sum (best α on test)", "MoEE_sum (auto α)", "MoEE_sum (dev α)"]
-    auto = figures.auto_alphas(df)
-    assert sorted(auto.alpha) == [0.31, 0.42, 0.9] and set(auto.label) == {"MoEE_sum"}
-    out = tmp_path / "report"
-    made = report.build(collect.Collection(df), out)
-    assert "alpha_choice.md" in made["α choice"] and (out / "alpha_m_prompteol.png").stat().st_size > 20_000
-
-
-def test_calibration_alpha_is_not_shared_between_model_x_prompt_settings(featurizer):
-    other = Featurizer(tiny_model_cfg("tiny"), TEMPLATES["none"], progress=False)  # another prompt, other features
-    a = chooser(featurizer, criterion="calibration", sample=64)[0](loaded(MoEEDemoSTS))["alpha"]
-    b = chooser(other, criterion="calibration", sample=64)[0](loaded(MoEEDemoSTS))["alpha"]
-    assert a != b
+def test_fixed_and_auto_are_one_job_each_and_auto_reaches_wandb(tmp_cwd):
+    proc = run("-m", "emb=moee_sum", "weights=fixed,auto", "weights.alpha=0.3", "tasks.names=[MoEEDemoSTS]",
+               "progress=false", "predictions=[]", cwd=tmp_cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = {job[0]["weights"]: job for job in job_rows(tmp_cwd / "multirun")}
+    assert sorted(jobs) == ["auto", "fixed"] and all(len(j) == 1 for j in jobs.values())  # 2 values: 2 jobs
+    fixed, auto = jobs["fixed"][0], jobs["auto"][0]
+    assert fixed["alpha"] == 0.3 and fixed["alpha_source"] == "config"
+    assert auto["alpha_source"] == "auto:calibration" and auto["alpha"] != 0.3  # the default criterion
+    auto_dir = next(p.parents[1] for p in (tmp_cwd / "multirun").glob("**/results/MoEEDemoSTS.json")
+                    if json.loads(p.read_text())["weights"] == "auto")
+    (run_dir,) = auto_dir.glob("wandb/offline-run-*")
+    cmd = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(run_dir)]
+    logged = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout)
+    assert logged["summary"]["alpha/MoEEDemoSTS"] == pytest.approx(auto["alpha"])
+    assert logged["config"]["weights.name"] == "auto"
 
 
 def test_row_keys_change_with_what_changes_alpha_only():

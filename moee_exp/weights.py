@@ -150,7 +150,7 @@ def dev_task(task, fraction: float = 0.2):
     evals = set(task.eval_splits)
     if isinstance(task, AbsTaskClassification):
         train_name, column = task.train_split, task.input_column_name
-        if train_name in evals or not isinstance(column, str):
+        if train_name in evals or train_name not in _split_names(task) or not isinstance(column, str):
             return None, "no training split apart from the evaluation split"
 
         def held_out(splits):

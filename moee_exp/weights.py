@@ -244,9 +244,15 @@ class AlphaChooser:
             alpha, source, info = self.auto(task)
             return alpha, f"{source} (dev: {where})", info
         scores = {}
-        for a in self.w["grid"]:
-            self.encoder.fuse_kwargs["alpha"] = float(a)
-            scores[float(a)] = float(self.score(held, held.eval_splits[0]))
+        try:
+            for a in self.w["grid"]:
+                self.encoder.fuse_kwargs["alpha"] = float(a)
+                scores[float(a)] = float(self.score(held, held.eval_splits[0]))
+        except Exception as err:  # noqa: BLE001  e.g. a held-out part too small for mteb's evaluator
+            log.warning("%s: scoring the grid on %s failed (%s: %s); using the auto alpha", task.metadata.name, where,
+                        err.__class__.__name__, err)
+            alpha, source, info = self.auto(task)
+            return alpha, f"{source} (dev: scoring {where} failed: {err.__class__.__name__})", info
         best = max(scores, key=lambda a: (scores[a], -abs(a - 1.0)))  # ties: the one nearest the unweighted sum
         return best, f"dev:{where}", {"dev_scores": scores}
 

@@ -271,3 +271,14 @@ def test_row_keys_change_with_what_changes_alpha_only():
     assert auto != key("weights=fixed") != key("weights.alpha=0.3")
     assert key("weights=dev") != key("weights=dev", "weights.grid=[0.5,1.0]")
     assert key("emb=hs") == key("emb=hs", "weights=auto")  # HS alone has no α
+
+
+def test_dev_falls_back_to_auto_when_the_held_out_data_cannot_be_scored(featurizer):
+    encoder = MoEEEncoder(featurizer, "moee_sum", alpha=1.0, **EMB)
+
+    def score(task, split):
+        raise ValueError("only one class in the held-out part")
+
+    row = W.AlphaChooser({**AUTO, "name": "dev"}, EMB, encoder, featurizer, score=score)(loaded(MoEEDemoClassification))
+    assert row["alpha_source"] == "auto:spread (dev: scoring train[0.2 held out] failed: ValueError)"
+    assert np.isfinite(row["alpha"]) and encoder.fuse_kwargs["alpha"] == row["alpha"]

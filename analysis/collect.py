@@ -22,9 +22,12 @@ import yaml
 METHODS = {"hs": "HS", "rw": "RW", "moee_concat": "MoEE_concat", "moee_sum": "MoEE_sum"}
 TASK_TYPES = ["Classification", "Clustering", "PairClassification", "Reranking", "STS", "Summarization"]
 # What makes two rows the same table cell (where and when they ran does not).
-KEY = ["model", "emb", "alpha", "rw_activation", "standardize", "hs_feature", "rw_feature", "prompt", "task", "split"]
+KEY = ["model", "emb", "weights", "alpha", "rw_activation", "standardize", "hs_feature", "rw_feature", "prompt", "task",
+       "split"]
 COLUMNS = KEY + ["method", "task_type", "main_score_name", "main_score", "score", "computed_at", "job_dir",
-                 "predictions", "task_set", "model_name_or_path"]
+                 "predictions", "task_set", "model_name_or_path", "alpha_source"]
+# How MoEE(sum)'s α was chosen (moee_exp.weights); a row written before the weights group existed is `fixed`.
+CHOSEN_PER_TASK = ("auto", "dev")
 
 
 @dataclass
@@ -56,8 +59,10 @@ def _prompt_label(cfg: dict, row: dict) -> str:
 
 
 def _job_label(cfg: dict) -> str:
-    emb = cfg.get("emb") or {}
-    alpha = f" a={emb.get('alpha'):g}" if emb.get("kind") == "moee_sum" else ""
+    emb, w = cfg.get("emb") or {}, cfg.get("weights") or {"name": "fixed", "alpha": emb.get("alpha")}
+    alpha = ""
+    if emb.get("kind") == "moee_sum":
+        alpha = f" {w['name']}" if w.get("name") in CHOSEN_PER_TASK else f" a={w.get('alpha') or 1.0:g}"
     return f"{(cfg.get('model') or {}).get('name')} {emb.get('kind')}{alpha} {(cfg.get('prompt') or {}).get('name')}"
 
 
@@ -97,7 +102,9 @@ def tidy(rows: list[dict]) -> tuple[pd.DataFrame, int]:
     for col in COLUMNS:
         if col not in df:
             df[col] = None
-    df["alpha"] = [float(a) if e == "moee_sum" and a is not None else float("nan") for e, a in zip(df.emb, df.alpha)]
+    is_sum = df.emb == "moee_sum"
+    df["alpha"] = [float(a) if s and a is not None and a == a else float("nan") for s, a in zip(is_sum, df.alpha)]
+    df["weights"] = [(w if isinstance(w, str) else "fixed") if s else None for s, w in zip(is_sum, df.weights)]
     df["method"] = df.emb.map(METHODS).fillna(df.emb)
     df["score"] = df.main_score.astype(float) * 100
     df = df[COLUMNS].sort_values("computed_at", kind="stable")
@@ -144,7 +151,8 @@ def collect_wandb(project: str) -> Collection:
         cfg = dict(run.config)
         ident = {
             "model": cfg.get("model.name"), "model_name_or_path": cfg.get("model.name_or_path"),
-            "emb": cfg.get("emb.kind"), "alpha": cfg.get("emb.alpha"),
+            "emb": cfg.get("emb.kind"), "weights": cfg.get("weights.name", "fixed"),
+            "alpha": cfg.get("weights.alpha", cfg.get("emb.alpha")),
             "rw_activation": cfg.get("emb.rw_activation"), "standardize": cfg.get("emb.standardize"),
             "hs_feature": cfg.get("emb.hs_feature", "hs"), "rw_feature": cfg.get("emb.rw_feature", "rw"),
             "prompt": cfg.get("prompt.name") if not cfg.get("prompt.template") else "custom",
@@ -155,7 +163,10 @@ def collect_wandb(project: str) -> Collection:
         for key, value in dict(run.summary).items():
             task_type, _, task = key.partition("/")
             if task_type in TASK_TYPES and isinstance(value, (int, float)):
-                rows.append({**ident, "task": task, "task_type": task_type, "main_score": value / 100})
+                row = {**ident, "task": task, "task_type": task_type, "main_score": value / 100}
+                if ident["weights"] in CHOSEN_PER_TASK:  # its α per task, as the job logged it
+                    row["alpha"] = dict(run.summary).get(f"alpha/{task}")
+                rows.append(row)
                 done.add(task)
         missing = [t for t in cfg.get("tasks.names") or [] if t not in done]
         if missing or run.state != "finished":

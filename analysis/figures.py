@@ -37,7 +37,21 @@ def alpha_table(rows: pd.DataFrame) -> pd.DataFrame:
         ["model", "label", "prompt", "alpha"]).reset_index(drop=True)
 
 
-def plot_alpha(table: pd.DataFrame, model: str, label: str, prompt: str, tasks: str, path: Path) -> Path:
+def auto_alphas(rows: pd.DataFrame) -> pd.DataFrame:
+    """model, label (the grid cell's), prompt, task_type, task, alpha, score of every weights=auto row: where the
+    label-free α landed per task (moee_exp.weights), to mark on the α curves."""
+    df = rows[(rows.emb == "moee_sum") & (rows.weights == "auto")]
+    if df.empty:
+        return pd.DataFrame(columns=["model", "label", "prompt", "task_type", "task", "alpha", "score"])
+    df = _cells(default_pooling(df)).assign(alpha=df.alpha)
+    df = df.assign(label=df.label.str.replace(" (auto α)", "", regex=False))
+    return df[["model", "label", "prompt", "task_type", "task", "alpha", "score"]].reset_index(drop=True)
+
+
+def plot_alpha(table: pd.DataFrame, model: str, label: str, prompt: str, tasks: str, path: Path,
+               auto: pd.DataFrame | None = None) -> Path:
+    """Score vs α per task type and Avg, the best α marked; with ``auto`` (auto_alphas), where auto's α landed for
+    each task (ticks on the x axis) and the auto job's Avg at the median of those α (a diamond)."""
     sub = table[(table.model == model) & (table.label == label) & (table.prompt == prompt)].sort_values("alpha")
     types = [c for c in sub.columns if c not in ("model", "label", "prompt", "alpha", "Avg", "n_datasets", "best")
              and sub[c].notna().any()]
@@ -52,9 +66,20 @@ def plot_alpha(table: pd.DataFrame, model: str, label: str, prompt: str, tasks: 
         ax.axvline(b.alpha, color="black", ls=":", lw=1)
         ax.plot([b.alpha], [b.Avg], marker="*", ms=18, color="gold", mec="black", zorder=5, ls="none",
                 label=f"best α = {b.alpha:g} (Avg {b.Avg:.2f})")
+    if auto is not None:
+        a = auto[(auto.model == model) & (auto.label == label) & (auto.prompt == prompt)]
+        if len(a):
+            ax.plot(a.alpha, [0.02] * len(a), transform=ax.get_xaxis_transform(), marker="|", ms=14, mew=2,
+                    color="crimson", ls="none", label="auto α of each task")
+            avg = a.groupby("task_type").score.mean().mean()
+            med = float(a.alpha.median())
+            ax.axvline(med, color="crimson", ls="--", lw=1)
+            ax.plot([med], [avg], marker="D", ms=9, color="crimson", mec="black", zorder=5, ls="none",
+                    label=f"auto α (median {med:.2f}; Avg {avg:.2f}, α per task)")
     ax.set_xlabel("α  (similarity = cos HS + α · cos RW)")
     ax.set_ylabel("score (x100)")
     ax.set_xticks(sub.alpha.unique())
+    ax.set_xlim(min(0, *ax.get_xlim()), max(1.05, ax.get_xlim()[1]))
     ax.grid(alpha=0.3)
     name = "MoEE (sum)" if label == "MoEE_sum" else label.replace("MoEE_sum", "MoEE (sum)")
     ax.set_title(f"{name} score vs α — {model}, prompt: {prompt}\ntasks: {tasks}", fontsize=10)

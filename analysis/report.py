@@ -4,7 +4,8 @@
     python -m analysis.report --wandb my-entity/moee --out report/      (online, with an API key)
 
 Writes into --out: rows.csv (every collected row), incomplete.csv, main_table.{md,tex,csv},
-per_dataset.{md,tex,csv}, ablation.{md,tex,csv}, alpha.csv + alpha_<model>_<prompt>.png,
+per_dataset.{md,tex,csv}, ablation.{md,tex,csv}, alpha_choice.{md,tex,csv} (best-on-test / auto / dev α),
+alpha.csv + alpha_auto.csv + alpha_<model>_<prompt>.png,
 prompt_robustness.{md,csv} + prompt_robustness_<model>_<task>.png (+ its matrix as CSV),
 complementarity.{md,csv}, and README.md (what is where, incomplete jobs). Parts whose runs are absent are skipped.
 """
@@ -51,7 +52,8 @@ def build(col: Collection, out: Path, alpha="best", prompts=None) -> dict[str, l
 
     main = tables.main_long(rows, alpha, prompts)
     if not main.empty:
-        which = "best α per model x prompt (by Avg)" if alpha == "best" else f"α = {alpha}"
+        which = ("the best α per model x prompt by Avg on the test scores themselves (optimistic, as in the paper; "
+                 "auto α / dev α rows: chosen without test labels, per task)") if alpha == "best" else f"α = {alpha}"
         made["main table"] = _write(out, "main_table", tables.main_wide(main), main,
                                     f"Main results (x100; paper Tables 3-4 under ours; Δ = ours - paper). "
                                     f"MoEE_sum at {which}. {dagger}")
@@ -63,14 +65,25 @@ def build(col: Collection, out: Path, alpha="best", prompts=None) -> dict[str, l
         made["ablation (Table 5)"] = _write(out, "ablation", tables.ablation_wide(abl), abl,
                                             "Pooling ablation (x100; paper Table 5: DeepSeekMoE-16B, PromptEOL, "
                                             f"mean of STS12-16). {dagger}")
+    choice = tables.alpha_choice(rows, prompts)
+    if not choice.empty:
+        shown = choice.assign(**{c: choice[c].map(render.fmt) for c in choice.columns
+                                 if c not in ("model", "prompt", "choice", "alpha", "n")})
+        made["α choice"] = _write(out, "alpha_choice", shown, choice,
+                                  "MoEE(sum) by how α is chosen (x100): the best α on the test scores (optimistic), "
+                                  "the label-free auto α and the dev α (held-out labelled data), each per task "
+                                  "(α: min / median / max over tasks).")
     alpha_tab = figures.alpha_table(rows)
+    auto = figures.auto_alphas(rows)
+    if not auto.empty:
+        auto.to_csv(out / "alpha_auto.csv", index=False)
     if not alpha_tab.empty:
         alpha_tab.to_csv(out / "alpha.csv", index=False)
-        files = ["alpha.csv"]
+        files = ["alpha.csv"] + (["alpha_auto.csv"] if not auto.empty else [])
         for (model, label, prompt), _ in alpha_tab.groupby(["model", "label", "prompt"]):
             cell = rows[(rows.model == model) & (rows.prompt == prompt) & (rows.emb == "moee_sum")]
             name = f"alpha_{_safe(model)}_{_safe(prompt)}{'' if label == 'MoEE_sum' else '_' + _safe(label)}.png"
-            figures.plot_alpha(alpha_tab, model, label, prompt, _tasks_text(cell), out / name)
+            figures.plot_alpha(alpha_tab, model, label, prompt, _tasks_text(cell), out / name, auto)
             files.append(name)
         made["α curves"] = files
     robust = pr.robustness(rows)

@@ -45,8 +45,16 @@ def _label(r) -> str:
     return r.method + (f" ({', '.join(extra)})" if extra else "")
 
 
+PER_TASK = {"auto": "auto α", "dev": "dev α"}  # weights options whose α is chosen per task (moee_exp.weights)
+BEST = "best α on test"  # the label of MoEE_sum at the α tuned on the scores it is judged by: optimistic
+
+
 def _cells(rows: pd.DataFrame) -> pd.DataFrame:
-    df = rows.assign(label=[_label(r) for r in rows.itertuples()])
+    """Rows with their table label; an auto/dev row is one cell per job (its α varies by task: alpha = NaN)."""
+    labels = [_label(r) + (f" ({PER_TASK[r.weights]})" if getattr(r, "weights", None) in PER_TASK else "")
+              for r in rows.itertuples()]
+    per_task = rows.get("weights", pd.Series(index=rows.index, dtype=object)).isin(list(PER_TASK))
+    df = rows.assign(label=labels, alpha=rows.alpha.where(~per_task))
     # hs ignores rw_activation: keep one row per shown cell and dataset, the latest
     key = CELL + ["hs_feature", "rw_feature", "task"]
     return df.sort_values("computed_at", kind="stable").drop_duplicates(key, keep="last")
@@ -66,14 +74,17 @@ def type_scores(df: pd.DataFrame) -> pd.DataFrame:
 
 def select_alpha(df: pd.DataFrame, alpha="best") -> pd.DataFrame:
     """Keep one α per MoEE_sum cell: the best by Avg (among the most complete), or the given value."""
-    is_sum = df.emb == "moee_sum"
+    is_sum = (df.emb == "moee_sum") & df.alpha.notna()  # auto/dev cells (alpha NaN) are kept as they are
     if alpha != "best":
         return df[~is_sum | df.alpha.sub(float(alpha)).abs().lt(1e-9)]
     key = ["model", "label", "prompt", "alpha"]
     avg = type_scores(df[is_sum]).query("column == 'Avg'")[key + ["ours"]]
     avg = avg.merge(df[is_sum].groupby(key).task.nunique().rename("n_datasets").reset_index(), on=key)
     best = avg.sort_values(["n_datasets", "ours"], ascending=False).drop_duplicates(key[:-1])[key]
-    return pd.concat([df[~is_sum], df[is_sum].merge(best, on=key)])
+    tuned = df[is_sum].merge(best, on=key)
+    tuned = tuned.assign(label=[f"{lbl} ({BEST})" if lbl.startswith("MoEE_sum") and "(" not in lbl else lbl
+                                for lbl in tuned.label])
+    return pd.concat([df[~is_sum], tuned])
 
 
 def main_long(rows: pd.DataFrame, alpha="best", prompts=None) -> pd.DataFrame:
@@ -99,8 +110,13 @@ def _columns(long: pd.DataFrame) -> list[str]:
 
 
 def _order(labels) -> list[str]:
+    choice = [BEST, *PER_TASK.values()]  # MoEE_sum: best α on test, then auto α, then dev α
+
+    def rank(s):
+        return next((i for i, c in enumerate(choice) if f"({c})" in s), -1)
+
     return sorted(set(labels), key=lambda s: (METHOD_ORDER.index(s.split(" ")[0]) if s.split(" ")[0] in
-                                              METHOD_ORDER else 9, s))
+                                              METHOD_ORDER else 9, rank(s), s))
 
 
 def main_wide(long: pd.DataFrame) -> pd.DataFrame:
@@ -125,7 +141,8 @@ def main_wide(long: pd.DataFrame) -> pd.DataFrame:
                     if has_sum:
                         r = cell.get((model, label, p, "Avg"))
                         a = r.alpha if kind == "ours" and r is not None else float("nan")
-                        rec[(p, "α")] = "" if a is None or math.isnan(a) else f"{a:g}"
+                        per_task = kind == "ours" and r is not None and any(v in label for v in PER_TASK.values())
+                        rec[(p, "α")] = "per task" if per_task else "" if a is None or math.isnan(a) else f"{a:g}"
                 records.append(rec)
     return pd.DataFrame(records, columns=list(records[0]) if records else None)
 
@@ -149,7 +166,7 @@ def per_dataset_wide(long: pd.DataFrame) -> pd.DataFrame:
         sub = long[(long.model == model) & (long.prompt == prompt) & (long.label == label)]
         a = sub.alpha.iloc[0] if sub.method.iloc[0] == "MoEE_sum" else None
         rec = {("", "model"): model, ("", "prompt"): prompt, ("", "method"): label,
-               ("", "α"): "" if a is None else f"{a:g}"}
+               ("", "α"): "" if a is None else "per task" if math.isnan(a) else f"{a:g}"}
         for t in tasks:
             rec[(t.task_type, t.task)] = fmt(score.get((model, label, prompt, t.task)))
         records.append(rec)
@@ -207,3 +224,29 @@ def ablation_wide(table: pd.DataFrame) -> pd.DataFrame:
         rec["paper"], rec["Δ"] = fmt(r["paper"]), fmt(r["diff"], signed=True)
         records.append(rec)
     return pd.DataFrame(records)
+
+
+def alpha_choice(rows: pd.DataFrame, prompts=None) -> pd.DataFrame:
+    """MoEE(sum) side by side per model x prompt: at the best α on test (optimistic: tuned on the scores it is
+    judged by), at the auto α and at the dev α (moee_exp.weights; per task), where run. Columns: model, prompt,
+    choice, alpha (the α, or min / median / max over tasks), each task type, Avg, n (types in Avg)."""
+    sums = rows[rows.emb == "moee_sum"]
+    if sums.empty or not sums.weights.isin(list(PER_TASK)).any():
+        return pd.DataFrame()
+    long = main_long(sums, "best", prompts or sorted(set(sums.prompt)))
+    long = long[long.label.str.startswith("MoEE_sum")]
+    spread = {}
+    for (model, prompt, w), g in sums[sums.weights.isin(list(PER_TASK))].groupby(["model", "prompt", "weights"]):
+        spread[(model, prompt, PER_TASK[w])] = f"{g.alpha.min():.3g} / {g.alpha.median():.3g} / {g.alpha.max():.3g}"
+    records = []
+    for (model, label, prompt), g in long.groupby(["model", "label", "prompt"], sort=False):
+        choice = next((v for v in [*PER_TASK.values(), BEST] if v in label), "α = fixed")
+        a = g.alpha.dropna()
+        rec = {"model": model, "prompt": prompt, "choice": choice + (" (optimistic)" if choice == BEST else ""),
+               "alpha": spread.get((model, prompt, choice), f"{a.iloc[0]:g}" if len(a) else "")}
+        rec.update({c: g.set_index("column").ours.get(c) for c in _columns(long)})
+        rec["n"] = g.set_index("column").n.get("Avg")
+        records.append(rec)
+    order = {f"{BEST} (optimistic)": 0, "auto α": 1, "dev α": 2}
+    return pd.DataFrame(records).sort_values(["model", "prompt", "choice"], key=lambda s: s.map(
+        lambda v: order.get(v, 9)) if s.name == "choice" else s).reset_index(drop=True)

@@ -44,12 +44,24 @@ class ModelConfig:
 @dataclass
 class EmbConfig:
     kind: str = "moee_sum"
-    alpha: float = 1.0  # moee_sum: weight of cos(RW)
+    alpha: float | None = None  # moved to weights.alpha (the `weights` group); set here it is an error naming that
     rw_activation: str = "logits"  # logits (public code's OLMoE/Qwen numbers) | softmax (the paper's text)
     standardize: str = "none"  # none | text | batch (public code, batch-dependent)
     standardize_batch_size: int = 128
     hs_feature: str = "hs"  # pooling of the HS block: hs | hs_mean_tokens | hs_mean_layers | hs_mean_tokens_layers
     rw_feature: str = "rw"  # pooling of the RW block: rw | rw_mean_tokens
+
+
+@dataclass
+class WeightsConfig:
+    """How MoEE(sum)'s similarity weight α (similarity = cos HS + α cos RW) is chosen: moee_exp.weights."""
+
+    name: str = "fixed"  # fixed | grid | auto | dev: recorded in every row as `weights`
+    alpha: float = 1.0  # fixed, grid: this job's α (grid sweeps it under -m); auto, dev: unused
+    criterion: str = "calibration"  # auto: calibration (per model x prompt, fixed unlabeled texts) | spread (per task)
+    sample: int = 512  # auto: at most this many distinct texts (picked by hash) whose pairs measure the spreads
+    grid: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 11)])  # dev: candidates
+    dev_fraction: float = 0.2  # dev, Classification: share of the training split held out to score the grid
 
 
 @dataclass
@@ -98,6 +110,7 @@ def register() -> None:
     for group, node in [
         ("model", ModelConfig),
         ("emb", EmbConfig),
+        ("weights", WeightsConfig),
         ("prompt", PromptConfig),
         ("tasks", TasksConfig),
         ("logger", LoggerConfig),
@@ -122,6 +135,21 @@ def template_of(prompt_cfg) -> str:
     return TEMPLATES[prompt_cfg.name]
 
 
+def validate_weights(w) -> None:
+    from .weights import CRITERIA, OPTIONS
+
+    _choice(w.name, OPTIONS, "weights.name")
+    _choice(w.criterion, CRITERIA, "weights.criterion")
+    if w.alpha < 0:
+        raise ConfigError(f"weights.alpha={w.alpha} must be >= 0 (it weights cos(RW) in MoEE(sum))")
+    if not w.grid or min(w.grid) < 0:
+        raise ConfigError(f"weights.grid={list(w.grid)} must be a non-empty list of alphas >= 0")
+    if w.sample < 2:
+        raise ConfigError(f"weights.sample={w.sample} must be >= 2 (texts whose pairs measure the spreads)")
+    if not 0 < w.dev_fraction < 1:
+        raise ConfigError(f"weights.dev_fraction={w.dev_fraction} must be between 0 and 1")
+
+
 def validate(cfg) -> None:
     """Raise ConfigError naming the key and the fix for values the schemas' types allow but the code does not."""
     m, e = cfg.model, cfg.emb
@@ -137,8 +165,10 @@ def validate(cfg) -> None:
     _choice(e.standardize, STANDARDIZE, "emb.standardize")
     _choice(e.hs_feature, [f for f in FEATURES if f.startswith("hs")], "emb.hs_feature")
     _choice(e.rw_feature, [f for f in FEATURES if f.startswith("rw")], "emb.rw_feature")
-    if e.alpha < 0:
-        raise ConfigError(f"emb.alpha={e.alpha} must be >= 0 (it weights cos(RW) in MoEE(sum))")
+    if e.get("alpha") is not None:
+        raise ConfigError(f"emb.alpha is now weights.alpha (the similarity weights group): use weights.alpha={e.alpha}")
+    if "weights" in cfg:
+        validate_weights(cfg.weights)
     try:
         template_of(cfg.prompt)
     except ValueError as err:

@@ -24,16 +24,29 @@ def score_row(task, result, split: str = "test") -> dict:
     }
 
 
+def main_score(encoder, task, split: str, batch_size: int = 32) -> float:
+    """mteb's main score of ``task`` on ``split`` (one of its eval_splits), nothing saved (weights=dev's grid)."""
+    result = mteb.evaluate(encoder, task, cache=None, co2_tracker=False, encode_kwargs={"batch_size": batch_size},
+                           show_progress_bar=False)
+    (task_result,) = result.task_results
+    return float(task_result.get_score(splits=[split]))
+
+
 def evaluate_tasks(
-    encoder, tasks, *, batch_size: int = 32, progress: bool = True, prediction_folder=None, prediction_types=()
+    encoder, tasks, *, batch_size: int = 32, progress: bool = True, prediction_folder=None, prediction_types=(),
+    prepare=None,
 ) -> Iterator[dict]:
     """Yield a row per dataset as soon as it is scored, so a caller can save it before the next one starts.
 
     For tasks whose type is in ``prediction_types``, mteb's own per-item predictions (STS: each pair's similarity;
     Clustering: each text's cluster id) go to ``prediction_folder/<task>_predictions.json`` (read by analysis/).
+    ``prepare(task)``, called before a task is scored, sets up the encoder for it (moee_exp.weights: its α) and
+    returns fields for its row.
     """
     for task in tasks:
         split = "test" if "test" in task.metadata.eval_splits else task.metadata.eval_splits[0]
+        loaded_here = not getattr(task, "data_loaded", True)
+        extra = prepare(task) if prepare else {}
         start = time.perf_counter()
         result = mteb.evaluate(
             encoder,
@@ -45,7 +58,9 @@ def evaluate_tasks(
             prediction_folder=prediction_folder if task.metadata.type in prediction_types else None,
         )
         (task_result,) = result.task_results
-        row = score_row(task, task_result, split)
+        if loaded_here and getattr(task, "data_loaded", False):  # prepare loaded it, so mteb kept it: free it
+            task.unload_data()
+        row = {**score_row(task, task_result, split), **extra}
         row["eval_time_s"] = round(time.perf_counter() - start, 3)
         log.info("%s (%s): %s = %.4f", row["task"], row["task_type"], row["main_score_name"], row["main_score"])
         yield row

@@ -57,7 +57,10 @@ def format_summary(rows: list[Mapping]) -> str:
 
 def write_table(job_dir: Path, rows: list[Mapping]) -> Path:
     path = Path(job_dir) / "results.csv"
-    atomic_write(path, pd.DataFrame(rows).drop(columns=["scores", "identity"], errors="ignore").to_csv(index=False))
+    df = pd.DataFrame(rows).drop(columns=["scores", "identity"], errors="ignore")
+    if "alpha_info" in df:  # how α was chosen (spreads, dev scores), as JSON in its cell
+        df["alpha_info"] = [json.dumps(v, sort_keys=True) if isinstance(v, Mapping) else v for v in df.alpha_info]
+    atomic_write(path, df.to_csv(index=False))
     return path
 
 
@@ -114,7 +117,10 @@ class WandbLogger:
 
     def log_row(self, row: Mapping) -> None:
         if self._ready():
-            self.run.log({f"{row['task_type']}/{row['task']}": row["main_score"] * 100})
+            data = {f"{row['task_type']}/{row['task']}": row["main_score"] * 100}
+            if row.get("alpha") is not None:  # the α this dataset was scored with (per task for weights auto/dev)
+                data[f"alpha/{row['task']}"] = row["alpha"]
+            self.run.log(data)
 
     def log_summary(self, rows: list[Mapping]) -> None:
         if not self._ready():
@@ -124,6 +130,9 @@ class WandbLogger:
         df, by_type, avg = summarize(rows)
         for r in df.itertuples():
             self.run.summary[f"score/{r.task}"] = r.score
+        for row in rows:  # the α each dataset was scored with (per task for weights auto/dev)
+            if row.get("alpha") is not None:
+                self.run.summary[f"alpha/{row['task']}"] = row["alpha"]
         for task_type, score in by_type.items():
             self.run.summary[f"type/{task_type}"] = score
         self.run.summary["avg"] = avg

@@ -6,7 +6,8 @@ Every row a job writes (``results/<task>.json``, one per dataset, atomically, as
 - the model: ``cache.model_identity`` (tiny spec hash / local dir fingerprint / hub id + revision + cached commit,
   resolved dtype, quantization, device type, torch and transformers versions), ``max_length``;
 - the features: prompt template and normalization, ``extract.EXTRACTION_VERSION``, the feature cache's dtype;
-- the embedding: every ``emb.*`` value (kind, α, activation, standardization, poolings);
+- the embedding: every ``emb.*`` value (kind, activation, standardization, poolings) and, for moee_sum, how α is
+  chosen (``weights.identity``: the α of fixed/grid, the criterion and sample size of auto, the grid of dev);
 - the dataset: task name, type, main score, eval splits and ``metadata.dataset`` (path + data revision; the bundled
   demo tasks' revision is a hash of their data file), and for generated data (``tasks.data=synthetic``) its size,
   seed and generator version;
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 CODE_FILES = (
     "extract.py", "routers.py", "prompts.py", "fuse.py", "encoder.py", "evaluate.py", "tasks.py", "demo_tasks.py",
     "synthetic_tasks.py",
+    "weights.py",
 )
 # Set in every row this process computes, so a re-run can tell reused rows (older run_uid) from new ones.
 RUN_UID = uuid.uuid4().hex[:12]
@@ -64,6 +66,7 @@ def job_identity(resolved: Mapping, template: str) -> dict:
     """What every row of this job depends on, from the resolved config (a plain dict) and the prompt template."""
     from .cache import model_identity
     from .extract import EXTRACTION_VERSION
+    from .weights import identity as weights_identity
 
     model = dict(resolved["model"])
     cache = resolved.get("cache") or {}
@@ -76,6 +79,8 @@ def job_identity(resolved: Mapping, template: str) -> dict:
             "dtype": str(cache.get("dtype", "float32")) if cache.get("enabled", False) else "float32",
         },
         "emb": dict(resolved["emb"]),
+        # how α is chosen, for the one emb kind that has an α (other kinds do not depend on it)
+        "weights": weights_identity(resolved["weights"]) if resolved["emb"]["kind"] == "moee_sum" else None,
         "scorer": {"mteb": _version("mteb"), "moee_exp": _version("moee-exp"), "code": code_version()},
     }
 

@@ -11,22 +11,27 @@ from . import resume
 from .cache import open_cache
 from .config import template_of, validate
 from .encoder import MoEEEncoder
-from .evaluate import evaluate_tasks
+from .evaluate import evaluate_tasks, main_score
 from .featurize import Featurizer
 from .loading import check_model
 from .record import atomic_write, format_summary, wandb_logger, write_row, write_table
 from .tasks import describe_data, tasks_from_config
+from .weights import AlphaChooser
 
 log = logging.getLogger(__name__)
 
 
 def row_labels(cfg) -> dict:
-    """The fields that name a result row: what was run, independent of where."""
+    """The fields that name a result row: what was run, independent of where. For moee_sum, ``alpha`` is the
+    configured α (weights fixed/grid) or None until each task's α is chosen (auto/dev; moee_exp.weights)."""
+    sum_ = cfg.emb.kind == "moee_sum"
+    fixed = cfg.weights.name in ("fixed", "grid")
     return {
         "model": cfg.model.name,
         "model_name_or_path": cfg.model.name_or_path or f"tiny:{cfg.model.tiny.model_type}",
         "emb": cfg.emb.kind,
-        "alpha": float(cfg.emb.alpha) if cfg.emb.kind == "moee_sum" else None,
+        "weights": cfg.weights.name if sum_ else None,
+        "alpha": float(cfg.weights.alpha) if sum_ and fixed else None,
         "rw_activation": cfg.emb.rw_activation,
         "standardize": cfg.emb.standardize,
         "hs_feature": cfg.emb.hs_feature,
@@ -39,6 +44,8 @@ def row_labels(cfg) -> dict:
 
 def run_name(ident: dict) -> str:
     alpha = f"-a{ident['alpha']:g}" if ident["alpha"] is not None else ""
+    if ident.get("weights") in ("auto", "dev"):
+        alpha = f"-{ident['weights']}"
     return f"{ident['model']}-{ident['emb']}{alpha}-{ident['prompt']}"
 
 
@@ -67,7 +74,8 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
             return [job_dir / "predictions" / f"{task.metadata.name}_predictions.json"]
         return []
 
-    plan = resume.plan(job_dir, tasks, resume.job_identity(resolved, template_of(cfg.prompt)), overwrite, required)
+    plan_ident = resume.job_identity(resolved, template_of(cfg.prompt))
+    plan = resume.plan(job_dir, tasks, plan_ident, overwrite, required)
     atomic_write(job_dir / "config.yaml", OmegaConf.to_yaml(resolved))
 
     featurizer = Featurizer(
@@ -79,10 +87,20 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
         cache=open_cache(resolved.get("cache")),
     )
     ident = row_labels(cfg)
-    fuse_kwargs = {k: v for k, v in resolved["emb"].items() if k != "kind"}  # the emb group mirrors fuse()
+    # The emb group mirrors fuse(); its α comes from the weights group, per task for auto/dev (moee_exp.weights).
+    emb = {k: v for k, v in resolved["emb"].items() if k not in ("kind", "alpha")}
     encoder = MoEEEncoder(
-        featurizer, cfg.emb.kind, name=f"moee/{run_name(ident)}", revision=cfg.model.revision, **fuse_kwargs
+        featurizer, cfg.emb.kind, name=f"moee/{run_name(ident)}", revision=cfg.model.revision,
+        alpha=float(cfg.weights.alpha), **emb,
     )
+    chooser = None
+    if cfg.emb.kind == "moee_sum":
+        features_of = {k: plan_ident[k] for k in ("model", "max_length", "prompt", "features")}  # model × prompt
+        chooser = AlphaChooser(
+            resolved["weights"], emb, encoder, featurizer,
+            score=lambda task, split: main_score(encoder, task, split, cfg.model.batch_size),
+            calibration_key=resume.row_key(features_of),
+        )
     rows = list(plan.reused.values())
     wb_config = {**resolved, "resume": plan.summary()}  # the W&B run records what was reused
     with wandb_logger(cfg.logger, config=wb_config, job_dir=job_dir, group=group, name=run_name(ident)) as wb:
@@ -97,6 +115,7 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
             progress=cfg.progress,
             prediction_folder=job_dir / "predictions",
             prediction_types=prediction_types,
+            prepare=chooser,
         ):
             n_truncated, truncated_before = featurizer.n_truncated - truncated_before, featurizer.n_truncated
             row = {**ident, **row, "n_truncated": n_truncated, **plan.stamp(row["task"])}

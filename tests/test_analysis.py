@@ -31,7 +31,7 @@ TASKS = "tasks.names=[MoEEDemoSTS,MoEEDemoClustering,MoEEDemoPairClassification,
 SWEEPS = {  # 25 tiny jobs: each experiment's grid, cut down by overrides as a user would
     "main": ("paper_main", TASKS),  # 4 emb x 2 prompts
     "ablation": ("paper_ablation", "tasks.names=[MoEEDemoSTS]"),  # 6 poolings + 2 MoEE
-    "alpha": ("alpha", TASKS, "prompt=prompteol", "emb.alpha=0.2,0.6,1.0"),
+    "alpha": ("alpha", TASKS, "prompt=prompteol", "weights.alpha=0.2,0.6,1.0"),
     "prompts": ("prompts", "tasks.names=[MoEEDemoSTS]", "prompt=prompteol,style,tone"),  # x {hs, rw}
 }
 

@@ -256,8 +256,8 @@ def test_sweep_jobs_after_the_first_never_build_the_model(tmp_path, fresh_proces
         f"cache.dir={tmp_path / 'features'}",
     ]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfgs = [compose("config", overrides=[*common, *o]) for o in (["emb=hs"], ["emb=rw"], ["emb.alpha=0.3"])]
-        off = compose("config", overrides=[*common, "emb.alpha=0.3", "cache=off"])
+        cfgs = [compose("config", overrides=[*common, *o]) for o in (["emb=hs"], ["emb=rw"], ["weights.alpha=0.3"])]
+        off = compose("config", overrides=[*common, "weights.alpha=0.3", "cache=off"])
     rows = run_job(cfgs[0], tmp_path / "0", "g")
     assert fresh_process() == 1 and len(rows) == 2
 

@@ -158,7 +158,7 @@ def test_a_row_is_reused_only_while_nothing_that_changes_its_score_changed(tmp_p
 
     # config that changes the score: each makes the row stale; config that does not: reused
     for overrides, field in [
-        (["emb.alpha=0.5"], "emb.alpha"),
+        (["weights.alpha=0.5"], "weights.alpha"),
         (["prompt=none"], "prompt.template"),
         (["prompt.normalize=false"], "prompt.normalize"),
         (["model.max_length=64"], "max_length"),
@@ -168,7 +168,8 @@ def test_a_row_is_reused_only_while_nothing_that_changes_its_score_changed(tmp_p
     ]:
         plan = resume.plan(tmp_path, [a], ident(*overrides))
         assert plan.stale == {"A": [field]}, overrides
-    for overrides in (["model.batch_size=3"], ["progress=false"], ["logger=none"], ["model.padding_side=right"]):
+    for overrides in (["model.batch_size=3"], ["progress=false"], ["logger=none"], ["model.padding_side=right"],
+                      ["weights.criterion=calibration"], ["weights.sample=64"]):  # auto's knobs: unused by fixed
         assert list(resume.plan(tmp_path, [a], ident(*overrides)).reused) == ["A"], overrides
 
     # new scoring code or a new mteb: stale

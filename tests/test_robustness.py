@@ -43,7 +43,7 @@ def error_lines(proc) -> list[str]:
 CONFIG_CASES = {
     "unknown prompt option": (["prompt=nope"], 1, ["Could not find 'prompt/nope'", "prompteol", "sentiment"]),
     "misspelt key": (["emb.alphaa=1"], 1, ["Key 'alphaa' not in 'EmbConfig'"]),
-    "wrong type": (["emb.alpha=high"], 1, ["Value 'high' of type 'str' could not be converted to Float"]),
+    "wrong type": (["weights.alpha=high"], 1, ["Value 'high' of type 'str' could not be converted to Float"]),
     "unknown prompt name": (["prompt.name=nope"], 2, ["prompt.name='nope' has no template; use one of none, "
                                                       "prompteol, style"]),
     "unknown emb kind": (["emb.kind=nope"], 2, ["emb.kind='nope' is not one of: hs, rw, moee_concat, moee_sum"]),

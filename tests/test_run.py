@@ -58,7 +58,7 @@ def test_default_job(tmp_cwd):
 
 
 def test_alpha_sweep_writes_one_result_and_one_wandb_run_per_alpha(tmp_cwd):
-    proc = run("-m", "emb=moee_sum", "emb.alpha=0.2,0.7", FAST_TASKS, cwd=tmp_cwd)
+    proc = run("-m", "emb=moee_sum", "weights.alpha=0.2,0.7", FAST_TASKS, cwd=tmp_cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = job_dirs(tmp_cwd / "multirun")
     assert len(jobs) == 2
@@ -67,7 +67,7 @@ def test_alpha_sweep_writes_one_result_and_one_wandb_run_per_alpha(tmp_cwd):
         rows = {r["task"]: r for r in map(json.loads, map(Path.read_text, (job / "results").glob("*.json")))}
         assert set(rows) == {"MoEEDemoSTS", "MoEEDemoClassification"}
         logged = wandb_summary(job)
-        alpha = logged["config"]["emb.alpha"]
+        alpha = logged["config"]["weights.alpha"]
         assert {r["alpha"] for r in rows.values()} == {alpha}
         for task, row in rows.items():
             assert logged["summary"][f"score/{task}"] == pytest.approx(row["main_score"] * 100)
@@ -92,7 +92,9 @@ def test_sweep_with_group_default_alphas_is_ten_jobs(tmp_cwd):
     ("overrides", "message"),
     [
         (["emb=foo"], "Could not find 'emb/foo'"),
-        (["emb.alpha=-0.5"], "emb.alpha=-0.5 must be >= 0"),
+        (["weights.alpha=-0.5"], "weights.alpha=-0.5 must be >= 0"),
+        (["emb.alpha=0.3"], "emb.alpha is now weights.alpha"),
+        (["weights=auto", "weights.criterion=best"], "weights.criterion='best' is not one of"),
         (["tasks.names=[STS1]"], "unknown task(s): 'STS1' not found. Did you mean"),
         (["model.dtype=int3"], "model.dtype='int3' is not one of"),
         (["model.batch_size=abc"], "model.batch_size"),

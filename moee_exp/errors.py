@@ -12,3 +12,8 @@ class UnknownTaskError(KeyError):
 
 
 USER_ERRORS = (ConfigError, ModelNotFoundError, NotAMoEModelError, NonFiniteFeatureError, UnknownTaskError, ImportError)
+
+
+def error_line(err: BaseException) -> str:
+    """How a user mistake reaches the user: exactly one line, ``error: <what is wrong and the fix>``."""
+    return "error: " + " ".join(str(err).split())

@@ -17,15 +17,16 @@ from hydra.experimental.callback import Callback
 class Preflight(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
         from .config import validate
-        from .errors import USER_ERRORS
+        from .errors import USER_ERRORS, error_line
         from .loading import check_model
 
         try:
             validate(config)
             check_model(config.model)
-            from .tasks import get_tasks
+            from .tasks import check_prediction_types, get_tasks
 
             get_tasks(config.tasks.names)
+            check_prediction_types(config.get("predictions"))
         except USER_ERRORS as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(error_line(err), file=sys.stderr)
             sys.exit(2)

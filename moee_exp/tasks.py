@@ -7,6 +7,7 @@ import difflib
 import mteb
 
 from .demo_tasks import DEMO_TASKS
+from .config import ConfigError
 from .errors import UnknownTaskError  # noqa: F401  (defined there so run.py need not import mteb to catch it)
 
 
@@ -25,3 +26,17 @@ def get_tasks(names) -> list:
     if unknown:
         raise UnknownTaskError("unknown task(s): " + "; ".join(unknown))
     return tasks
+
+
+def check_prediction_types(types) -> None:
+    """``predictions=[...]`` names mteb task types (a misspelt one would silently save nothing)."""
+    from typing import get_args
+
+    from mteb.abstasks.task_metadata import TaskType
+
+    known = get_args(TaskType)
+    unknown = [t for t in types or () if t not in known]
+    if unknown:
+        close = {t: difflib.get_close_matches(str(t), known, n=1) for t in unknown}
+        hints = ", ".join(f"{t!r}" + (f" (did you mean {c[0]}?)" if c else "") for t, c in close.items())
+        raise ConfigError(f"predictions: unknown mteb task type(s) {hints}; e.g. predictions=[STS,Clustering]")

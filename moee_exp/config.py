@@ -15,6 +15,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from .cache import CACHE_DTYPES
 from .extract import FEATURES
@@ -138,6 +139,20 @@ def _check_numbers(cfg) -> None:
                 raise ConfigError(f"{key}={value} is too large (at most {high:g}; default {f.default!r})")
 
 
+def _check_interpolations(cfg) -> None:
+    """Every ${...} in the job's config resolves (hydra's own node aside: it resolves only inside a job)."""
+    for key in cfg:
+        if key == "hydra":
+            continue
+        try:
+            node = cfg[key]
+            if isinstance(node, (DictConfig, ListConfig)):
+                OmegaConf.to_container(node, resolve=True)
+        except InterpolationResolutionError as err:
+            reason = str(err).splitlines()[0]
+            raise ConfigError(f"{err.full_key or key}: {reason}; fix or quote the ${{...}} in its value") from None
+
+
 def _check_tiny(tiny) -> None:
     if tiny is None:
         return
@@ -183,6 +198,7 @@ def template_of(prompt_cfg) -> str:
 
 def validate(cfg) -> None:
     """Raise ConfigError naming the key and the fix for values the schemas' types allow but the code does not."""
+    _check_interpolations(cfg)
     m, e = cfg.model, cfg.emb
     _check_numbers(cfg)
     _choice(m.dtype, ("auto", *DTYPES), "model.dtype")
@@ -201,8 +217,10 @@ def validate(cfg) -> None:
         raise ConfigError(f"emb.alpha={e.alpha} must be >= 0 (it weights cos(RW) in MoEE(sum))")
     try:
         template_of(cfg.prompt)
+    except ConfigError:
+        raise
     except ValueError as err:
-        raise ConfigError(str(err)) from None
+        raise ConfigError(f"prompt.template: {err}") from None
     if not cfg.tasks.names:
         raise ConfigError("tasks.names is empty: pick a task set (tasks=demo, tasks=paper, tasks=sts, ...)")
     _choice(cfg.logger.backend, ("wandb", "none"), "logger.backend")

@@ -24,7 +24,7 @@ def get_tasks(names) -> list:
             hint = str(err).strip("\"'").replace("KeyError: ", "")
             unknown.append(f"{hint}" + (f" (bundled demo tasks: {', '.join(close)})" if close else ""))
     if unknown:
-        raise UnknownTaskError("unknown task(s): " + "; ".join(unknown))
+        raise UnknownTaskError("tasks.names: unknown task(s): " + "; ".join(unknown))
     return tasks
 
 

@@ -34,20 +34,22 @@ import numpy as np
 import pytest
 import yaml
 from conftest import ROOT
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 # CI: the same examples every run (derandomize), a bounded count, no deadline (2 busy cores), no example database.
 settings.register_profile(
-    "ci", derandomize=True, max_examples=8, deadline=None, database=None, print_blob=True,
+    "ci", derandomize=True, max_examples=6, deadline=None, database=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 settings.register_profile("deep", parent=settings.get_profile("ci"), derandomize=False, max_examples=200)
 settings.load_profile(os.environ.get("MOEE_FUZZ_PROFILE", "ci"))
 
 BASE = {"tasks.names": "[MoEEDemoSTS]", "logger": "none", "progress": "false", "predictions": "[]"}
-JOBS_PER_KEY = 1  # valid values that run a whole (tiny) job, per key; the rest stop after the checks
+# Values that pass the checks run a whole (tiny) job: per key, one of the values conf/ gives it (the default
+# included) and up to three others (where a NaN that slipped through the checks would crash scoring).
+JOBS_PER_KEY = {"known": 1, "drawn": 3}
 
 
 # ----------------------------------------------------------------------------------------------- discovery
@@ -122,6 +124,8 @@ NUMBERS = ["nan", "inf", "-inf", "-1", "0", "-0.0", "1", "3", "0.5", "1e309", "1
            "99999999999999999999", "-2147483649", "513", "100000"]
 SPECIALS = ["null", "''", "' '", "[]", "true", "false", "{}", "{a: 1}", "'${nope}'", "'{text}'", "cuda", "cuda:7",
             "cpu", "mps", "tpu", "'/proc/forbidden'", "'/dev/null/x'"]
+# Tried for every key on every run (Hypothesis @example), before the drawn values
+EDGE_CASES = ["nan", "inf", "-1", "0", "1e300", "''", "[]", "null", "'${nope}'", "'☃ ünï'"]
 UNICODE = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
 
 
@@ -222,14 +226,17 @@ def test_every_value_of_every_key_succeeds_or_is_one_error_line(key, workdir):
         kind, code, message = run_in_process(overrides, job_dir, run=False)
         event(f"{kind} exit {code}")
         check_outcome(key, value, kind, code, message, job_dir)
-        if kind == "job" and code == 0 and jobs_run[key] < JOBS_PER_KEY:  # valid: the job itself must run too
-            jobs_run[key] += 1
+        origin = "known" if value in KEYS[key]["known"] or value == str(KEYS[key]["default"]) else "drawn"
+        if kind == "job" and code == 0 and jobs_run[key, origin] < JOBS_PER_KEY[origin]:  # the job must run too
+            jobs_run[key, origin] += 1
             kind, code, message = run_in_process(overrides, job_dir, run=True)
             event(f"job {kind} exit {code}")
             check_outcome(key, value, kind, code, message, job_dir, ran=True)
             if code == 0:
                 assert list((job_dir / "results").glob("*.json")), message
 
+    for value in reversed(EDGE_CASES):
+        fuzz = example(value=value)(fuzz)
     fuzz()
 
 

@@ -206,7 +206,9 @@ def _move_wandb_staging_dirs(job_dir) -> None:
     for name, tmp in _wandb_staging_dirs():
         target = Path(job_dir) / "wandb" / STAGING / name
         if tmp.name != str(target):
-            tmp._finalizer.detach()  # its at-exit cleanup would fail on a dir removed here; we remove it instead
+            finalizer = getattr(tmp, "_finalizer", None)
+            if finalizer is not None:  # its at-exit cleanup would fail on a dir removed here; we remove it instead
+                finalizer.detach()
             shutil.rmtree(tmp.name, ignore_errors=True)
             tmp.name = str(target)
         target.mkdir(parents=True, exist_ok=True)

@@ -413,3 +413,27 @@ def test_latin1_input_names_the_encoding_option_and_is_read_with_it(workdir, emb
     assert read_texts(src, "latin-1") == ["café au lait", "naïve"]  # \r\n ends a line; no empty last text
     with np.load(workdir / "l.npz") as npz:
         assert npz["hs"].shape[0] == 2
+
+
+def test_the_sweep_preflight_runs_the_same_checks_but_not_the_machine_ones():
+    """A sweep's shared value is checked in the launching process (moee_exp/preflight.py) by the same validate();
+    whether the device exists is left to the jobs (the launching process may be a SLURM login node without GPUs)."""
+    from moee_exp.preflight import Preflight
+
+    def preflight(override):
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            try:
+                Preflight().on_multirun_start(_compose([*(f"{k}={v}" for k, v in BASE.items()), override]))
+            except SystemExit as exit_:
+                return exit_.code, stderr.getvalue()
+        return 0, stderr.getvalue()
+
+    for override, expected in ISSUE_CASES.items():
+        code, message = preflight(override)
+        if override.startswith("model.device"):
+            assert (code, message) == (0, "")
+        else:
+            assert code == 2 and message.startswith(expected) and len(message.splitlines()) == 1, message
+    assert preflight("predictions=[STX]") == (2, "error: predictions: unknown mteb task type(s) 'STX' (did you "
+                                                 "mean STS?); e.g. predictions=[STS,Clustering]\n")

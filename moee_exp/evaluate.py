@@ -29,7 +29,7 @@ def score_row(task, result, split: str = "test") -> dict:
 def load_data(task) -> None:
     """Load a task's data first (mteb.evaluate then reuses it), so a dataset that cannot be had is one clear error,
     not a traceback from inside mteb / datasets; the rows of the datasets scored before it are kept."""
-    if getattr(task, "data_loaded", False):
+    if getattr(task, "data_loaded", False) or not hasattr(task, "load_data"):
         return
     try:
         task.load_data()

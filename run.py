@@ -7,8 +7,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from moee_exp.config import register, validate
-from moee_exp.errors import USER_ERRORS
+from moee_exp.config import check_here, register, validate
+from moee_exp.errors import USER_ERRORS, error_line
 from moee_exp.preflight import check_reachable
 
 register()
@@ -29,17 +29,31 @@ def main(cfg) -> None:
     hc = HydraConfig.get()
     sweep = hc.mode == RunMode.MULTIRUN
     group = (hc.sweep.dir if sweep else hc.run.dir).replace("/", "_")
+    code = job(cfg, hc.runtime.output_dir, group)
+    if code:
+        sys.exit(code)
+
+
+def job(cfg, job_dir, group: str, run: bool = True) -> int:
+    """Check a composed config and run it; a user mistake is one `error:` line on stderr and exit code 2.
+
+    tests/test_fuzz.py calls this in-process on configs from Hydra's compose API: the same path as the command.
+    """
     try:
         validate(cfg)  # config and model mistakes fail in seconds, before the heavy imports below
         data = "synthetic data: a dry run, scores mean nothing" if cfg.tasks.data == "synthetic" else "real data"
-        log.info("tasks=%s: %d dataset(s), %s (%s)", cfg.tasks.name, len(cfg.tasks.names), data, task_set_origin(hc))
+        origin = task_set_origin(HydraConfig.get()) if HydraConfig.initialized() else "composed config"
+        log.info("tasks=%s: %d dataset(s), %s (%s)", cfg.tasks.name, len(cfg.tasks.names), data, origin)
+        check_here(cfg)
         check_reachable(cfg)  # a model that can be neither loaded nor read from the feature cache: before any data
-        from moee_exp.runner import run_job  # heavy imports after Hydra has parsed the command line
+        if run:
+            from moee_exp.runner import run_job  # heavy imports after Hydra has parsed the command line
 
-        run_job(cfg, hc.runtime.output_dir, group)
+            run_job(cfg, job_dir, group)
     except USER_ERRORS as err:  # a mistake in the command or config: one line, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        print(error_line(err), file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

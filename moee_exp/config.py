@@ -6,15 +6,21 @@ the wrong type fails at composition, and ``validate`` turns the remaining mistak
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from .cache import CACHE_DTYPES
 from .extract import FEATURES
 from .fuse import KINDS, RW_ACTIVATIONS, STANDARDIZE
-from .loading import DTYPES, QUANTIZATIONS
+from .loading import DTYPES, QUANTIZATIONS, check_device
 from .prompts import TEMPLATES, check_template
 
 TASK_DATA = ("real", "synthetic")
@@ -34,8 +40,8 @@ class ModelConfig:
     dtype: str = "auto"  # auto = float32 on CPU, bfloat16 on GPU
     quantization: str = "none"  # none | 4bit (nf4) | 8bit, via bitsandbytes
     device: str = "auto"
-    max_length: int = 512
-    batch_size: int = 32
+    max_length: int = field(default=512, metadata={"min": 8})  # at most the model's max_position_embeddings
+    batch_size: int = field(default=32, metadata={"min": 1})
     padding_side: str = "left"
     trust_remote_code: bool = False
     cache_dir: str = "${paths.cache_dir}"
@@ -47,7 +53,7 @@ class EmbConfig:
     alpha: float | None = None  # moved to weights.alpha (the `weights` group); set here it is an error naming that
     rw_activation: str = "logits"  # logits (public code's OLMoE/Qwen numbers) | softmax (the paper's text)
     standardize: str = "none"  # none | text | batch (public code, batch-dependent)
-    standardize_batch_size: int = 128
+    standardize_batch_size: int = field(default=128, metadata={"min": 1})
     hs_feature: str = "hs"  # pooling of the HS block: hs | hs_mean_tokens | hs_mean_layers | hs_mean_tokens_layers
     rw_feature: str = "rw"  # pooling of the RW block: rw | rw_mean_tokens
 
@@ -119,6 +125,89 @@ def register() -> None:
         cs.store(group=group, name=f"base_{group}", node=node)
 
 
+def schemas() -> dict[str, type]:
+    """Every config group's typed schema as registered in Hydra's ConfigStore: {group: dataclass}.
+
+    The generic checks below and the property-based tests (tests/test_fuzz.py) walk these, so a new group or key
+    is checked and fuzzed without being listed anywhere.
+    """
+    register()
+    out = {}
+    for group, entries in ConfigStore.instance().repo.items():
+        node = entries.get(f"base_{group}.yaml") if isinstance(entries, dict) else None
+        schema = OmegaConf.get_type(node.node) if node is not None else None
+        if dataclasses.is_dataclass(schema):
+            out[group] = schema
+    return out
+
+
+# Generic bounds for every number in every schema: beyond these a value is a typo, and it would overflow float32
+# embeddings (e.g. sqrt(alpha) * RW) or a torch / numpy int64 long after the model has loaded.
+MAX_FLOAT = 1e12
+MAX_INT = 2**31 - 1
+
+
+def _check_numbers(cfg) -> None:
+    """Every float of every schema finite and within +-MAX_FLOAT; every int within its field's metadata["min"]
+    (if any) and MAX_INT. A NaN or inf otherwise reaches scikit-learn after the model ran."""
+    for group, schema in schemas().items():
+        node = cfg.get(group)
+        if not isinstance(node, DictConfig):
+            continue
+        for f in dataclasses.fields(schema):
+            value, key = node.get(f.name), f"{group}.{f.name}"
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{key}={value} is not a finite number: give a number such as {f.default!r}")
+            low, high = f.metadata.get("min"), f.metadata.get("max", MAX_FLOAT if isinstance(value, float) else MAX_INT)
+            if low is not None and value < low:
+                raise ConfigError(f"{key}={value} must be >= {low} (default {f.default!r})")
+            if abs(value) > high:
+                raise ConfigError(f"{key}={value} is too large (at most {high:g}; default {f.default!r})")
+
+
+def _check_interpolations(cfg) -> None:
+    """Every ${...} in the job's config resolves (hydra's own node aside: it resolves only inside a job)."""
+    for key in cfg:
+        if key == "hydra":
+            continue
+        try:
+            node = cfg[key]
+            if isinstance(node, (DictConfig, ListConfig)):
+                OmegaConf.to_container(node, resolve=True)
+        except InterpolationResolutionError as err:
+            reason = str(err).splitlines()[0]
+            raise ConfigError(f"{err.full_key or key}: {reason}; fix or quote the ${{...}} in its value") from None
+
+
+def _check_tiny(tiny) -> None:
+    if tiny is None:
+        return
+    if not isinstance(tiny, DictConfig) or not isinstance(tiny.get("model_type"), str):
+        raise ConfigError(
+            f"model.tiny={tiny!r} is not a tiny-model spec: use model=tiny (or another tiny_* option), or "
+            "model.tiny=null with model.name_or_path set"
+        )
+    for key, kind in (("seed", int), ("vocab_size", int), ("config", DictConfig)):
+        value = tiny.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+            raise ConfigError(f"model.tiny.{key}={value!r} must be a {kind.__name__}; see conf/model/tiny.yaml")
+    if not 64 <= int(tiny.get("vocab_size", 512)) <= 1_000_000:
+        raise ConfigError("model.tiny.vocab_size must be between 64 and 1000000 (tiny default: 512)")
+
+
+def _check_writable_dir(path, key: str) -> None:
+    """A dir the job will write into: it, or the nearest existing parent, must be a writable dir."""
+    p = Path(str(path)).expanduser().absolute()
+    probe = p
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        what = "is not a dir" if not probe.is_dir() else "is not writable"
+        raise ConfigError(f"{key}={str(path)!r} cannot be used: {str(probe)!r} {what}; point {key} at a writable dir")
+
+
 def _choice(value, choices, key):
     if value not in choices:
         raise ConfigError(f"{key}={value!r} is not one of: {', '.join(map(str, choices))}")
@@ -152,12 +241,14 @@ def validate_weights(w) -> None:
 
 def validate(cfg) -> None:
     """Raise ConfigError naming the key and the fix for values the schemas' types allow but the code does not."""
+    _check_interpolations(cfg)
     m, e = cfg.model, cfg.emb
+    _check_numbers(cfg)
     _choice(m.dtype, ("auto", *DTYPES), "model.dtype")
     _choice(m.quantization, QUANTIZATIONS, "model.quantization")
     _choice(m.padding_side, ("left", "right"), "model.padding_side")
-    if m.max_length < 8 or m.batch_size < 1:
-        raise ConfigError("model.max_length must be >= 8 and model.batch_size >= 1")
+    check_device(m.device, "model.device", here=False)  # is a device name; whether it is on this machine: check_here
+    _check_tiny(m.tiny)
     if not m.tiny and not m.name_or_path:
         raise ConfigError("model.name_or_path is empty: set a hub id (e.g. allenai/OLMoE-1B-7B-0924) or a local dir")
     _choice(e.kind, KINDS, "emb.kind")
@@ -171,8 +262,10 @@ def validate(cfg) -> None:
         validate_weights(cfg.weights)
     try:
         template_of(cfg.prompt)
+    except ConfigError:
+        raise
     except ValueError as err:
-        raise ConfigError(str(err)) from None
+        raise ConfigError(f"prompt.template: {err}") from None
     if not cfg.tasks.names:
         raise ConfigError("tasks.names is empty: pick a task set (tasks=demo, tasks=paper, tasks=sts, ...)")
     _choice(cfg.tasks.get("data", "real"), TASK_DATA, "tasks.data")
@@ -182,6 +275,31 @@ def validate(cfg) -> None:
     if "cache" in cfg:
         _choice(cfg.cache.dtype, CACHE_DTYPES, "cache.dtype")
     _choice(cfg.logger.mode, ("offline", "online"), "logger.mode")
+    if cfg.logger.backend == "wandb":
+        _check_wandb_project(cfg.logger.project)
+        if any(not str(tag).strip() for tag in cfg.logger.tags):
+            raise ConfigError(f"logger.tags={list(cfg.logger.tags)!r} has an empty tag: W&B tags are 1-64 characters")
     for key in ("overwrite", "progress"):  # top-level switches (the root config has no schema)
         if not isinstance(cfg.get(key, False), bool):
             raise ConfigError(f"{key}={cfg.get(key)!r} must be true or false")
+    predictions = cfg.get("predictions")
+    if predictions is not None and (
+        not isinstance(predictions, ListConfig) or not all(isinstance(t, str) for t in predictions)
+    ):
+        raise ConfigError(f"predictions={predictions!r} must be a list of mteb task types, e.g. [STS,Clustering] or []")
+
+
+def _check_wandb_project(value) -> None:
+    # W&B's own rule for project names (wandb_settings.validate_project), checked before the model runs
+    if not value or len(value) > 128 or any(c in value for c in "/\\#?%:"):
+        raise ConfigError(f"logger.project={value!r} is not a W&B project name: 1-128 characters, none of / \\ # ? % :")
+
+
+def check_here(cfg) -> None:
+    """The checks that depend on the machine a job runs on (not run by the sweep preflight, which may run on a
+    login node): the device exists here, and the dirs the job writes into are writable."""
+    check_device(cfg.model.device, "model.device")
+    if cfg.model.tiny:
+        _check_writable_dir(cfg.model.cache_dir, "model.cache_dir")
+    if cfg.get("cache") is not None and cfg.cache.enabled:
+        _check_writable_dir(cfg.cache.dir, "cache.dir")

@@ -11,4 +11,14 @@ class UnknownTaskError(KeyError):
         return str(self.args[0])
 
 
-USER_ERRORS = (ConfigError, ModelNotFoundError, NotAMoEModelError, NonFiniteFeatureError, UnknownTaskError, ImportError)
+class DatasetUnavailableError(OSError):
+    """A task's data is neither in the HF datasets cache nor reachable (offline, no network, gone from the hub)."""
+
+
+USER_ERRORS = (ConfigError, ModelNotFoundError, NotAMoEModelError, NonFiniteFeatureError, UnknownTaskError, ImportError,
+               DatasetUnavailableError)
+
+
+def error_line(err: BaseException) -> str:
+    """How a user mistake reaches the user: exactly one line, ``error: <what is wrong and the fix>``."""
+    return "error: " + " ".join(str(err).split())

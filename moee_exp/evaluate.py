@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import mteb
 
+from .errors import DatasetUnavailableError
+
 log = logging.getLogger(__name__)
 
 
@@ -32,6 +34,22 @@ def main_score(encoder, task, split: str, batch_size: int = 32) -> float:
     return float(task_result.get_score(splits=[split]))
 
 
+def load_data(task) -> None:
+    """Load a task's data first (mteb.evaluate then reuses it), so a dataset that cannot be had is one clear error,
+    not a traceback from inside mteb / datasets; the rows of the datasets scored before it are kept."""
+    if getattr(task, "data_loaded", False) or not hasattr(task, "load_data"):
+        return
+    try:
+        task.load_data()
+    except OSError as err:  # datasets' ConnectionError / DatasetNotFoundError / a full disk are all OSErrors
+        path = task.metadata.dataset.get("path", "?")
+        raise DatasetUnavailableError(
+            f"the data of task {task.metadata.name} ({path}) could not be loaded ({err.__class__.__name__}: {err}); "
+            "it is not in the HF datasets cache and the hub is not reachable here: run once with network access "
+            "(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE unset) to cache it, or drop it from tasks.names"
+        ) from None
+
+
 def evaluate_tasks(
     encoder, tasks, *, batch_size: int = 32, progress: bool = True, prediction_folder=None, prediction_types=(),
     prepare=None,
@@ -48,6 +66,7 @@ def evaluate_tasks(
         loaded_here = not getattr(task, "data_loaded", True)
         extra = prepare(task) if prepare else {}
         start = time.perf_counter()
+        load_data(task)
         result = mteb.evaluate(
             encoder,
             task,

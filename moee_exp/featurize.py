@@ -17,7 +17,7 @@ import torch
 
 from .cache import CacheMiss, FeatureCache, model_identity, text_key
 from .extract import DEFAULT_FEATURES, EXTRACTION_VERSION, NonFiniteFeatureError, clean_text, extract, prompt_texts
-from .loading import LoadedModel, load_model
+from .loading import LoadedModel, check_max_length, load_model
 from .prompts import check_template
 from .tiny import ensure_tiny_model
 
@@ -32,7 +32,7 @@ load_count = 0  # how many times a model was actually constructed in this proces
 def model_path(model_cfg: Mapping) -> str:
     """The checkpoint to load: the configured hub id / dir, or the tiny model built on first use."""
     if model_cfg.get("tiny"):
-        return str(ensure_tiny_model(dict(model_cfg["tiny"]), model_cfg["cache_dir"]))
+        return str(ensure_tiny_model(dict(model_cfg["tiny"]), model_cfg["cache_dir"]))  # spec checked by check_model
     if not model_cfg.get("name_or_path"):
         raise ValueError("model.name_or_path is empty: give a hub id (e.g. allenai/OLMoE-1B-7B-0924) or a local dir")
     return str(model_cfg["name_or_path"])
@@ -154,6 +154,7 @@ class Featurizer:
     def _extract(self, texts: list[str], desc: str | None):
         lm = get_model(self.model_cfg)
         max_length = int(self.model_cfg.get("max_length", 512))
+        check_max_length(lm.model.config, max_length)  # a hub config unreadable before the load is checked here
         prompted = prompt_texts(texts, self.template, lm.tokenizer, max_length, self.normalize)
         feats = extract(
             lm,

@@ -72,8 +72,8 @@ def fuse(
     """
     if kind not in KINDS:
         raise ValueError(f"emb kind {kind!r} is not one of {KINDS}")
-    if alpha < 0:
-        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    if not np.isfinite(alpha) or alpha < 0:  # NaN would pass `alpha < 0` and reach the evaluators
+        raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
     hs = standardize_block(features[hs_feature].astype(np.float64), standardize, standardize_batch_size)
     rw = standardize_block(rw_block(features[rw_feature], rw_activation), standardize, standardize_batch_size)
     if kind == "hs":

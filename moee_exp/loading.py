@@ -39,6 +39,50 @@ class LoadedModel:
         return self.routers[0].module.weight.shape[1]
 
 
+def _config_error(message: str) -> Exception:
+    from .config import ConfigError  # config imports this module: resolved at call time
+
+    return ConfigError(message)
+
+
+def check_device(device: str, key: str = "model.device", here: bool = True) -> None:
+    """``device`` names a torch device (auto, cpu, cuda, cuda:N, mps) and, with ``here``, one this machine has.
+
+    Without the check, model.device=cuda on a machine without CUDA ends in torch's AssertionError at model load.
+    """
+    if device == "auto":
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise _config_error(f"{key}={device!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise _config_error(f"{key}={device!r}: only auto, cpu, cuda, cuda:N and mps are supported")
+    if not here or dev.type == "cpu":
+        return
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise _config_error(f"{key}={device!r} but this machine has no MPS device; use {key}=auto or cpu")
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise _config_error(
+                f"{key}={device!r} but torch sees no CUDA GPU here (torch {torch.__version__}, "
+                f"built with CUDA {torch.version.cuda}); use {key}=auto or cpu, or install a CUDA build of torch"
+            )
+        if dev.index is not None and dev.index >= n:
+            raise _config_error(f"{key}={device!r} but this machine has {n} CUDA GPU(s) (cuda:0..cuda:{n - 1})")
+
+
+def check_max_length(config, max_length: int, key: str = "model.max_length") -> None:
+    """A text of ``max_length`` tokens must fit the model's position range (config.max_position_embeddings):
+    beyond it, positions past the range either fail deep inside the model or silently give garbage."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if isinstance(limit, int) and max_length > limit:
+        raise _config_error(
+            f"{key}={max_length} exceeds the model's max_position_embeddings={limit}; set {key}={limit} or less"
+        )
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -101,8 +145,12 @@ def check_model(model_cfg, reachable: bool = False) -> None:
     quantization = model_cfg.get("quantization") or "none"
     if quantization != "none":
         _require_bitsandbytes(quantization)
+    max_length = int(model_cfg.get("max_length") or 512)
+    if model_cfg.get("tiny"):
+        check_max_length(tiny_config(model_cfg["tiny"]), max_length)
+        return
     name = model_cfg.get("name_or_path")
-    if model_cfg.get("tiny") or not name:
+    if not name:
         return
     trust = bool(model_cfg.get("trust_remote_code", False))
     try:
@@ -113,6 +161,23 @@ def check_model(model_cfg, reachable: bool = False) -> None:
         log.debug("config of %s not readable now; checked again when the model is loaded", name)
         return
     _check_moe(config, str(name))
+    check_max_length(config, max_length)
+
+
+def tiny_config(spec):
+    """The transformers config a tiny spec ({model_type, config, ...}) builds, without building the model."""
+    from transformers import AutoConfig
+
+    from omegaconf import DictConfig, OmegaConf
+
+    spec = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec)
+    try:
+        return AutoConfig.for_model(str(spec["model_type"]), **dict(spec.get("config") or {}))
+    except (ValueError, TypeError, KeyError) as err:
+        raise _config_error(
+            f"model.tiny is not a valid tiny model ({err.__class__.__name__}: {err}); "
+            "start from conf/model/tiny.yaml"
+        ) from None
 
 
 def _router_names(config, trust_remote_code: bool) -> list[str]:

@@ -52,14 +52,15 @@ def check_reachable(cfg) -> None:
 class Preflight(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
         from .config import validate
-        from .errors import USER_ERRORS
+        from .errors import USER_ERRORS, error_line
 
         try:
             validate(config)
             check_reachable(config)
-            from .tasks import tasks_from_config
+            from .tasks import check_prediction_types, tasks_from_config
 
             tasks_from_config(config.tasks)
+            check_prediction_types(config.get("predictions"))
         except USER_ERRORS as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(error_line(err), file=sys.stderr)
             sys.exit(2)

@@ -10,6 +10,9 @@ import json
 import logging
 import netrc
 import os
+import shutil
+import sys
+import tempfile
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -154,6 +157,7 @@ def _open_run(logger_cfg: Mapping, kwargs: dict):
     try:
         import wandb
 
+        _move_wandb_staging_dirs(kwargs["dir"])
         run = wandb.init(mode=mode, **kwargs)
     except Exception as err:  # noqa: BLE001  online but unreachable (after WANDB_INIT_TIMEOUT, default 90 s)
         error = err
@@ -188,3 +192,32 @@ def wandb_logger(logger_cfg: Mapping, *, config: Mapping, job_dir: Path, group: 
         yield logger
     finally:
         logger.finish()
+        shutil.rmtree(Path(job_dir) / "wandb" / STAGING, ignore_errors=True)  # empty: wandb moved their files
+
+
+STAGING = ".staging"
+
+
+def _wandb_staging_dirs() -> list[tuple[str, tempfile.TemporaryDirectory]]:
+    """wandb's process-wide staging dirs (tempfile.TemporaryDirectory objects made when wandb is imported):
+    {tmp}/tmp*wandb-media and {tmp}/tmp*wandb-artifacts. wandb removes them only at a clean interpreter exit, so a
+    job killed by a launcher, a timeout or SIGKILL leaves them in the system temp dir."""
+    private = sys.modules.get("wandb.sdk.data_types._private")
+    artifact = sys.modules.get("wandb.sdk.artifacts.artifact")
+    found = {"media": getattr(private, "MEDIA_TMP", None),
+             "artifacts": getattr(getattr(artifact, "Artifact", None), "_TMP_DIR", None)}
+    return [(name, tmp) for name, tmp in found.items() if isinstance(tmp, tempfile.TemporaryDirectory)]
+
+
+def _move_wandb_staging_dirs(job_dir) -> None:
+    """Point wandb's staging dirs into the job's wandb/ dir for this job (wandb reads their path at every use), so
+    even a killed job leaves nothing in the system temp dir; the dirs wandb made at import are removed."""
+    for name, tmp in _wandb_staging_dirs():
+        target = Path(job_dir) / "wandb" / STAGING / name
+        if tmp.name != str(target):
+            finalizer = getattr(tmp, "_finalizer", None)
+            if finalizer is not None:  # its at-exit cleanup would fail on a dir removed here; we remove it instead
+                finalizer.detach()
+            shutil.rmtree(tmp.name, ignore_errors=True)
+            tmp.name = str(target)
+        target.mkdir(parents=True, exist_ok=True)

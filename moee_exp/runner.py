@@ -9,13 +9,13 @@ from omegaconf import OmegaConf
 
 from . import resume
 from .cache import open_cache
-from .config import template_of, validate
+from .config import check_here, template_of, validate
 from .encoder import MoEEEncoder
 from .evaluate import evaluate_tasks, main_score
 from .featurize import Featurizer
 from .loading import check_model
 from .record import atomic_write, format_summary, wandb_logger, write_row, write_table
-from .tasks import describe_data, tasks_from_config
+from .tasks import check_prediction_types, describe_data, tasks_from_config
 from .weights import AlphaChooser
 
 log = logging.getLogger(__name__)
@@ -60,9 +60,11 @@ def quiet_libraries() -> None:
 
 def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
     validate(cfg)
+    check_here(cfg)  # the device exists on this machine; the dirs the job writes into are writable
     quiet_libraries()
     check_model(cfg.model)  # a missing dir, a dense model or a missing bitsandbytes fail before any data is read
     tasks = tasks_from_config(cfg.tasks)  # unknown names fail before the model is loaded
+    check_prediction_types(cfg.get("predictions"))
     job_dir = Path(job_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     # Rows already in this job dir whose key matches what would be computed now are reused (moee_exp.resume).

@@ -137,3 +137,5 @@ def validate(cfg) -> None:
     for key in ("overwrite", "progress"):  # top-level switches (the root config has no schema)
         if not isinstance(cfg.get(key, False), bool):
             raise ConfigError(f"{key}={cfg.get(key)!r} must be true or false")
+    if cfg.get("mteb_results") is not None and not isinstance(cfg.get("mteb_results"), str):
+        raise ConfigError(f"mteb_results={cfg.get('mteb_results')!r} must be a dir (or null for off)")

@@ -159,7 +159,11 @@ def main(argv=None) -> int:
     if args.dry_run:
         report = build_report(entity, project, combos, task_types=args.types, title=args.title, bind=False)
         for block in report.blocks:
-            print(f"{type(block).__name__}: {getattr(block, 'text', '')}")
+            if hasattr(block, "panels"):
+                names = [getattr(p, "title", None) or getattr(p, "table_name", "") for p in block.panels]
+                print(f"  {type(block).__name__} (runs: {block.runsets[0].filters or 'all'}): {', '.join(names)}")
+            else:
+                print(f"{type(block).__name__}: {block.text}")
         return 0
     report = build_report(entity, project, combos, task_types=args.types, title=args.title)
     try:

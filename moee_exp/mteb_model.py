@@ -89,7 +89,8 @@ def model_name(model_cfg: Mapping, emb: Mapping, prompt: str) -> str:
     base = model_cfg.get("name") or Path(str(model_cfg["name_or_path"]).rstrip("/")).name
     parts = [base, emb["kind"]]
     if emb["kind"] == "moee_sum":
-        parts.append(f"a{float(emb['alpha']):g}")
+        alpha = emb["alpha"]
+        parts.append(f"a{alpha:g}" if isinstance(alpha, (int, float)) else f"a{alpha}")
     parts.append(prompt)
     defaults = EmbConfig()
     parts += [f"{k}={emb[k]}" for k in EMB_KEYS if k not in ("kind", "alpha") and emb[k] != getattr(defaults, k)]
@@ -178,5 +179,6 @@ def runner_model_meta(resolved: Mapping, template: str) -> ModelMeta:
     prompt = resolved["prompt"]
     return moee_model_meta(
         path, prompt=prompt["name"], template=template if prompt.get("template") else None,
-        normalize=prompt["normalize"], name=model_cfg["name"], **kwargs, **resolved["emb"],
+        normalize=prompt["normalize"], name=model_cfg["name"], **kwargs,
+        **{k: v for k, v in resolved["emb"].items() if k in EMB_KEYS},
     )  # fmt: skip

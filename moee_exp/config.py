@@ -287,6 +287,8 @@ def validate(cfg) -> None:
         not isinstance(predictions, ListConfig) or not all(isinstance(t, str) for t in predictions)
     ):
         raise ConfigError(f"predictions={predictions!r} must be a list of mteb task types, e.g. [STS,Clustering] or []")
+    if cfg.get("mteb_results") is not None and not isinstance(cfg.get("mteb_results"), str):
+        raise ConfigError(f"mteb_results={cfg.get('mteb_results')!r} must be a dir (or null for off)")
 
 
 def _check_wandb_project(value) -> None:

@@ -52,7 +52,7 @@ def load_data(task) -> None:
 
 def evaluate_tasks(
     encoder, tasks, *, batch_size: int = 32, progress: bool = True, prediction_folder=None, prediction_types=(),
-    prepare=None,
+    prepare=None, result_cache=None,
 ) -> Iterator[dict]:
     """Yield a row per dataset as soon as it is scored, so a caller can save it before the next one starts.
 
@@ -60,6 +60,8 @@ def evaluate_tasks(
     Clustering: each text's cluster id) go to ``prediction_folder/<task>_predictions.json`` (read by analysis/).
     ``prepare(task)``, called before a task is scored, sets up the encoder for it (moee_exp.weights: its α) and
     returns fields for its row.
+    With a ``result_cache`` (mteb.ResultCache), each TaskResult is also saved there in mteb's own layout, under the
+    encoder's ModelMeta; it is written, never read (mteb.evaluate still gets cache=None).
     """
     for task in tasks:
         split = "test" if "test" in task.metadata.eval_splits else task.metadata.eval_splits[0]
@@ -77,6 +79,8 @@ def evaluate_tasks(
             prediction_folder=prediction_folder if task.metadata.type in prediction_types else None,
         )
         (task_result,) = result.task_results
+        if result_cache is not None:
+            result_cache.save_to_cache(task_result, encoder.mteb_model_meta, encode_kwargs={"batch_size": batch_size})
         if loaded_here and getattr(task, "data_loaded", False):  # prepare loaded it, so mteb kept it: free it
             task.unload_data()
         row = {**score_row(task, task_result, split), **extra}

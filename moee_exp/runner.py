@@ -71,10 +71,24 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
     overwrite = bool(cfg.get("overwrite", False))
     prediction_types = tuple(cfg.get("predictions") or ())
 
-    def required(task):  # a reused row also needs the predictions this run asks for
+    # Optional: mteb's own result layout (a ResultCache root: results/<model>/<revision>/<task>.json + model_meta.json)
+    # beside our rows, with the model's real metadata (moee_exp.mteb_model), for mteb's tooling to load.
+    mteb_cache = mteb_meta = None
+    if cfg.get("mteb_results"):
+        import mteb
+
+        from .mteb_model import runner_model_meta
+
+        mteb_cache = mteb.ResultCache(Path(cfg.mteb_results).expanduser())
+        mteb_meta = runner_model_meta(resolved, template_of(cfg.prompt))
+
+    def required(task):  # a reused row also needs the predictions (and mteb result file) this run asks for
+        files = []
         if task.metadata.type in prediction_types:
-            return [job_dir / "predictions" / f"{task.metadata.name}_predictions.json"]
-        return []
+            files.append(job_dir / "predictions" / f"{task.metadata.name}_predictions.json")
+        if mteb_cache is not None:
+            files.append(mteb_cache.get_task_result_path(task.metadata.name, mteb_meta))
+        return files
 
     plan_ident = resume.job_identity(resolved, template_of(cfg.prompt))
     plan = resume.plan(job_dir, tasks, plan_ident, overwrite, required)
@@ -103,6 +117,8 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
             score=lambda task, split: main_score(encoder, task, split, cfg.model.batch_size),
             calibration_key=resume.row_key(features_of),
         )
+    if mteb_meta is not None:
+        encoder.mteb_model_meta = mteb_meta
     rows = list(plan.reused.values())
     wb_config = {**resolved, "resume": plan.summary()}  # the W&B run records what was reused
     with wandb_logger(cfg.logger, config=wb_config, job_dir=job_dir, group=group, name=run_name(ident)) as wb:
@@ -118,6 +134,7 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
             prediction_folder=job_dir / "predictions",
             prediction_types=prediction_types,
             prepare=chooser,
+            result_cache=mteb_cache,
         ):
             n_truncated, truncated_before = featurizer.n_truncated - truncated_before, featurizer.n_truncated
             row = {**ident, **row, "n_truncated": n_truncated, **plan.stamp(row["task"])}

@@ -1,0 +1,91 @@
+"""The W&B dashboard (moee_exp.dashboard): every panel reads a key the runner's W&B runs really log; offline."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+pytest.importorskip("wandb_workspaces")
+
+
+def _leet(run_dir, *flags):
+    cmd = [sys.executable, "-m", "wandb", "leet", "inspect", *flags, "--json", str(run_dir)]
+    return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout
+
+
+def _references(spec: dict) -> dict[str, set]:
+    """Every key the saved report would read, by where W&B looks it up, found in the viewspec W&B stores."""
+    text = json.dumps(spec)
+    refs = {"config": set(), "summary": set(), "run": set()}
+    # panel axes and bar chart grouping: W&B stores a flat config key "a.b" as {"a.b": {"value": ...}}, so the path
+    # must be "a.b.value"; anything else (e.g. the nested form "a.value.b") is kept as is and will not match
+    for path in re.findall(r'"config:([^"]+)"', text) + re.findall(r'"groupBy": "([^"]+)"', text):
+        refs["config"].add(path.removesuffix(".value") if path.endswith(".value") else path)
+    refs["summary"] |= set(re.findall(r'"summary:([^"]+)"', text)) | set(re.findall(r'"summary_metrics\.([^"]+)"', text))
+    for section, name in re.findall(r'\{"section": "(\w+)", "name": "([^"]+)"\}', text):  # filters, run set grouping
+        if name != "createdAt":  # the run sets' default sort order
+            refs[section].add(name)
+    refs["summary"] |= set(re.findall(r'"key": \{"nodeType": "const", "type": "string", "val": "([^"]+)"\}', text))
+    return refs
+
+
+def _panels(x):
+    if isinstance(x, dict):
+        if "viewType" in x:
+            yield x
+            return
+        x = list(x.values())
+    if isinstance(x, list):
+        for item in x:
+            yield from _panels(item)
+
+
+def test_every_panel_reads_a_key_our_runs_log(tmp_cwd):
+    from moee_exp.dashboard import build_report, combos_from_dirs, report_spec
+
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "progress=false", "logger.project=moee-dash"], cwd=tmp_cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = tmp_cwd.glob("outputs/**/wandb/offline-run-*")
+    logged = json.loads(_leet(run_dir, "--summary"))
+    records = [json.loads(line) for line in _leet(run_dir).splitlines() if line.startswith("{")]
+    (run,) = [r["run"] for r in records if r.get("type") == "run"]
+
+    combos = combos_from_dirs([tmp_cwd / "outputs"])
+    assert combos == [("tiny-olmoe", "prompteol")]
+    spec = report_spec(build_report("someone", "moee-dash", combos, bind=False))
+    refs = _references(spec)
+    assert {"emb.alpha", "emb.kind", "model.name", "prompt.name"} <= refs["config"]
+    assert {"avg", "scores", "type/STS", "type/Clustering"} <= refs["summary"]
+    assert refs["run"] == {"group"}
+    assert refs["config"] <= set(logged["config"]), refs["config"] - set(logged["config"])
+    assert refs["summary"] <= set(logged["summary"]), refs["summary"] - set(logged["summary"])
+    assert run["run_group"]  # "group": runs of a sweep share one
+    # the filters select this run: its config values are the ones the report filters on
+    assert logged["config"]["model.name"] == "tiny-olmoe" and logged["config"]["emb.kind"] == "moee_sum"
+    # every panel, on its own, reads keys our run logged (and no other)
+    panels = list(_panels(spec))
+    assert [p["viewType"] for p in panels] == ["Scatter Plot"] * 7 + ["Bar Chart"] * 7 + ["Weave"]
+    for panel in panels:
+        own = _references({"config": panel["config"]})
+        assert own["config"] | own["summary"], panel["config"]
+        assert own["config"] <= set(logged["config"]) and own["summary"] <= set(logged["summary"])
+
+
+def test_saving_without_network_or_key_is_one_error_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
+    env.update(HOME=str(tmp_path), NETRC=str(tmp_path / "no-netrc"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "moee_exp.dashboard", "someone/moee", "--combo", "tiny-olmoe:prompteol"], cwd=ROOT,
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: saving the report"), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr

@@ -306,7 +306,7 @@ def run_sweep(tmp: Path, tag: str, alphas: str, extra: list[str]) -> dict:
     import sys
 
     sweep, cache = tmp / f"sweep-{tag}", tmp / f"features-{tag}"
-    cmd = [sys.executable, str(ROOT / "run.py"), "-m", "emb=moee_sum", f"emb.alpha={alphas}",
+    cmd = [sys.executable, str(ROOT / "run.py"), "-m", "emb=moee_sum", f"weights.alpha={alphas}",
            f"tasks.names={ALPHA_TASKS}", "tasks.data=synthetic", "tasks.synthetic.size=real", "logger=none",
            "progress=false", f"cache.dir={cache}", f"hydra.sweep.dir={sweep}", *extra]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

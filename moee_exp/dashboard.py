@@ -2,7 +2,7 @@
 
 What it holds (one section per model × prompt found in ``--from`` job dirs or given as ``--combo``; one section
 over all runs when none is given):
-- α curves: MoEE(sum) runs, x = ``emb.alpha`` from the run config, y = ``avg`` (the paper's Avg) and each task
+- α curves: MoEE(sum) runs, x = ``weights.alpha`` from the run config, y = ``avg`` (the paper's Avg) and each task
   type's score ``type/<T>`` from the run summary (scatter with the running mean drawn through the points);
 - task types: one bar chart per ``type/<T>`` and ``avg``, runs grouped by ``emb.kind`` (HS / RW / MoEE(concat) /
   MoEE(sum)); a group's bar is its best run, so MoEE(sum)'s is its best α (an oracle, as the paper's tuned α);
@@ -12,9 +12,9 @@ over all runs when none is given):
 Building the report needs no network; saving it (the last step) does, and needs an API key: without them the
 command stops with one ``error:`` line. ``--dry-run`` prints what would be saved instead.
 
-The runner logs a *flat* config (``emb.alpha``, not ``emb: {alpha}``), which W&B stores as ``{"emb.alpha": {"value":
+The runner logs a *flat* config (``weights.alpha``, not ``weights: {alpha}``), which W&B stores as ``{"weights.alpha": {"value":
 ...}}``. wandb-workspaces writes nested-config paths (``emb.value.alpha``) for dotted keys, so the report rewrites
-every config path it holds into the flat form (``emb.alpha.value``) before it is saved.
+every config path it holds into the flat form (``weights.alpha.value``) before it is saved.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ TASK_TYPES = ("Classification", "Clustering", "PairClassification", "Reranking",
 EMB_KINDS = ("hs", "rw", "moee_concat", "moee_sum")
 SCORES_TABLE = "scores"  # the per-dataset table moee_exp.record.WandbLogger.log_summary logs
 # config keys (flat, as the runner logs them) and summary keys the report reads
-ALPHA, KIND, MODEL, PROMPT = "emb.alpha", "emb.kind", "model.name", "prompt.name"
+ALPHA, KIND, MODEL, PROMPT = "weights.alpha", "emb.kind", "model.name", "prompt.name"
 _NESTED_CONFIG_PATH = re.compile(r"(config[:.])([^\s\"'.]+)\.value((?:\.[^\s\"'.]+)+)")
 
 

@@ -180,13 +180,16 @@ def tiny_config(spec):
         ) from None
 
 
-def _router_names(config, trust_remote_code: bool) -> list[str]:
-    """Router module names, found on a weightless (meta) copy of the model, to keep them out of quantization."""
+def _full_precision_names(config, trust_remote_code: bool) -> list[str]:
+    """Modules kept out of quantization, found on a weightless (meta) copy of the model: the routers, and linear
+    layers with fewer than 64 outputs (e.g. Qwen-MoE's 1-output shared_expert_gate: quantizing it saves nothing,
+    and bitsandbytes' CPU kernels reject it)."""
     from transformers import AutoModel
 
     with torch.device("meta"):
         skeleton = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
-    return [r.name for r in find_routers(skeleton)]
+    small = [n for n, m in skeleton.named_modules() if isinstance(m, torch.nn.Linear) and m.out_features < 64]
+    return [r.name for r in find_routers(skeleton)] + small
 
 
 def _quantization_config(quantization: str, config, dtype, trust_remote_code: bool):
@@ -198,7 +201,7 @@ def _quantization_config(quantization: str, config, dtype, trust_remote_code: bo
     from transformers import BitsAndBytesConfig
 
     # Routers stay in full precision: RW is read from their weights, and a quantized router changes the routing.
-    skip = _router_names(config, trust_remote_code)
+    skip = _full_precision_names(config, trust_remote_code)
     if quantization == "4bit":
         return BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=skip

@@ -61,7 +61,7 @@ def test_every_panel_reads_a_key_our_runs_log(tmp_cwd):
     assert combos == [("tiny-olmoe", "prompteol")]
     spec = report_spec(build_report("someone", "moee-dash", combos, bind=False))
     refs = _references(spec)
-    assert {"emb.alpha", "emb.kind", "model.name", "prompt.name"} <= refs["config"]
+    assert {"weights.alpha", "emb.kind", "model.name", "prompt.name"} <= refs["config"]
     assert {"avg", "scores", "type/STS", "type/Clustering"} <= refs["summary"]
     assert refs["run"] == {"group"}
     assert refs["config"] <= set(logged["config"]), refs["config"] - set(logged["config"])

@@ -242,8 +242,9 @@ def test_every_value_of_every_key_succeeds_or_is_one_error_line(key, workdir):
 
 # The five cases of issue 13, and that the in-process harness prints what the command prints.
 ISSUE_CASES = {
-    "emb.alpha=nan": "error: emb.alpha=nan is not a finite number",
-    "emb.alpha=inf": "error: emb.alpha=inf is not a finite number",
+    "weights.alpha=nan": "error: weights.alpha=nan is not a finite number",
+    "weights.alpha=inf": "error: weights.alpha=inf is not a finite number",
+    "emb.alpha=0.5": "error: emb.alpha is now weights.alpha",
     "model.device=cuda": "error: model.device='cuda' but torch sees no CUDA GPU here",
     "model.max_length=100000": "error: model.max_length=100000 exceeds the model's max_position_embeddings=512",
 }
@@ -260,7 +261,7 @@ def test_issue_cases_in_process_and_on_the_command_line_give_the_same_line(workd
                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL)
         return proc, cwd
 
-    on_command_line = ["emb.alpha=nan", "model.device=cuda"]  # seconds of imports each: two are enough
+    on_command_line = ["weights.alpha=nan", "model.device=cuda"]  # seconds of imports each: two are enough
     with ThreadPoolExecutor(max_workers=2) as pool:
         procs = dict(zip(on_command_line, pool.map(command, on_command_line)))
     for override, expected in ISSUE_CASES.items():

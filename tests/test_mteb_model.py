@@ -68,7 +68,7 @@ def _run(*overrides, cwd):
 
 def test_runner_writes_mteb_result_layout_that_mteb_loads(tmp_cwd):
     proc = _run(
-        "-m", "emb=moee_sum", "emb.alpha=0.2,0.7", "tasks.names=[MoEEDemoSTS,MoEEDemoPairClassification]",
+        "-m", "emb=moee_sum", "weights.alpha=0.2,0.7", "tasks.names=[MoEEDemoSTS,MoEEDemoPairClassification]",
         "logger=none", "progress=false", "mteb_results=mteb-results", cwd=tmp_cwd,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -25,7 +25,7 @@ PAPER = yaml.safe_load((ROOT / "conf/tasks/paper.yaml").read_text())["names"]
 DRY = ("model=tiny", "tasks.data=synthetic", "logger=none", "progress=false")
 SWEEPS = {  # experiment + the overrides that cut it down to seconds
     "paper_main": ("prompt=prompteol", "emb=hs,moee_sum"),  # 2 jobs x the 19 paper datasets
-    "alpha": ("prompt=prompteol", "emb.alpha=0.5"),  # 1 job x 19 (alpha=1 comes from paper_main)
+    "alpha": ("prompt=prompteol", "weights.alpha=0.5"),  # 1 job x 19 (alpha=1 comes from paper_main)
     "paper_ablation": (),  # 8 poolings / kinds x STS12-16
     "prompts": ("prompt=prompteol,style",),  # {hs, rw} x 2 prompts x STS12
 }
@@ -98,7 +98,7 @@ def test_the_report_builds_the_main_table_with_all_19_datasets(sweeps, tmp_path)
         if method in ("HS", "MoEE_sum"):
             assert set(cell.task) == set(PAPER), method
     main = (out / "main_table.md").read_text()
-    assert "| tiny-olmoe | HS | ours |" in main and "| tiny-olmoe | MoEE_sum | ours |" in main
+    assert "| tiny-olmoe | HS | ours |" in main and "| tiny-olmoe | MoEE_sum (best α on test) | ours |" in main
     cells = [line for line in main.splitlines() if line.startswith("| tiny-olmoe")]
     assert cells and not any("†" in line for line in cells)  # every cell averages every dataset of its column
     long = pd.read_csv(out / "main_table.csv")

@@ -71,8 +71,8 @@ def test_alpha_jobs_run_at_once_on_a_shared_cache_score_as_sequential_jobs_witho
     register()
     common = ["tasks.names=[MoEEDemoSTS,MoEEDemoClassification]", "logger=none", "progress=false", "emb=moee_sum"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        seq = [compose("config", overrides=[*common, f"emb.alpha={a}", "cache=off"]) for a in (0.3, 1.0)]
-        par = [compose("config", overrides=[*common, f"emb.alpha={a}", f"cache.dir={tmp_path / 'features'}"])
+        seq = [compose("config", overrides=[*common, f"weights.alpha={a}", "cache=off"]) for a in (0.3, 1.0)]
+        par = [compose("config", overrides=[*common, f"weights.alpha={a}", f"cache.dir={tmp_path / 'features'}"])
                for a in (0.3, 1.0)]
     expected = [run_job(cfg, tmp_path / f"seq{i}", "seq") for i, cfg in enumerate(seq)]
     got, errors = {}, []

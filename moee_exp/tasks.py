@@ -51,7 +51,20 @@ def _get_tasks(names) -> list:
             unknown.append(f"{hint}" + (f" (bundled demo tasks: {', '.join(close)})" if close else ""))
     if unknown:
         raise UnknownTaskError("tasks.names: unknown task(s): " + "; ".join(unknown))
+    for task in tasks:
+        own_evaluator_model(task)
     return tasks
+
+
+def own_evaluator_model(task) -> None:
+    """Give a classification task its own copy of its sklearn model. mteb keeps one LogisticRegression on the
+    class, shared by every instance, and fits it in place: two jobs scoring in one process at once (threads)
+    would fit and predict with each other's coefficients. A clone has the same parameters, so the same scores."""
+    model = getattr(task, "evaluator_model", None)
+    if model is not None and hasattr(model, "get_params"):
+        from sklearn.base import clone
+
+        task.evaluator_model = clone(model)
 
 
 def check_prediction_types(types) -> None:

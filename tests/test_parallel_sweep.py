@@ -94,3 +94,14 @@ def test_alpha_jobs_run_at_once_on_a_shared_cache_score_as_sequential_jobs_witho
         for a, b in zip(got[i], expected[i]):
             assert a["alpha"] == b["alpha"]
             assert a["main_score"] == pytest.approx(b["main_score"], abs=1e-6), a["task"]
+
+
+def test_each_classification_task_fits_its_own_sklearn_model():
+    """mteb keeps one LogisticRegression on the class and fits it in place; jobs scoring at once in one process
+    (the threads above) raced on it (an accuracy of 0.487 for 0.490 once). Each task object now has a clone."""
+    from moee_exp.tasks import get_tasks
+
+    a, b = get_tasks(["MoEEDemoClassification", "MoEEDemoClassification"])
+    assert a.evaluator_model is not b.evaluator_model
+    assert a.evaluator_model is not type(a).evaluator_model
+    assert a.evaluator_model.get_params() == type(a).evaluator_model.get_params()

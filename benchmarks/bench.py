@@ -30,6 +30,10 @@ Sections, each reported as a ratio:
             (synthetic data, tiny model) through run.py: Hydra's basic launcher (jobs one after the other) versus
             the joblib launcher (--alpha-workers) on one shared feature cache, without and with the extraction
             lock; wall time, CPU time, texts extracted, and the largest score difference.
+  cut       (not in the default set) the alpha sweep's dominant cost cut: --alpha-jobs moee_sum jobs over one paper
+            dataset per task type at real size (synthetic data, tiny model, features cached first), one after the
+            other, with datasets' lazy Column read row by row (MOEE_FAST_COLUMNS=0) and in one batch
+            (moee_exp.fast_columns); wall time, scoring time, the largest score difference (~8 min).
 
 `--model tiny` uses the default tiny model for sweep/overhead/padding and a larger tiny OLMoE (hidden 512, 8 layers,
 16 experts, texts of 300-600 tokens) for overhead and memory, built into a temp dir. `--model olmoe-full` builds
@@ -599,9 +603,23 @@ def main() -> None:
                 update_file(args.update, "fixed", table)
             if args.json:
                 args.json.write_text(json.dumps(res, indent=1, default=str))
-            if not sections - {"fixed", "alpha", "scale"}:
-                if not sections & {"alpha", "scale"}:
+            if not sections - {"fixed", "alpha", "scale", "cut"}:
+                if not sections & {"alpha", "scale", "cut"}:
                     return
+        if "cut" in sections:
+            from benchmarks.scale import cut_report, cut_section
+
+            print("cut ...", flush=True)
+            res["cut"] = cut_section(args)
+            table = f"Measured {time.strftime('%Y-%m-%d')} on {res['machine']}; wall and CPU time of whole sweeps. " \
+                f"Command: `{res['command']}`\n\n" + cut_report(res["cut"])
+            print("\n" + table)
+            if args.update:
+                update_file(args.update, "cut", table)
+            if args.json:
+                args.json.write_text(json.dumps(res, indent=1, default=str))
+            if not sections & {"alpha", "scale"}:
+                return
         if "alpha" in sections:
             from benchmarks.scale import alpha_report, alpha_section
 

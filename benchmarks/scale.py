@@ -196,7 +196,10 @@ def scale_section(args, clock, log=print) -> dict:
 
     import datasets
 
+    from moee_exp import fast_columns
+
     datasets.disable_progress_bars()
+    fast_columns.install()  # as the runner scores (MOEE_FAST_COLUMNS=0: datasets' Column row by row)
     names = paper_tasks()
     dims = tuple(int(d) for d in str(args.scale_dims).split(","))
     only = set(args.scale_tasks.split(",")) if args.scale_tasks else None
@@ -297,35 +300,38 @@ def report(res: dict) -> str:
 ALPHA_TASKS = os.environ.get("MOEE_BENCH_ALPHA_TASKS", "[EmotionClassification,TwitterSemEval2015,STS12,AskUbuntuDupQuestions]")
 
 
-def run_sweep(tmp: Path, tag: str, alphas: str, extra: list[str]) -> dict:
-    """One Hydra multirun of run.py (a fresh cache dir); wall time, CPU time of every process, texts extracted."""
+def run_sweep(tmp: Path, tag: str, alphas: str, extra: list[str], tasks: str = ALPHA_TASKS, cache_tag: str | None = None,
+              env: dict | None = None) -> dict:
+    """One Hydra multirun of run.py (its own cache dir unless ``cache_tag`` names a shared one); wall time, CPU time
+    of every process, texts extracted, the scores and the summed per-dataset scoring time of the rows."""
     import os
     import re
     import resource
     import subprocess
     import sys
 
-    sweep, cache = tmp / f"sweep-{tag}", tmp / f"features-{tag}"
+    sweep, cache = tmp / f"sweep-{tag}", tmp / f"features-{cache_tag or tag}"
     cmd = [sys.executable, str(ROOT / "run.py"), "-m", "emb=moee_sum", f"weights.alpha={alphas}",
-           f"tasks.names={ALPHA_TASKS}", "tasks.data=synthetic", "tasks.synthetic.size=real", "logger=none",
+           f"tasks.names={tasks}", "tasks.data=synthetic", "tasks.synthetic.size=real", "logger=none",
            "progress=false", f"cache.dir={cache}", f"hydra.sweep.dir={sweep}", *extra]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
         raise RuntimeError(f"sweep {tag} failed:\n{proc.stderr[-3000:]}")
     extracted = sum(int(n) for log in sweep.glob("*/*.log")
                     for n in re.findall(r"from the feature cache, (\d+) extracted", log.read_text()))
-    scores = {}
+    scores, scoring = {}, 0.0
     for path in sweep.glob("*/results/*.json"):
         import json
 
         row = json.loads(path.read_text())
         scores[f"{row['alpha']}/{row['task']}"] = row["main_score"]
+        scoring += row["eval_time_s"]
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall": wall, "cpu": cpu, "extracted": extracted, "scores": scores}
+    return {"wall": wall, "cpu": cpu, "extracted": extracted, "scores": scores, "scoring": scoring}
 
 
 def alpha_section(args, log=print) -> dict:
@@ -360,4 +366,46 @@ def alpha_report(res: dict) -> str:
         f"| texts extracted (forward passes) | {s['extracted']:,} | {n['extracted']:,} | {p['extracted']:,} | "
         f"**{n['extracted'] / max(p['extracted'], 1):.2f}x** (no lock / lock) |",
         f"| largest score difference to the sequential sweep | 0 | {res['max_score_diff']:.1e} (both) | | |",
+    ])
+
+
+# -- the alpha sweep's dominant cost, before and after moee_exp.fast_columns ---------------------------------------
+
+CUT_TASKS = os.environ.get("MOEE_BENCH_CUT_TASKS", "[EmotionClassification,TwentyNewsgroupsClustering,"
+                           "TwitterSemEval2015,AskUbuntuDupQuestions,STS12,SummEval]")  # one per task type, real size
+
+
+def cut_section(args, log=print) -> dict:
+    """The alpha sweep after paper_main (features cached): its jobs one after the other (Hydra's basic launcher),
+    with datasets' Column read row by row (MOEE_FAST_COLUMNS=0, before) and in one batch (after); scores compared."""
+    import shutil
+
+    tmp = Path(tempfile.mkdtemp(prefix="moee-cut-"))
+    alphas = ",".join(f"{a / 10:g}" for a in range(1, args.alpha_jobs + 1))
+    out = {"jobs": args.alpha_jobs, "tasks": CUT_TASKS}
+    log("  filling the feature cache (one job, untimed) ...", flush=True)
+    run_sweep(tmp, "fill", "1", [], CUT_TASKS, cache_tag="shared")
+    for tag, flag in (("before", "0"), ("after", "1")):
+        log(f"  alpha sweep, {tag} ...", flush=True)
+        out[tag] = run_sweep(tmp, tag, alphas, [], CUT_TASKS, cache_tag="shared", env={"MOEE_FAST_COLUMNS": flag})
+        log(f"    wall {out[tag]['wall']:.0f} s, scoring {out[tag]['scoring']:.0f} s")
+    ref, got = out["before"]["scores"], out["after"]["scores"]
+    out["n_scores"] = len(ref)
+    out["max_score_diff"] = max(abs(got[k] - v) for k, v in ref.items()) if ref.keys() == got.keys() else float("nan")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def cut_report(res: dict) -> str:
+    b, a, n = res["before"], res["after"], res["jobs"]
+    return "\n".join([
+        "| measure | before (datasets' Column row by row) | after (`moee_exp.fast_columns`) | ratio |",
+        "|---|---|---|---|",
+        f"| wall time of the sweep ({n} jobs, one process) | {b['wall']:.0f} s | {a['wall']:.0f} s | "
+        f"**{b['wall'] / a['wall']:.2f}x** |",
+        f"| CPU time of the sweep | {b['cpu']:.0f} s | {a['cpu']:.0f} s | {b['cpu'] / a['cpu']:.2f}x |",
+        f"| scoring, summed over the {len(b['scores'])} result rows | {b['scoring']:.0f} s | {a['scoring']:.0f} s | "
+        f"**{b['scoring'] / a['scoring']:.2f}x** |",
+        f"| texts extracted (features cached before) | {b['extracted']:,} | {a['extracted']:,} | |",
+        f"| largest score difference ({res['n_scores']} scores) | | {res['max_score_diff']:.1e} | |",
     ])

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import mteb
 
+from . import fast_columns
 from .errors import DatasetUnavailableError
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ def score_row(task, result, split: str = "test") -> dict:
 
 def main_score(encoder, task, split: str, batch_size: int = 32) -> float:
     """mteb's main score of ``task`` on ``split`` (one of its eval_splits), nothing saved (weights=dev's grid)."""
+    fast_columns.install()
     result = mteb.evaluate(encoder, task, cache=None, co2_tracker=False, encode_kwargs={"batch_size": batch_size},
                            show_progress_bar=False)
     (task_result,) = result.task_results
@@ -63,6 +65,7 @@ def evaluate_tasks(
     With a ``result_cache`` (mteb.ResultCache), each TaskResult is also saved there in mteb's own layout, under the
     encoder's ModelMeta; it is written, never read (mteb.evaluate still gets cache=None).
     """
+    fast_columns.install()  # datasets' lazy columns read in one batch, not row by row (moee_exp.fast_columns)
     for task in tasks:
         split = "test" if "test" in task.metadata.eval_splits else task.metadata.eval_splits[0]
         loaded_here = not getattr(task, "data_loaded", True)

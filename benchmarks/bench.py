@@ -586,8 +586,9 @@ def main() -> None:
     res = {
         "machine": f"{torch.cuda.get_device_name() if 'cuda' in args.device else 'CPU'}, "
         f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)",
-        "command": "python benchmarks/bench.py " + " ".join(a for a in sys.argv[1:] if not a.startswith("--update")
-                                                            and not a.endswith(".md")),
+        "command": "python benchmarks/bench.py " + " ".join(
+            a for i, a in enumerate(sys.argv[1:]) if not a.startswith(("--update", "--json"))
+            and sys.argv[i] not in ("--update", "--json")),  # where the results went is not part of the command
     }
     try:
         if "fixed" in sections:

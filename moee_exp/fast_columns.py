@@ -7,9 +7,10 @@ encode, ``labels[i]`` in loops), and each of those reads the column one row at a
 pay it), and an α sweep pays it again for every α: BENCHMARKS.md, "The α sweep".
 
 ``install()`` makes a Column of an unformatted (Python) dataset read its values once, as one batch through the same
-formatter (so the same decoded values), and serve iteration, integer and slice indexing and numpy conversion from
-them. Any other case (a formatted dataset, a nested column, a list of indices) goes to datasets' own code. Scores
-are unchanged (tests/test_fast_columns.py); ``MOEE_FAST_COLUMNS=0`` leaves datasets as it is.
+formatter (so the same decoded values), and serve iteration and integer and slice indexing from them (numpy and
+pyarrow read a sequence through those). Any other case (a formatted dataset, a nested column, a list of indices)
+goes to datasets' own code. Scores are unchanged (tests/test_fast_columns.py); ``MOEE_FAST_COLUMNS=0`` leaves
+datasets as it is.
 """
 
 from __future__ import annotations
@@ -52,11 +53,6 @@ def _getitem(self, key):
     return _original["__getitem__"](self, key)
 
 
-def _array(self, dtype=None, copy=None):
-    values = _values(self)
-    return np.asarray(list(_original["__iter__"](self)) if values is None else values, dtype=dtype)
-
-
 def install() -> bool:
     """Patch datasets' Column (once per process) unless MOEE_FAST_COLUMNS=0; True when the patch is in place."""
     if _original:
@@ -64,7 +60,7 @@ def install() -> bool:
     if not enabled():
         return False
     _original.update(__iter__=Column.__iter__, __getitem__=Column.__getitem__)
-    Column.__iter__, Column.__getitem__, Column.__array__ = _iter, _getitem, _array
+    Column.__iter__, Column.__getitem__ = _iter, _getitem  # numpy and pyarrow read a sequence through these
     return True
 
 
@@ -72,4 +68,3 @@ def uninstall() -> None:
     """Restore datasets' own Column (tests, benchmarks)."""
     if _original:
         Column.__iter__, Column.__getitem__ = _original.pop("__iter__"), _original.pop("__getitem__")
-        del Column.__array__

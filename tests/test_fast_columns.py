@@ -1,0 +1,104 @@
+"""moee_exp.fast_columns: datasets' lazy Column read in one batch gives the same values and the same mteb scores."""
+
+import numpy as np
+import pytest
+from conftest import tiny_model_cfg
+from datasets import ClassLabel, Dataset, Features, List, Value
+
+from moee_exp import evaluate, fast_columns
+from moee_exp.cache import open_cache
+from moee_exp.encoder import MoEEEncoder
+from moee_exp.featurize import Featurizer
+from moee_exp.prompts import TEMPLATES
+from moee_exp.tasks import get_tasks
+
+# one real mteb class per paper task type (synthetic data of its schema), and our classification demo task
+TASKS = ["EmotionClassification", "TwentyNewsgroupsClustering", "TwitterSemEval2015", "AskUbuntuDupQuestions",
+         "STS12", "SummEval"]
+
+
+@pytest.fixture
+def patched():
+    fast_columns.uninstall()
+    yield
+    fast_columns.uninstall()
+
+
+def _dataset() -> Dataset:
+    features = Features({"text": Value("string"), "label": ClassLabel(names=["a", "b", "c"]),
+                         "ids": List(Value("int64")), "score": Value("float32")})
+    rows = {"text": [f"t{i}" if i % 5 else None for i in range(40)], "label": [i % 3 for i in range(40)],
+            "ids": [list(range(i % 4)) for i in range(40)], "score": [i / 7 for i in range(40)]}
+    return Dataset.from_dict(rows, features=features)
+
+
+def _asarray(col):
+    try:
+        return np.asarray(col).tolist()
+    except ValueError as err:  # ragged lists: numpy refuses them either way
+        return type(err).__name__
+
+
+def _reads(ds) -> dict:
+    """Every way mteb reads a column, per column, on a view with an indices mapping too."""
+    out = {}
+    for view_name, view in (("plain", ds), ("select", ds.select([5, 3, 3, 39, 0, 17])), ("shuffled", ds.shuffle(seed=1))):
+        for name in ds.column_names:
+            col = view[name]
+            out[view_name, name] = (
+                list(col), col[0], col[-1], col[np.int64(2)], col[1:4], col[[2, 0]], len(col),
+                _asarray(col), Dataset.from_dict({"x": view[name]}).to_dict()["x"],
+            )
+    return out
+
+
+def test_a_column_reads_the_same_values_in_one_batch(patched, monkeypatch):
+    ds = _dataset()
+    expected = _reads(ds)
+    assert fast_columns.install()
+    per_row = []
+    original = fast_columns._original["__getitem__"]
+    monkeypatch.setitem(fast_columns._original, "__getitem__", lambda self, key: per_row.append(key) or original(self, key))
+    got = _reads(ds)
+    assert got == expected
+    # ... and really from the batch: only the list-of-indices reads (left to datasets) went row by row
+    assert per_row and all(isinstance(k, list) for k in per_row)
+
+
+def test_formatted_datasets_keep_datasets_own_path(patched):
+    ds = _dataset().with_format("numpy")
+    before = [type(x) for x in ds["label"]]
+    fast_columns.install()
+    assert [type(x) for x in ds["label"]] == before  # numpy scalars, as datasets formats them
+    assert "_moee_values" not in vars(ds["label"])
+
+
+def test_off_when_asked(patched, monkeypatch):
+    monkeypatch.setenv("MOEE_FAST_COLUMNS", "0")
+    assert not fast_columns.install()
+    assert fast_columns._original == {} and "_moee_values" not in vars(Dataset.from_dict({"a": [1]})["a"])
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    cache = open_cache({"dir": tmp_path_factory.mktemp("features")})  # the second pass reads the first's features
+    featurizer = Featurizer(tiny_model_cfg("tiny"), TEMPLATES["prompteol"], progress=False, cache=cache)
+    return MoEEEncoder(featurizer, "moee_sum", alpha=0.4)
+
+
+def test_mteb_scores_are_unchanged_on_every_task_type(encoder, patched, monkeypatch):
+    def scores():
+        tasks = [*get_tasks(TASKS, data="synthetic", size="small"), *get_tasks(["MoEEDemoClassification"])]
+        return {row["task"]: (row["main_score"], row["scores"])
+                for row in evaluate.evaluate_tasks(encoder, tasks, progress=False)}
+
+    monkeypatch.setenv("MOEE_FAST_COLUMNS", "0")
+    before = scores()
+    assert not fast_columns._original  # the reference ran on datasets' own Column
+    monkeypatch.setenv("MOEE_FAST_COLUMNS", "1")
+    after = scores()
+    assert fast_columns._original
+    assert len(before) == len(TASKS) + 1 and before.keys() == after.keys()
+    for name, (main, all_scores) in before.items():
+        assert after[name][0] == main, name  # exactly: same values, same embeddings, mteb's own evaluators
+        assert after[name][1] == all_scores, name  # every metric of every subset

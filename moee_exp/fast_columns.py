@@ -7,8 +7,8 @@ encode, ``labels[i]`` in loops), and each of those reads the column one row at a
 pay it), and an α sweep pays it again for every α: BENCHMARKS.md, "The α sweep".
 
 ``install()`` makes a Column of an unformatted (Python) dataset read its values once, as one batch through the same
-formatter (so the same decoded values), and serve iteration and integer and slice indexing from them (numpy and
-pyarrow read a sequence through those). Any other case (a formatted dataset, a nested column, a list of indices)
+formatter (so the same decoded values), and serve iteration and reads of single rows from them (numpy and
+pyarrow read a sequence through those; single rows switch after a few, so a peek does not read a whole column). Any other case (a formatted dataset, a nested column, a list of indices)
 goes to datasets' own code. Scores are unchanged (tests/test_fast_columns.py); ``MOEE_FAST_COLUMNS=0`` leaves
 datasets as it is.
 """
@@ -21,6 +21,7 @@ import numpy as np
 from datasets.arrow_dataset import Column, Dataset
 
 _original: dict = {}
+ROW_READS_BEFORE_BATCH = 16  # a few single rows (a peek at row 0) do not read a whole, maybe huge, column
 
 
 def enabled() -> bool:
@@ -46,10 +47,13 @@ def _iter(self):
 
 
 def _getitem(self, key):
-    if isinstance(key, (int, np.integer, slice)) and not isinstance(key, bool):
-        values = _values(self)
-        if values is not None:
-            return values[key]
+    # a slice is one batch read by datasets already; single rows switch to the batch once they are many
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        reads = self.__dict__["_moee_row_reads"] = self.__dict__.get("_moee_row_reads", 0) + 1
+        if reads > ROW_READS_BEFORE_BATCH or "_moee_values" in self.__dict__:
+            values = _values(self)
+            if values is not None:
+                return values[key]
     return _original["__getitem__"](self, key)
 
 

@@ -61,8 +61,19 @@ def test_a_column_reads_the_same_values_in_one_batch(patched, monkeypatch):
     monkeypatch.setitem(fast_columns._original, "__getitem__", lambda self, key: per_row.append(key) or original(self, key))
     got = _reads(ds)
     assert got == expected
-    # ... and really from the batch: only the list-of-indices reads (left to datasets) went row by row
-    assert per_row and all(isinstance(k, list) for k in per_row)
+    # ... and really from the batch: only the first single rows, slices and lists of indices (one batch read by
+    # datasets itself) went to datasets' own __getitem__
+    assert per_row and all(isinstance(k, (list, slice)) for k in per_row)
+
+
+def test_single_rows_switch_to_the_batch_after_a_few(patched, monkeypatch):
+    fast_columns.install()
+    per_row = []
+    original = fast_columns._original["__getitem__"]
+    monkeypatch.setitem(fast_columns._original, "__getitem__", lambda self, key: per_row.append(key) or original(self, key))
+    col = _dataset()["label"]
+    assert [col[i] for i in range(40)] == [i % 3 for i in range(40)]
+    assert len(per_row) == fast_columns.ROW_READS_BEFORE_BATCH  # a peek at a huge column stays a peek
 
 
 def test_formatted_datasets_keep_datasets_own_path(patched):

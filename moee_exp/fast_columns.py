@@ -18,7 +18,12 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from datasets.arrow_dataset import Column, Dataset
+from datasets.arrow_dataset import Dataset
+
+try:
+    from datasets.arrow_dataset import Column  # datasets >= 4; 3.x returns lists, nothing to do
+except ImportError:
+    Column = None
 
 _original: dict = {}
 ROW_READS_BEFORE_BATCH = 16  # a few single rows (a peek at row 0) do not read a whole, maybe huge, column
@@ -61,7 +66,7 @@ def install() -> bool:
     """Patch datasets' Column (once per process) unless MOEE_FAST_COLUMNS=0; True when the patch is in place."""
     if _original:
         return True
-    if not enabled():
+    if not enabled() or Column is None or not hasattr(Dataset, "_fast_select_column"):
         return False
     _original.update(__iter__=Column.__iter__, __getitem__=Column.__getitem__)
     Column.__iter__, Column.__getitem__ = _iter, _getitem  # numpy and pyarrow read a sequence through these

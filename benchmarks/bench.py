@@ -537,6 +537,18 @@ def report(res: dict, args) -> str:
     return "\n".join(lines)
 
 
+def publish(args, res: dict, label: str, what: str, body: str) -> None:
+    """Print a section's table with its date, machine and command; --update writes it into its bench:<label>
+    block, --json saves every result so far."""
+    table = f"Measured {time.strftime('%Y-%m-%d')} on {res['machine']}{what}. Command: `{res['command']}`\n\n{body}"
+    print("\n" + table)
+    if args.update:
+        update_file(args.update, label, table)
+        print(f"\nwritten to {args.update} (block bench:{label})")
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1, default=str))
+
+
 def update_file(path: Path, label: str, table: str) -> None:
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     start, end = f"<!-- bench:{label} -->", f"<!-- /bench:{label} -->"
@@ -597,13 +609,7 @@ def main() -> None:
 
             print("fixed ...", flush=True)
             res["fixed"] = measure(args.repeats, tmp)
-            table = f"Measured {time.strftime('%Y-%m-%d')} on {res['machine']}. Command: `{res['command']}`\n\n" \
-                + fixed_report(res["fixed"])
-            print("\n" + table)
-            if args.update:
-                update_file(args.update, "fixed", table)
-            if args.json:
-                args.json.write_text(json.dumps(res, indent=1, default=str))
+            publish(args, res, "fixed", "", fixed_report(res["fixed"]))
             if not sections - {"fixed", "alpha", "scale", "cut"}:
                 if not sections & {"alpha", "scale", "cut"}:
                     return
@@ -612,13 +618,7 @@ def main() -> None:
 
             print("cut ...", flush=True)
             res["cut"] = cut_section(args)
-            table = f"Measured {time.strftime('%Y-%m-%d')} on {res['machine']}; wall and CPU time of whole sweeps. " \
-                f"Command: `{res['command']}`\n\n" + cut_report(res["cut"])
-            print("\n" + table)
-            if args.update:
-                update_file(args.update, "cut", table)
-            if args.json:
-                args.json.write_text(json.dumps(res, indent=1, default=str))
+            publish(args, res, "cut", "; wall and CPU time of whole sweeps", cut_report(res["cut"]))
             if not sections & {"alpha", "scale"}:
                 return
         if "alpha" in sections:
@@ -626,13 +626,7 @@ def main() -> None:
 
             print("alpha ...", flush=True)
             res["alpha"] = alpha_section(args)
-            table = f"Measured {time.strftime('%Y-%m-%d')} on {res['machine']}; wall and CPU time of whole sweeps. " \
-                f"Command: `{res['command']}`\n\n" + alpha_report(res["alpha"])
-            print("\n" + table)
-            if args.update:
-                update_file(args.update, "alpha", table)
-            if args.json:
-                args.json.write_text(json.dumps(res, indent=1, default=str))
+            publish(args, res, "alpha", "; wall and CPU time of whole sweeps", alpha_report(res["alpha"]))
             if "scale" not in sections:
                 return
         if "scale" in sections:
@@ -641,14 +635,7 @@ def main() -> None:
 
             print("scale ...", flush=True)
             res["scale"] = scale_section(args, clock)
-            table = f"Measured {time.strftime('%Y-%m-%d')} on {res['machine']}; scoring times are {CLOCK['name']}. " \
-                f"Command: `{res['command']}`\n\n" + scale_report(res["scale"])
-            print("\n" + table)
-            if args.json:
-                args.json.write_text(json.dumps(res, indent=1, default=str))
-            if args.update:
-                update_file(args.update, "scale", table)
-                print(f"\nwritten to {args.update} (block bench:scale)")
+            publish(args, res, "scale", f"; scoring times are {CLOCK['name']}", scale_report(res["scale"]))
             return
         if args.model == "tiny":
             if "sweep" in sections:

@@ -31,8 +31,8 @@ Sections, each reported as a ratio:
             the joblib launcher (--alpha-workers) on one shared feature cache, without and with the extraction
             lock; wall time, CPU time, texts extracted, and the largest score difference.
   cut       (not in the default set) the alpha sweep's dominant cost cut: --alpha-jobs moee_sum jobs over one paper
-            dataset per task type at real size (synthetic data, tiny model, features cached first), one after the
-            other, with datasets' lazy Column read row by row (MOEE_FAST_COLUMNS=0) and in one batch
+            dataset per task type at real size (synthetic data, tiny model, features cached first and widened to
+            OLMoE-1B-7B's dims, --cut-dims), one after the other, with datasets' lazy Column read row by row (MOEE_FAST_COLUMNS=0) and in one batch
             (moee_exp.fast_columns); wall time, scoring time, the largest score difference (~8 min).
 
 `--model tiny` uses the default tiny model for sweep/overhead/padding and a larger tiny OLMoE (hidden 512, 8 layers,
@@ -577,6 +577,8 @@ def main() -> None:
     ap.add_argument("--scale-dims", default="1024,2048,3072", help="scale: embedding dims to time the evaluators at")
     ap.add_argument("--scale-tasks", default="", help="scale: only these paper datasets (comma-separated)")
     ap.add_argument("--alpha-jobs", type=int, default=6, help="alpha: jobs of the sweep (alpha = 0.1, 0.2, ...)")
+    ap.add_argument("--cut-dims", choices=("olmoe", "tiny"), default="olmoe",
+                    help="cut: score features at OLMoE-1B-7B's dims (the tiny model's, widened) or the tiny model's")
     ap.add_argument("--alpha-workers", type=int, default=2, help="alpha: joblib workers of the parallel sweep")
     ap.add_argument("--update", type=Path, help="write the table into this markdown file (between bench markers)")
     ap.add_argument("--json", type=Path, help="write all measurements as JSON")

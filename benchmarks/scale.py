@@ -394,6 +394,9 @@ def cut_section(args, log=print) -> dict:
     out = {"jobs": args.alpha_jobs, "tasks": CUT_TASKS}
     log("  filling the feature cache (one job, untimed) ...", flush=True)
     run_sweep(tmp, "fill", "1", [], CUT_TASKS, cache_tag="shared")
+    if args.cut_dims == "olmoe":
+        out["widened"] = widen_cache(tmp / "features-shared", MODELS["olmoe"])
+        log(f"  features widened to OLMoE-1B-7B's dims: {out['widened']}", flush=True)
     for tag, flag in (("before", "0"), ("after", "1")):
         log(f"  alpha sweep, {tag} ...", flush=True)
         out[tag] = run_sweep(tmp, tag, alphas, [], CUT_TASKS, cache_tag="shared", env={"MOEE_FAST_COLUMNS": flag})
@@ -405,9 +408,37 @@ def cut_section(args, log=print) -> dict:
     return out
 
 
+def widen_cache(root: Path, model: dict, seed: int = 0) -> str:
+    """Rewrite every cached HS / RW of the tiny model at a real model's dims (HS: hidden; RW: moe_layers x experts),
+    as fixed random projections of the tiny features (so texts keep their structure): the real runner then reads,
+    fuses and scores embeddings of the real size (OLMoE's MoEE: 3072 dims) without a real model's extraction."""
+    import json
+    import shutil
+
+    from moee_exp.cache import Namespace
+
+    rng = np.random.default_rng(seed)
+    shapes = {"hs": (model["hidden"],), "rw": (model["moe_layers"], model["experts"])}
+    for folder in sorted(p for p in root.iterdir() if (p / "meta.json").exists()):
+        identity = json.loads((folder / "meta.json").read_text())
+        old = Namespace(folder, identity)
+        for feature, shape in shapes.items():
+            old.refresh(feature)
+            keys = list(old._index[feature])
+            values = old.get(keys, feature).reshape(len(keys), -1).astype(np.float64)
+            wide = values @ rng.standard_normal((values.shape[1], int(np.prod(shape))))
+            shutil.rmtree(folder / feature)
+            Namespace(folder, identity).put(keys, feature, wide.reshape(len(keys), *shape).astype(np.float32))
+    hs, (layers, experts) = shapes["hs"][0], shapes["rw"]
+    return {"hs": hs, "rw": f"{layers} x {experts}", "moee": hs + layers * experts}
+
+
 def cut_report(res: dict) -> str:
     b, a, n = res["before"], res["after"], res["jobs"]
-    return "\n".join([
+    w = res.get("widened")
+    dims = (f"features at OLMoE-1B-7B's dims (HS {w['hs']}, RW {w['rw']}: MoEE {w['moee']} dims), random projections "
+            "of the tiny model's") if w else "the tiny model's features (MoEE 96 dims)"
+    return f"{n} jobs over {res['tasks']} at real size; {dims}.\n\n" + "\n".join([
         "| measure | before (datasets' Column row by row) | after (`moee_exp.fast_columns`) | ratio |",
         "|---|---|---|---|",
         f"| wall time of the sweep ({n} jobs, one process) | {b['wall']:.0f} s | {a['wall']:.0f} s | "

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from conftest import tiny_model_cfg
-from datasets import ClassLabel, Dataset, Features, List, Value
+from datasets import ClassLabel, Dataset, Features, List, Value, load_from_disk
 
 from moee_exp import evaluate, fast_columns
 from moee_exp.cache import open_cache
@@ -52,8 +52,12 @@ def _reads(ds) -> dict:
     return out
 
 
-def test_a_column_reads_the_same_values_in_one_batch(patched, monkeypatch):
+@pytest.mark.parametrize("storage", ["memory", "disk"])
+def test_a_column_reads_the_same_values_in_one_batch(patched, monkeypatch, storage, tmp_path):
     ds = _dataset()
+    if storage == "disk":  # memory-mapped Arrow files, as datasets loaded from the hub cache are
+        ds.save_to_disk(tmp_path / "ds")
+        ds = load_from_disk(tmp_path / "ds")
     expected = _reads(ds)
     assert fast_columns.install()
     per_row = []

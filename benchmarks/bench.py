@@ -32,8 +32,9 @@ Sections, each reported as a ratio:
             lock; wall time, CPU time, texts extracted, and the largest score difference.
   cut       (not in the default set) the alpha sweep's dominant cost cut: --alpha-jobs moee_sum jobs over one paper
             dataset per task type at real size (synthetic data, tiny model, features cached first and widened to
-            OLMoE-1B-7B's dims, --cut-dims), one after the other, with datasets' lazy Column read row by row (MOEE_FAST_COLUMNS=0) and in one batch
-            (moee_exp.fast_columns); wall time, scoring time, the largest score difference (~8 min).
+            OLMoE-1B-7B's dims, --cut-dims), one after the other, with datasets' lazy Column read row by row
+            (MOEE_FAST_COLUMNS=0) and in one batch (moee_exp.fast_columns); wall time, scoring time, the largest
+            score difference (~10 min).
 
 `--model tiny` uses the default tiny model for sweep/overhead/padding and a larger tiny OLMoE (hidden 512, 8 layers,
 16 experts, texts of 300-600 tokens) for overhead and memory, built into a temp dir. `--model olmoe-full` builds

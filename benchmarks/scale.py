@@ -325,7 +325,8 @@ def run_sweep(tmp: Path, tag: str, alphas: str, extra: list[str], tasks: str = A
            "progress=false", f"cache.dir={cache}", f"hydra.sweep.dir={sweep}", *extra]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=env)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
@@ -408,7 +409,7 @@ def cut_section(args, log=print) -> dict:
     return out
 
 
-def widen_cache(root: Path, model: dict, seed: int = 0) -> str:
+def widen_cache(root: Path, model: dict, seed: int = 0) -> dict:
     """Rewrite every cached HS / RW of the tiny model at a real model's dims (HS: hidden; RW: moe_layers x experts),
     as fixed random projections of the tiny features (so texts keep their structure): the real runner then reads,
     fuses and scores embeddings of the real size (OLMoE's MoEE: 3072 dims) without a real model's extraction."""

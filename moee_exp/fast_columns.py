@@ -2,14 +2,14 @@
 
 Since datasets 4, ``dataset["text"]`` is a lazy ``Column``. mteb's evaluators turn such columns into arrays and new
 datasets (``np.asarray(labels)`` in every sklearn metric, ``Dataset.from_dict({"text": column})`` before each
-encode, ``labels[i]`` in loops), and each of those reads the column one row at a time through datasets' formatter
-(~50-100 µs a row). At real size that is most of mteb's scoring time (datasets 3.x returned a list and did not
+encode, ``labels[i]`` in loops), and each of those reads the column one row at a time through datasets' formatter.
+At real size that is most of mteb's scoring time (datasets 3.x returned a list and did not
 pay it), and an α sweep pays it again for every α: BENCHMARKS.md, "The α sweep".
 
 ``install()`` makes a Column of an unformatted (Python) dataset read its values once, as one batch through the same
 formatter (so the same decoded values), and serve iteration and reads of single rows from them (numpy and
-pyarrow read a sequence through those; single rows switch after a few, so a peek does not read a whole column). Any other case (a formatted dataset, a nested column, a list of indices)
-goes to datasets' own code. Scores are unchanged (tests/test_fast_columns.py); ``MOEE_FAST_COLUMNS=0`` leaves
+pyarrow read a sequence through those; single rows switch after a few, so a peek does not read a whole column).
+Any other case (a formatted dataset, a nested column, a slice, a list of indices) goes to datasets' own code. Scores are unchanged (tests/test_fast_columns.py); ``MOEE_FAST_COLUMNS=0`` leaves
 datasets as it is.
 """
 

@@ -84,14 +84,17 @@ def test_formatted_datasets_keep_datasets_own_path(patched):
     ds = _dataset().with_format("numpy")
     before = [type(x) for x in ds["label"]]
     fast_columns.install()
-    assert [type(x) for x in ds["label"]] == before  # numpy scalars, as datasets formats them
-    assert "_moee_values" not in vars(ds["label"])
+    col = ds["label"]
+    assert [type(x) for x in col] + [type(col[i]) for i in range(40)] == before * 2  # numpy scalars, as datasets'
+    assert "_moee_values" not in vars(col)  # ... and nothing read in one batch
 
 
 def test_off_when_asked(patched, monkeypatch):
     monkeypatch.setenv("MOEE_FAST_COLUMNS", "0")
     assert not fast_columns.install()
-    assert fast_columns._original == {} and "_moee_values" not in vars(Dataset.from_dict({"a": [1]})["a"])
+    col = Dataset.from_dict({"a": list(range(40))})["a"]
+    assert [col[i] for i in range(40)] == list(col) == list(range(40))
+    assert fast_columns._original == {} and "_moee_values" not in vars(col)
 
 
 @pytest.fixture(scope="module")

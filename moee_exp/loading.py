@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 
-from . import models  # noqa: F401  registers our classes (DeepSeekMoE) with the Auto classes
 from .routers import NotAMoEModelError, Router, expert_count, find_routers
 
 log = logging.getLogger(__name__)
@@ -97,12 +96,21 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def register_own_models() -> None:
+    """Register our model classes (DeepSeekMoE) with transformers' Auto classes, before a config is read. Done here,
+    not at import: it imports transformers' modeling stack, which ``import moee_exp`` (a library user's, or a job
+    whose features are all cached) does not need."""
+    from . import models  # noqa: F401
+
+
 def _looks_local(name_or_path: str) -> bool:
     return name_or_path.startswith((".", "/", "~")) or Path(name_or_path).expanduser().exists()
 
 
 def _load_config(name_or_path: str, revision: str | None, trust_remote_code: bool):
     from transformers import AutoConfig
+
+    register_own_models()
 
     if _looks_local(name_or_path) and not (Path(name_or_path).expanduser() / "config.json").exists():
         raise ModelNotFoundError(
@@ -170,6 +178,7 @@ def tiny_config(spec):
 
     from omegaconf import DictConfig, OmegaConf
 
+    register_own_models()
     spec = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec)
     try:
         return AutoConfig.for_model(str(spec["model_type"]), **dict(spec.get("config") or {}))

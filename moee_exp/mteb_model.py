@@ -46,6 +46,9 @@ def architecture_facts(name_or_path: str, revision: str | None = None, trust_rem
     """Parameter counts and RW shape of a checkpoint, from its config alone (a weightless copy on the meta device)."""
     from transformers import AutoConfig, AutoModel
 
+    from .loading import register_own_models
+
+    register_own_models()
     config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     with torch.device("meta"):
         model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)

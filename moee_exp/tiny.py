@@ -60,7 +60,9 @@ def ensure_tiny_model(spec: dict, cache_dir: str | Path) -> Path:
         return out
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from . import models  # noqa: F401  model types this project owns (e.g. deepseek) must be registered
+    from .loading import register_own_models
+
+    register_own_models()  # model types this project owns (e.g. deepseek) must be registered
 
     tokenizer = _train_tokenizer(spec.get("vocab_size", 512))
     ids = {k.replace("_token", "_token_id"): tokenizer.convert_tokens_to_ids(v) for k, v in SPECIAL_TOKENS.items()}

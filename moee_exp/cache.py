@@ -65,6 +65,18 @@ class CacheMiss(KeyError):
     """A shard vanished or failed between indexing and reading: the caller looks its texts up again."""
 
 
+class ReadOnlyCacheError(OSError):
+    """A job needs features that a read-only cache does not hold (reported as one line naming cache.dir)."""
+
+
+def writable(path: Path) -> bool:
+    """Whether ``path``, or the nearest parent that exists, is a dir this process may create files in."""
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+
+
 def text_key(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:KEY_BYTES]
 
@@ -149,7 +161,9 @@ class Namespace:
                     index.setdefault(key, (n, row))
 
     def _verify(self, path: Path, digest: str):
-        """Open a shard whose bytes hash to its name; a bad one is logged and removed (None)."""
+        """Open a shard whose bytes hash to its name. Bytes proven wrong (checksum, layout): logged and removed.
+        A shard that cannot be read (permission denied on a shared cache, a network filesystem's I/O error) is
+        someone's good features: skipped for the life of the process, left in place, logged once (None)."""
         try:
             if _file_sha(path)[:32] != digest:
                 raise ValueError("its bytes do not match its checksum (truncated or corrupted)")
@@ -163,7 +177,11 @@ class Namespace:
             del arr
         except FileNotFoundError:
             return None, []
-        except (OSError, ValueError) as err:
+        except OSError as err:  # could not read it: proves nothing about its bytes
+            log.warning("feature cache: skipping unreadable shard %s (left in place): %s", path, err)
+            self._seen.setdefault(path.parent.name, set()).add(path.name)
+            return None, []
+        except ValueError as err:
             log.warning("feature cache: ignoring and removing bad shard %s: %s", path, err)
             try:
                 path.unlink()
@@ -352,6 +370,8 @@ def open_cache(cfg: Mapping | None) -> FeatureCache | None:
     key = (str(root), str(cfg.get("dtype", "float32")), bool(cfg.get("lock", True)))
     if key not in _caches:
         _caches[key] = FeatureCache(root, key[1], key[2])
+        if not writable(root):  # a lab's shared cache: serves every job whose features it holds
+            log.info("feature cache %s is read-only: features are read from it; a job that misses one stops", root)
     return _caches[key]
 
 

@@ -304,4 +304,13 @@ def check_here(cfg) -> None:
     if cfg.model.tiny:
         _check_writable_dir(cfg.model.cache_dir, "model.cache_dir")
     if cfg.get("cache") is not None and cfg.cache.enabled:
-        _check_writable_dir(cfg.cache.dir, "cache.dir")
+        _check_cache_dir(cfg.cache.dir)
+
+
+def _check_cache_dir(path) -> None:
+    """cache.dir must be writable, unless it is an existing dir this job can read: a read-only cache (a lab's shared
+    features) serves every job whose features it holds; a job that misses one stops then (moee_exp.featurize)."""
+    p = Path(str(path)).expanduser().absolute()
+    if p.is_dir() and os.access(p, os.R_OK | os.X_OK):
+        return
+    _check_writable_dir(path, "cache.dir")

@@ -1,5 +1,6 @@
 """The exceptions that mean 'the user asked for something wrong' and are reported as one line."""
 
+from .cache import ReadOnlyCacheError
 from .config import ConfigError
 from .extract import NonFiniteFeatureError
 from .loading import ModelNotFoundError
@@ -16,7 +17,7 @@ class DatasetUnavailableError(OSError):
 
 
 USER_ERRORS = (ConfigError, ModelNotFoundError, NotAMoEModelError, NonFiniteFeatureError, UnknownTaskError, ImportError,
-               DatasetUnavailableError)
+               DatasetUnavailableError, ReadOnlyCacheError)
 
 
 def error_line(err: BaseException) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from .cache import CacheMiss, FeatureCache, model_identity, text_key
+from .cache import CacheMiss, FeatureCache, ReadOnlyCacheError, model_identity, text_key, writable
 from .extract import DEFAULT_FEATURES, EXTRACTION_VERSION, NonFiniteFeatureError, clean_text, extract, prompt_texts
 from .loading import LoadedModel, check_max_length, load_model
 from .prompts import check_template
@@ -114,6 +114,12 @@ class Featurizer:
         have = {name: ns.contains(keys, name) for name in names}
         missing = ~np.logical_and.reduce(list(have.values()))
         first = {}  # unique missing texts, first occurrence
+        if missing.any() and not writable(ns.path):  # a shared read-only cache: fail before any model is loaded
+            raise ReadOnlyCacheError(
+                f"cache.dir={self.cache.root} is read-only and lacks the features of "
+                f"{len({keys[i] for i in np.flatnonzero(missing)})} text(s){f' of {desc}' if desc else ''}: point "
+                "cache.dir at a writable dir (or use cache=off) to extract them"
+            )
         if missing.any():
             with ns.extract_lock():  # a concurrent job of the sweep may be extracting them right now: take turns
                 have = {name: ns.contains(keys, name) for name in names}  # ... and read what it stored meanwhile

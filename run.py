@@ -9,6 +9,7 @@ from hydra.types import RunMode
 
 from moee_exp.config import check_here, register, validate
 from moee_exp.errors import USER_ERRORS, error_line
+from moee_exp.faults import is_write_fault, write_error
 from moee_exp.preflight import check_reachable
 
 register()
@@ -52,6 +53,11 @@ def job(cfg, job_dir, group: str, run: bool = True) -> int:
             run_job(cfg, job_dir, group)
     except USER_ERRORS as err:  # a mistake in the command or config: one line, no traceback
         print(error_line(err), file=sys.stderr)
+        return 2
+    except Exception as err:
+        if not is_write_fault(err, space_only=True):
+            raise
+        print(error_line(write_error(job_dir, err)), file=sys.stderr)  # e.g. mteb's predictions on a full disk
         return 2
     return 0
 

@@ -106,8 +106,13 @@ class _HashingWriter:
 
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:  # full disk, quota: leave nothing behind
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 class _Shard:

@@ -2,6 +2,7 @@
 
 from .cache import ReadOnlyCacheError
 from .config import ConfigError
+from .faults import WriteError
 from .extract import NonFiniteFeatureError
 from .loading import ModelNotFoundError
 from .routers import NotAMoEModelError
@@ -17,7 +18,8 @@ class DatasetUnavailableError(OSError):
 
 
 USER_ERRORS = (ConfigError, ModelNotFoundError, NotAMoEModelError, NonFiniteFeatureError, UnknownTaskError, ImportError,
-               DatasetUnavailableError, ReadOnlyCacheError)
+               DatasetUnavailableError, ReadOnlyCacheError,
+               WriteError)
 
 
 def error_line(err: BaseException) -> str:

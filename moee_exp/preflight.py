@@ -49,12 +49,32 @@ def check_reachable(cfg) -> None:
         raise
 
 
+def check_output_dir(config, key: str) -> None:
+    """Hydra creates the job's (or sweep's) dir before any job code runs: a dir that cannot be created would end
+    in Hydra's traceback, so it is checked here, in the callback that runs first."""
+    from omegaconf import OmegaConf
+
+    from .config import _check_writable_dir
+
+    _check_writable_dir(OmegaConf.select(config, key), key)
+
+
 class Preflight(Callback):
+    def on_run_start(self, config, **kwargs) -> None:
+        from .errors import USER_ERRORS, error_line
+
+        try:
+            check_output_dir(config, "hydra.run.dir")
+        except USER_ERRORS as err:
+            print(error_line(err), file=sys.stderr)
+            sys.exit(2)
+
     def on_multirun_start(self, config, **kwargs) -> None:
         from .config import validate
         from .errors import USER_ERRORS, error_line
 
         try:
+            check_output_dir(config, "hydra.sweep.dir")
             validate(config)
             check_reachable(config)
             from .tasks import check_prediction_types, tasks_from_config

@@ -14,21 +14,31 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pandas as pd
 
+from .faults import is_write_fault, write_error
+
 log = logging.getLogger(__name__)
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so a killed job never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write via a temp file and rename, so a killed job never leaves a half-written file. A write that fails (full
+    disk, quota, file-size limit, unwritable dir) removes its temp file, keeps the old file and raises WriteError."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:
+        with suppress(OSError):
+            tmp.unlink()
+        if is_write_fault(err):
+            raise write_error(path, err) from None
+        raise
 
 
 def write_row(job_dir: Path, row: Mapping) -> Path:

@@ -189,3 +189,33 @@ def plan(job_dir: Path, tasks: Sequence, job_ident: Mapping, overwrite: bool = F
     if overwrite and results.is_dir() and any(results.glob("*.json")):
         log.info("overwrite=true: computing every dataset again")
     return result
+
+
+def foreign_rows(job_dir: Path, job_ident: Mapping) -> dict[str, list[str]]:
+    """Rows in ``job_dir/results`` computed with another job config (model, prompt, emb, α, code, ...), whatever
+    their task: {task name: the identity fields that differ}. A dir holds one config's rows, so that its results/
+    and results.csv never mix two configs: the runner refuses to replace them unless ``overwrite=true``."""
+    found = {}
+    for path in sorted((Path(job_dir) / "results").glob("*.json")):
+        row = _read_row(path)
+        if row is None:
+            continue  # unreadable: recomputed (plan says so)
+        old = row.get("identity")
+        old = {k: v for k, v in old.items() if k != "task"} if isinstance(old, Mapping) else None
+        fields = _changed(old, dict(job_ident))
+        if fields:
+            found[str(row.get("task") or path.stem)] = fields
+    return found
+
+
+def set_aside(job_dir: Path, names) -> Path:
+    """Move the rows of ``names`` (and their predictions) from ``job_dir`` to ``job_dir/replaced/<run_uid>/``."""
+    job_dir = Path(job_dir)
+    dest = job_dir / "replaced" / RUN_UID
+    for name in names:
+        for sub, file in (("results", f"{name}.json"), ("predictions", f"{name}_predictions.json")):
+            src = job_dir / sub / file
+            if src.exists():
+                (dest / sub).mkdir(parents=True, exist_ok=True)
+                src.replace(dest / sub / file)
+    return dest

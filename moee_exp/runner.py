@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from . import resume
 from .cache import open_cache
-from .config import check_here, template_of, validate
+from .config import ConfigError, check_here, template_of, validate
 from .encoder import MoEEEncoder
 from .evaluate import evaluate_tasks, main_score
 from .featurize import Featurizer
@@ -91,6 +91,17 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
         return files
 
     plan_ident = resume.job_identity(resolved, template_of(cfg.prompt))
+    foreign = resume.foreign_rows(job_dir, plan_ident)  # rows of another config: never replaced silently
+    if foreign and not overwrite:
+        fields = sorted({f for fs in foreign.values() for f in fs})
+        raise ConfigError(
+            f"{job_dir} holds results of another config for {len(foreign)} dataset(s) ({', '.join(foreign)}; "
+            f"changed: {', '.join(fields)}); nothing was replaced: run into a new dir, or add overwrite=true to move "
+            f"them to {job_dir / 'replaced'}/ and compute this config there"
+        )
+    if foreign:
+        log.warning("overwrite=true: %d result(s) of another config moved to %s", len(foreign),
+                    resume.set_aside(job_dir, foreign))
     plan = resume.plan(job_dir, tasks, plan_ident, overwrite, required)
     atomic_write(job_dir / "config.yaml", OmegaConf.to_yaml(resolved))
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import torch
@@ -70,9 +71,18 @@ def ensure_tiny_model(spec: dict, cache_dir: str | Path) -> Path:
     config = AutoConfig.for_model(spec["model_type"], vocab_size=len(tokenizer), **ids, **spec.get("config", {}))
     torch.manual_seed(spec.get("seed", 0))
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    _remove_dead_builds(out)
+    tmp = out.with_name(f"{out.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    except Exception as err:  # full disk, file-size limit, unwritable dir: no half-built model is left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        from .faults import is_write_fault, write_error
+
+        if is_write_fault(err):
+            raise write_error(out, err, "model.cache_dir (embed: --cache-dir)") from None
+        raise
     try:
         tmp.rename(out)  # atomic: a half-built model is never picked up
     except OSError:  # another process built it first
@@ -80,3 +90,21 @@ def ensure_tiny_model(spec: dict, cache_dir: str | Path) -> Path:
         if not (out / "config.json").exists():
             raise
     return out
+
+
+def _remove_dead_builds(out: Path) -> None:
+    """Temp dirs of builds whose process is gone on this host (killed mid-save): never read, so removed."""
+    for tmp in out.parent.glob(f"{out.name}.tmp-{socket.gethostname()}-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True

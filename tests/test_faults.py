@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, tiny_model_cfg
 
 from moee_exp.cache import FeatureCache, text_key
 
@@ -133,3 +133,142 @@ def test_read_only_cache_serves_a_job_it_holds_and_names_cache_dir_when_it_does_
         for p in [cache, *cache.rglob("*")]:
             p.chmod(p.stat().st_mode | 0o200)
     assert {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()} == before  # nothing written or removed
+
+
+# ------------------------------------------------------------------------- 2. full disk, quota, file-size limit
+
+
+def test_full_disk_while_writing_a_row_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    import errno
+
+    from moee_exp import record
+    from moee_exp.errors import USER_ERRORS, error_line
+
+    job = tmp_path / "job"
+    record.write_row(job, {"task": "T", "score": 1})
+    real = Path.write_text
+
+    def full_disk(self, data, *args, **kwargs):  # half the bytes land, then the disk is full
+        real(self, data[: len(data) // 2], *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    for write in (lambda: record.write_row(job, {"task": "T", "score": 2}),
+                  lambda: record.write_table(job, [{"task": "T", "score": 2}])):
+        with pytest.raises(USER_ERRORS) as caught:
+            write()
+        line = error_line(caught.value)
+        assert line.startswith(f"error: cannot write {job}") and "the disk is full; free space" in line, line
+        assert "hydra.run.dir" in line and "the same command resumes" in line
+    monkeypatch.undo()
+    assert json.loads((job / "results" / "T.json").read_text()) == {"task": "T", "score": 1}  # untouched
+    assert not (job / "results.csv").exists()
+    assert [p.name for p in job.rglob("*") if p.is_file()] == ["T.json"]  # no temp file left
+
+
+def _fsize_limit(kib: int):
+    def limit():
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit raises EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (kib * 1024, kib * 1024))
+    return limit
+
+
+def test_file_size_limit_in_the_tiny_model_build_is_one_error_and_leaves_no_half_built_model(tmp_path):
+    code = f"""
+        import yaml, run
+        from moee_exp.errors import USER_ERRORS, error_line
+        from moee_exp.tiny import ensure_tiny_model
+        spec = yaml.safe_load(open({str(ROOT / 'conf/model/tiny.yaml')!r}))["tiny"]
+        try:
+            ensure_tiny_model(spec, {str(tmp_path / 'models')!r})
+        except USER_ERRORS as err:
+            print(error_line(err))
+    """
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, env=_env(), text=True,
+                          capture_output=True, timeout=600, preexec_fn=_fsize_limit(6))
+    (line,) = error_lines(proc.stdout)
+    assert f"cannot write {tmp_path / 'models' / 'tiny'}" in line and "file-size limit" in line, proc.stderr[-2000:]
+    assert "model.cache_dir" in line
+    assert [p.name for p in (tmp_path / "models" / "tiny").iterdir()] == []  # no half-built model dir
+
+
+def test_file_size_limit_in_a_job_is_one_error_line_and_the_rerun_resumes(tmp_path):
+    from moee_exp.featurize import model_path
+
+    model_path(tiny_model_cfg())  # the session's tiny model is built (unlimited) before the limited job
+    job = tmp_path / "job"
+    args = [sys.executable, str(ROOT / "run.py"), "tasks.names=[MoEEDemoSTS,MoEEDemoReranking]", "logger=none",
+            "progress=false", f"cache.dir={tmp_path / 'features'}", f"hydra.run.dir={job}"]
+    # 6 KiB: the STS row fits, the reranking row (its per-query scores) does not
+    proc = subprocess.run(args, cwd=tmp_path, env=_env(), text=True, capture_output=True, timeout=600,
+                          preexec_fn=_fsize_limit(6))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    (line,) = error_lines(proc.stderr)
+    assert line.startswith(f"error: cannot write {job}") and "file-size limit (ulimit -f)" in line, line
+    assert "Traceback" not in proc.stderr
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".tmp")]
+    kept = sorted(p.stem for p in (job / "results").glob("*.json"))
+    assert kept == ["MoEEDemoSTS"]
+    rerun = subprocess.run(args, cwd=tmp_path, env=_env(), text=True, capture_output=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "reusing 1 result(s)" in rerun.stderr + rerun.stdout
+    assert sorted(p.stem for p in (job / "results").glob("*.json")) == ["MoEEDemoReranking", "MoEEDemoSTS"]
+
+
+# ------------------------------------------------------------------------- 3. an output dir that cannot be created
+
+
+@pytest.mark.parametrize("mode", ["run", "sweep"])
+def test_output_dir_that_cannot_be_created_is_one_error_line(tmp_path, mode):
+    (tmp_path / "a_file").write_text("not a dir")
+    key = "hydra.run.dir" if mode == "run" else "hydra.sweep.dir"
+    cmd = [sys.executable, str(ROOT / "run.py"), *(["-m", "emb=hs,rw"] if mode == "sweep" else []), TASK,
+           "logger=none", f"{key}={tmp_path / 'a_file' / 'out'}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), text=True, capture_output=True, timeout=600)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "NotADirectoryError" not in proc.stderr
+    assert error_lines(proc.stderr) == [f"error: {key}='{tmp_path / 'a_file' / 'out'}' cannot be used: "
+                                        f"'{tmp_path / 'a_file'}' is not a dir; point {key} at a writable dir"]
+
+
+def test_unwritable_output_dir_is_one_error_line(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    cmd = [sys.executable, str(ROOT / "run.py"), TASK, "logger=none", f"hydra.run.dir={locked / 'out'}"]
+    proc = subprocess.run(unprivileged(cmd), cwd=tmp_path, env=_env(), text=True, capture_output=True, timeout=600)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert error_lines(proc.stderr) == [f"error: hydra.run.dir='{locked / 'out'}' cannot be used: '{locked}' is not "
+                                        "writable; point hydra.run.dir at a writable dir"]
+
+
+# ------------------------------------------------------------------------- 6. a rerun with a changed config
+
+
+def test_rerun_with_a_changed_config_keeps_the_old_rows_and_never_mixes_two_configs(tmp_path):
+    from moee_exp.config import ConfigError
+    from moee_exp.runner import run_job
+
+    job, both = tmp_path / "job", "tasks.names=[MoEEDemoSTS,MoEEDemoPairClassification]"
+    base = ["logger=none", "progress=false", "emb=moee_sum", f"cache.dir={tmp_path / 'features'}"]
+    run_job(_compose(both, *base, "weights.alpha=1.0"), job, "g")
+    before = {p.name: p.read_bytes() for p in (job / "results").iterdir()}
+    table = (job / "results.csv").read_bytes()
+
+    with pytest.raises(ConfigError) as refused:  # one dataset, another α, into the same dir
+        run_job(_compose(TASK, *base, "weights.alpha=0.5"), job, "g")
+    message = str(refused.value)
+    assert "holds results of another config for 2 dataset(s)" in message and "weights" in message
+    assert "overwrite=true" in message and "\n" not in message
+    assert {p.name: p.read_bytes() for p in (job / "results").iterdir()} == before  # nothing replaced
+    assert (job / "results.csv").read_bytes() == table
+
+    rows = run_job(_compose(TASK, *base, "weights.alpha=0.5", "overwrite=true"), job, "g")
+    assert [(r["task"], r["alpha"]) for r in rows] == [("MoEEDemoSTS", 0.5)]
+    (moved,) = (job / "replaced").iterdir()  # the α=1 rows are kept, out of results/
+    assert {p.name: p.read_bytes() for p in (moved / "results").iterdir()} == before
+    assert {json.loads(p.read_text())["alpha"] for p in (job / "results").glob("*.json")} == {0.5}
+    assert sorted(p.name for p in (job / "results").iterdir()) == ["MoEEDemoSTS.json"]
+    assert (job / "results.csv").read_text().count("\n") == 2  # header + the one α=0.5 row

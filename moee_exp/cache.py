@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import re
+import socket
 import threading
 import time
 import uuid
@@ -59,10 +60,17 @@ _SHARD_NAME = re.compile(r"^([0-9a-f]{32})\.npy$")
 _FEATURE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 _TMP_PREFIX = ".tmp-"
 _STALE_TMP_S = 24 * 3600  # a temp file this old belongs to a writer that was killed
+LOCK_FIRST_LOG_S = 2.0  # a job waiting for the extraction lock says who holds it after this long ...
+LOCK_LOG_EVERY_S = 60.0  # ... and then this often
+LOCK_POLL_S = 0.25
 
 
 class CacheMiss(KeyError):
     """A shard vanished or failed between indexing and reading: the caller looks its texts up again."""
+
+
+class LockWaitTimeout(TimeoutError):
+    """A job waited ``cache.lock_wait_s`` for another job's extraction lock (reported as one line)."""
 
 
 class ReadOnlyCacheError(OSError):
@@ -125,10 +133,12 @@ class _Shard:
 class Namespace:
     """The cached features of one model × prompt × settings: ``contains``, ``get`` and ``put`` by text key."""
 
-    def __init__(self, path: Path, identity: Mapping, dtype: str = "float32", lock: bool = True):
+    def __init__(self, path: Path, identity: Mapping, dtype: str = "float32", lock: bool = True,
+                 lock_stale_s: float = 300, lock_wait_s: float = 0):
         if dtype not in CACHE_DTYPES:
             raise ValueError(f"cache dtype {dtype!r} is not one of {CACHE_DTYPES}")
         self.path, self.identity, self.dtype, self.lock = Path(path), dict(identity), dtype, lock
+        self.lock_stale_s, self.lock_wait_s = lock_stale_s, lock_wait_s
         self._lock = threading.RLock()
         self._shards: dict[str, list[_Shard | None]] = {}
         self._index: dict[str, dict[bytes, tuple[int, int]]] = {}
@@ -304,29 +314,102 @@ class Namespace:
 
     @contextlib.contextmanager
     def extract_lock(self):
-        """Held while extracting and storing missed texts: concurrent jobs on this namespace take turns."""
+        """Held while extracting and storing missed texts: concurrent jobs on this namespace take turns.
+
+        The holder writes who it is (host, pid, since) into the lock file and refreshes its mtime every few seconds.
+        A waiter logs the holder within seconds and then every minute; it takes over (goes on without the lock: the
+        cache's writes are atomic, so at worst a text is extracted twice) from a holder whose pid is gone on this
+        host or whose lock was not refreshed for ``lock_stale_s`` (hung, stopped, or on a dead node); after
+        ``lock_wait_s`` (0: no limit) it gives up with LockWaitTimeout."""
         if not self.lock or fcntl is None:
             yield
             return
+        path = self.path / ".extract.lock"
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            f = open(self.path / ".extract.lock", "a+b")  # noqa: SIM115 (closed below)
+            f = open(path, "a+b")  # noqa: SIM115 (closed below)
         except OSError as err:
             log.warning("feature cache: no extraction lock under %s (%s); jobs may extract the same texts", self.path, err)
             yield
             return
+        stop = threading.Event()
         try:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            except OSError as err:  # e.g. a filesystem without flock
-                log.warning("feature cache: flock failed under %s (%s); jobs may extract the same texts", self.path, err)
+            if self._acquire(f, path):
+                _claim(f, path, stop, self.lock_stale_s)
             yield
         finally:
+            stop.set()
             f.close()  # releases the lock
+
+    def _acquire(self, f, path: Path) -> bool:
+        """Take the lock (True), or take over from a dead / hung holder (False); raise LockWaitTimeout at the limit."""
+        start = time.monotonic()
+        next_log = start + LOCK_FIRST_LOG_S
+        while True:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                pass
+            except OSError as err:  # e.g. a filesystem without flock
+                log.warning("feature cache: flock failed under %s (%s); jobs may extract the same texts", self.path, err)
+                return False
+            holder, age = _holder(path)
+            who = (f"{holder.get('host')} pid {holder.get('pid')} since {holder.get('since')}" if holder
+                   else "a job that did not say who it is")
+            from .faults import pid_alive
+
+            gone = holder.get("host") == socket.gethostname() and not pid_alive(int(holder.get("pid") or 0))
+            if gone or age > self.lock_stale_s:
+                why = "is gone" if gone else f"has not refreshed it for {age:.0f} s (cache.lock_stale_s={self.lock_stale_s})"
+                log.warning("feature cache: the extraction lock %s is held by %s, which %s: taking over (extracting "
+                            "without it)", path, who, why)
+                return False
+            waited = time.monotonic() - start
+            if self.lock_wait_s and waited >= self.lock_wait_s:
+                raise LockWaitTimeout(
+                    f"gave up after {waited:.0f} s waiting for the feature cache's extraction lock {path}, held by "
+                    f"{who}: raise cache.lock_wait_s (0 waits for ever) or end that job"
+                )
+            if time.monotonic() >= next_log:
+                log.warning("feature cache: waiting for the extraction lock %s, held by %s (waited %.0f s)", path, who,
+                            waited)
+                next_log = time.monotonic() + LOCK_LOG_EVERY_S
+            time.sleep(LOCK_POLL_S)
 
     def nbytes(self) -> int:
         """Bytes of the shards on disk (all features)."""
         return sum(p.stat().st_size for p in self.path.glob("*/*.npy"))
+
+
+def _claim(f, path: Path, stop: threading.Event, stale_s: float) -> None:
+    """Write who holds the lock into it and refresh its mtime until ``stop`` is set (a daemon thread)."""
+    info = {"host": socket.gethostname(), "pid": os.getpid(),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime())}
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps(info).encode())
+        f.flush()
+    except OSError:
+        return
+
+    def refresh():
+        while not stop.wait(max(0.5, min(30.0, stale_s / 5))):
+            with contextlib.suppress(OSError):
+                os.utime(path)
+
+    threading.Thread(target=refresh, name="moee-lock-refresh", daemon=True).start()
+
+
+def _holder(path: Path) -> tuple[dict, float]:
+    """Who holds the lock (what it wrote; {} if unknown) and seconds since it last refreshed it."""
+    try:
+        age = time.time() - path.stat().st_mtime
+        info = json.loads(path.read_bytes() or b"{}")
+    except (OSError, ValueError):
+        return {}, 0.0
+    return (info if isinstance(info, dict) else {}), age
 
 
 def _check_feature(feature: str) -> None:
@@ -345,10 +428,12 @@ def _remove_if_stale(path: Path) -> None:
 class FeatureCache:
     """The cache root: one Namespace per identity, kept for the life of the object."""
 
-    def __init__(self, root: str | Path, dtype: str = "float32", lock: bool = True):
+    def __init__(self, root: str | Path, dtype: str = "float32", lock: bool = True, lock_stale_s: float = 300,
+                 lock_wait_s: float = 0):
         if dtype not in CACHE_DTYPES:
             raise ValueError(f"cache.dtype={dtype!r} is not one of {', '.join(CACHE_DTYPES)}")
         self.root, self.dtype, self.lock = Path(root).expanduser(), dtype, lock
+        self.lock_stale_s, self.lock_wait_s = lock_stale_s, lock_wait_s
         self._namespaces: dict[str, Namespace] = {}
         self._lock = threading.Lock()
 
@@ -357,7 +442,8 @@ class FeatureCache:
         name = identity_hash(identity)
         with self._lock:
             if name not in self._namespaces:
-                self._namespaces[name] = Namespace(self.root / name, identity, self.dtype, self.lock)
+                self._namespaces[name] = Namespace(self.root / name, identity, self.dtype, self.lock,
+                                                   self.lock_stale_s, self.lock_wait_s)
             return self._namespaces[name]
 
 
@@ -372,9 +458,10 @@ def open_cache(cfg: Mapping | None) -> FeatureCache | None:
     if not cfg or not cfg.get("enabled", True):
         return None
     root = Path(str(cfg["dir"])).expanduser().absolute()
-    key = (str(root), str(cfg.get("dtype", "float32")), bool(cfg.get("lock", True)))
+    key = (str(root), str(cfg.get("dtype", "float32")), bool(cfg.get("lock", True)),
+           float(cfg.get("lock_stale_s", 300)), float(cfg.get("lock_wait_s", 0)))
     if key not in _caches:
-        _caches[key] = FeatureCache(root, key[1], key[2])
+        _caches[key] = FeatureCache(root, *key[1:])
         if not writable(root):  # a lab's shared cache: serves every job whose features it holds
             log.info("feature cache %s is read-only: features are read from it; a job that misses one stops", root)
     return _caches[key]

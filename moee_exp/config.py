@@ -100,6 +100,9 @@ class CacheConfig:
     dir: str = "${paths.cache_dir}/features"  # shared by concurrent jobs (joblib, SLURM arrays) on one filesystem
     dtype: str = "float32"  # float32 | float16 (half the disk; features rounded to float16)
     lock: bool = True  # concurrent jobs take turns to extract, so each text is extracted once (moee_exp.cache)
+    # a holder of the extraction lock that has not refreshed it for this long (hung, stopped, dead node) is taken over
+    lock_stale_s: int = field(default=300, metadata={"min": 1})
+    lock_wait_s: int = field(default=0, metadata={"min": 0})  # give up waiting for the lock after this long; 0: never
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The exceptions that mean 'the user asked for something wrong' and are reported as one line."""
 
-from .cache import ReadOnlyCacheError
+from .cache import LockWaitTimeout, ReadOnlyCacheError
 from .config import ConfigError
 from .faults import WriteError
 from .extract import NonFiniteFeatureError
@@ -19,7 +19,7 @@ class DatasetUnavailableError(OSError):
 
 USER_ERRORS = (ConfigError, ModelNotFoundError, NotAMoEModelError, NonFiniteFeatureError, UnknownTaskError, ImportError,
                DatasetUnavailableError, ReadOnlyCacheError,
-               WriteError)
+               WriteError, LockWaitTimeout)
 
 
 def error_line(err: BaseException) -> str:

@@ -60,6 +60,19 @@ def write_error(path, err: BaseException, key: str = "hydra.run.dir (hydra.sweep
                                  "command resumes")
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (another user's counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 # ---------------------------------------------------------------------------------------------------- preemption
 
 

@@ -94,17 +94,10 @@ def ensure_tiny_model(spec: dict, cache_dir: str | Path) -> Path:
 
 def _remove_dead_builds(out: Path) -> None:
     """Temp dirs of builds whose process is gone on this host (killed mid-save): never read, so removed."""
+    from .faults import pid_alive
+
     for tmp in out.parent.glob(f"{out.name}.tmp-{socket.gethostname()}-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True

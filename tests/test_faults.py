@@ -272,3 +272,105 @@ def test_rerun_with_a_changed_config_keeps_the_old_rows_and_never_mixes_two_conf
     assert {json.loads(p.read_text())["alpha"] for p in (job / "results").glob("*.json")} == {0.5}
     assert sorted(p.name for p in (job / "results").iterdir()) == ["MoEEDemoSTS.json"]
     assert (job / "results.csv").read_text().count("\n") == 2  # header + the one α=0.5 row
+
+
+# ------------------------------------------------------------------------- 4. the extraction lock: hung or dead holders
+
+HOLDER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from moee_exp.cache import FeatureCache
+ns = FeatureCache({cache!r}, lock_stale_s={stale}).namespace({ident!r})
+with ns.extract_lock():
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def _holder(tmp_path, stale):
+    import subprocess as sp
+
+    code = HOLDER.format(root=str(ROOT), cache=str(tmp_path / "features"), stale=stale, ident=IDENT)
+    proc = sp.Popen([sys.executable, "-c", code], stdout=sp.PIPE, text=True, env=_env())
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def _wait_in_thread(ns):
+    """Enter and leave ns.extract_lock() in a thread: (thread, outcome list). A thread, so that a waiter that
+    waits for ever (today's flock) fails the test instead of hanging it."""
+    import threading
+
+    outcome = []
+
+    def wait():
+        try:
+            with ns.extract_lock():
+                outcome.append("entered")
+        except BaseException as err:  # noqa: BLE001
+            outcome.append(err)
+
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_hung_lock_holder_is_named_within_seconds_and_taken_over(tmp_path, caplog):
+    import logging
+    import signal
+    import socket
+
+    holder = _holder(tmp_path, stale=6)
+    try:
+        holder.send_signal(signal.SIGSTOP)  # hung: its pid lives, it holds the flock, it refreshes nothing
+        ns = FeatureCache(tmp_path / "features", lock_stale_s=6).namespace(IDENT)
+        with caplog.at_level(logging.WARNING, logger="moee_exp.cache"):
+            thread, outcome = _wait_in_thread(ns)
+            thread.join(120)
+        assert outcome == ["entered"], "the waiter never got past a hung holder"
+        who = f"held by {socket.gethostname()} pid {holder.pid} since "
+        waiting = [r.message for r in caplog.records if "waiting for the extraction lock" in r.message]
+        assert waiting and who in waiting[0]  # named while waiting (after LOCK_FIRST_LOG_S, before the take-over)
+        (took,) = [r.message for r in caplog.records if "taking over" in r.message]
+        assert who in took and "has not refreshed it for" in took and "cache.lock_stale_s=6" in took
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_dead_lock_holder_on_this_host_is_taken_over(tmp_path, caplog):
+    """The flock outlives its holder's pid (e.g. a child that inherited the descriptor, or NFS's lock manager)."""
+    import fcntl
+    import logging
+    import socket
+
+    ns = FeatureCache(tmp_path / "features").namespace(IDENT)
+    ns.path.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with open(ns.path / ".extract.lock", "w+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        f.write(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "since": "then"}).encode())
+        f.flush()
+        with caplog.at_level(logging.WARNING, logger="moee_exp.cache"):
+            thread, outcome = _wait_in_thread(ns)
+            thread.join(120)
+    assert outcome == ["entered"]
+    assert f"pid {int(dead.stdout)} since then, which is gone: taking over" in caplog.text
+
+
+def test_lock_wait_limit_ends_with_one_line(tmp_path):
+    from moee_exp.errors import USER_ERRORS, error_line
+
+    holder = _holder(tmp_path, stale=300)  # alive and refreshing: never taken over
+    try:
+        ns = FeatureCache(tmp_path / "features", lock_wait_s=3).namespace(IDENT)
+        thread, outcome = _wait_in_thread(ns)
+        thread.join(120)
+        (err,) = outcome
+        assert isinstance(err, USER_ERRORS), repr(err)
+        line = error_line(err)
+        assert line.startswith("error: gave up after ") and f"pid {holder.pid}" in line
+        assert "raise cache.lock_wait_s (0 waits for ever)" in line
+    finally:
+        holder.kill()
+        holder.wait()

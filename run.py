@@ -9,7 +9,7 @@ from hydra.types import RunMode
 
 from moee_exp.config import check_here, register, validate
 from moee_exp.errors import USER_ERRORS, error_line
-from moee_exp.faults import is_write_fault, write_error
+from moee_exp.faults import Preempted, is_write_fault, write_error
 from moee_exp.preflight import check_reachable
 
 register()
@@ -54,6 +54,8 @@ def job(cfg, job_dir, group: str, run: bool = True) -> int:
     except USER_ERRORS as err:  # a mistake in the command or config: one line, no traceback
         print(error_line(err), file=sys.stderr)
         return 2
+    except Preempted as stop:  # SIGTERM / SIGUSR1: the runner has kept the finished rows and said so
+        return 128 + stop.signum
     except Exception as err:
         if not is_write_fault(err, space_only=True):
             raise

@@ -119,6 +119,8 @@ def preemptible():
     requeue = _submitit_handler()
 
     def handler(signum, frame):
+        for s in PREEMPTION_SIGNALS:  # one stop: a repeated signal does not cut the clean-up short
+            signal.signal(s, signal.SIG_IGN)
         if requeue is not None:
             log.warning("%s: checkpointing for submitit, which requeues this job", signal.Signals(signum).name)
             requeue(signum, frame)  # raises SystemExit (requeued) or submitit's UncompletedJobError

@@ -33,7 +33,7 @@ def atomic_write(path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
-    except OSError as err:
+    except BaseException as err:  # also a signal (moee_exp.faults.Preempted) mid-write: no temp file left
         with suppress(OSError):
             tmp.unlink()
         if is_write_fault(err):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -12,6 +13,7 @@ from .cache import open_cache
 from .config import ConfigError, check_here, template_of, validate
 from .encoder import MoEEEncoder
 from .evaluate import evaluate_tasks, main_score
+from .faults import Preempted, preemptible, resume_hint
 from .featurize import Featurizer
 from .loading import check_model
 from .record import atomic_write, format_summary, wandb_logger, write_row, write_table
@@ -132,28 +134,33 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
         encoder.mteb_model_meta = mteb_meta
     rows = list(plan.reused.values())
     wb_config = {**resolved, "resume": plan.summary()}  # the W&B run records what was reused
-    with wandb_logger(cfg.logger, config=wb_config, job_dir=job_dir, group=group, name=run_name(ident)) as wb:
+    order = [t.metadata.name for t in tasks]
+    with preemptible(), wandb_logger(cfg.logger, config=wb_config, job_dir=job_dir, group=group,
+                                     name=run_name(ident)) as wb:
         for row in rows:
             if wb:
                 wb.log_row(row)
         truncated_before = featurizer.n_truncated
-        for row in evaluate_tasks(
-            encoder,
-            plan.todo,
-            batch_size=cfg.model.batch_size,
-            progress=cfg.progress,
-            prediction_folder=job_dir / "predictions",
-            prediction_types=prediction_types,
-            prepare=chooser,
-            result_cache=mteb_cache,
-        ):
-            n_truncated, truncated_before = featurizer.n_truncated - truncated_before, featurizer.n_truncated
-            row = {**ident, **row, "n_truncated": n_truncated, **plan.stamp(row["task"])}
-            write_row(job_dir, row)  # local first: W&B trouble never costs a result
-            rows.append(row)
-            if wb:
-                wb.log_row(row)
-        order = [t.metadata.name for t in tasks]
+        try:
+            for row in evaluate_tasks(
+                encoder,
+                plan.todo,
+                batch_size=cfg.model.batch_size,
+                progress=cfg.progress,
+                prediction_folder=job_dir / "predictions",
+                prediction_types=prediction_types,
+                prepare=chooser,
+                result_cache=mteb_cache,
+            ):
+                n_truncated, truncated_before = featurizer.n_truncated - truncated_before, featurizer.n_truncated
+                row = {**ident, **row, "n_truncated": n_truncated, **plan.stamp(row["task"])}
+                write_row(job_dir, row)  # local first: W&B trouble never costs a result
+                rows.append(row)
+                if wb:
+                    wb.log_row(row)
+        except (Preempted, SystemExit) as stop:  # SIGTERM / SIGUSR1, or submitit's requeue: keep what is finished
+            _stopped(stop, job_dir, sorted(rows, key=lambda r: order.index(r["task"])), len(tasks), wb)
+            raise
         rows.sort(key=lambda r: order.index(r["task"]))
         write_table(job_dir, rows)
         if wb:
@@ -161,3 +168,16 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
     print(f"\n{run_name(ident)}  ({cfg.tasks.name} tasks, {describe_data(cfg.tasks)}; scores x100)\n{format_summary(rows)}")
     print(f"results: {job_dir / 'results'}/ and {job_dir / 'results.csv'}")
     return rows
+
+
+def _stopped(stop: BaseException, job_dir: Path, rows: list[dict], n_tasks: int, wb) -> None:
+    """The dataset in flight is abandoned; results.csv and the W&B run get the finished rows; one line says so."""
+    if rows:  # (further SIGTERM / SIGUSR1 are ignored from here on: faults.preemptible)
+        write_table(job_dir, rows)
+        if wb:
+            wb.log_summary(rows)
+    why = f"stopped by {stop.name}" if isinstance(stop, Preempted) else "stopped for submitit's requeue"
+    then = ("the requeued job resumes from them" if not isinstance(stop, Preempted)
+            else f"run the same command with {resume_hint(job_dir)} to resume")
+    print(f"{why}: kept {len(rows)} of {n_tasks} dataset(s) in {job_dir / 'results'} (and results.csv); {then}",
+          file=sys.stderr, flush=True)

@@ -374,3 +374,117 @@ def test_lock_wait_limit_ends_with_one_line(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+# ------------------------------------------------------------------------- preemption: SIGTERM, SIGUSR1, submitit
+
+TASKS3 = ["MoEEDemoSTS", "MoEEDemoPairClassification", "MoEEDemoSummarization"]
+# On the job's 2nd dataset (first attempt only: a marker file), write the pid to the marker and hang: the test then
+# signals that pid. A sitecustomize module, so that it also runs in a submitit job's own process.
+STALL = """
+import os, pathlib, time
+marker = os.environ.get("MOEE_TEST_STALL_MARKER")
+if marker and not pathlib.Path(marker).exists():
+    import mteb
+
+    _evaluate, _calls = mteb.evaluate, []
+
+    def evaluate(*args, **kwargs):
+        _calls.append(1)
+        if len(_calls) == 2 and not pathlib.Path(marker).exists():
+            pathlib.Path(marker).write_text(str(os.getpid()))
+            time.sleep(600)
+        return _evaluate(*args, **kwargs)
+
+    mteb.evaluate = evaluate
+"""
+
+
+def _stalling_env(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(STALL)
+    marker = tmp_path / "in_flight"
+    return _env(PYTHONPATH=f"{site}{os.pathsep}{ROOT}", MOEE_TEST_STALL_MARKER=str(marker)), marker
+
+
+def _signal_when_in_flight(proc, marker, signum):
+    import signal
+    import time
+
+    deadline = time.monotonic() + 400
+    while not marker.exists() or not marker.read_text():
+        assert proc.poll() is None, f"the job ended before dataset 2: {proc.communicate()[1][-3000:]}"
+        assert time.monotonic() < deadline, "dataset 2 never started"
+        time.sleep(0.2)
+    os.kill(int(marker.read_text()), signum)
+    return signal
+
+
+def test_preemption_signal_sigusr1_raises_preempted_only_inside_the_job():
+    import signal
+
+    from moee_exp.faults import Preempted, preemptible
+
+    before = signal.getsignal(signal.SIGUSR1)
+    with pytest.raises(Preempted) as caught, preemptible():
+        os.kill(os.getpid(), signal.SIGUSR1)
+        for _ in range(1000):  # the handler runs between bytecodes
+            pass
+    assert caught.value.name == "SIGUSR1"
+    assert signal.getsignal(signal.SIGUSR1) == before
+
+
+def test_sigterm_keeps_finished_rows_writes_results_csv_and_wandb_and_says_how_to_resume(tmp_path):
+    import signal
+
+    env, marker = _stalling_env(tmp_path)
+    job = tmp_path / "job"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), f"tasks.names=[{','.join(TASKS3)}]", "logger=wandb", "progress=false",
+         f"cache.dir={tmp_path / 'features'}", f"hydra.run.dir={job}"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _signal_when_in_flight(proc, marker, signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "Traceback" not in stderr
+    stopped = [line for line in stderr.splitlines() if line.startswith("stopped by")]
+    assert stopped == [f"stopped by SIGTERM: kept 1 of 3 dataset(s) in {job / 'results'} (and results.csv); run the "
+                       f"same command with hydra.run.dir={job} to resume"]
+    assert sorted(p.stem for p in (job / "results").glob("*.json")) == [TASKS3[0]]
+    table = (job / "results.csv").read_text().splitlines()
+    assert len(table) == 2 and table[1].split(",")[table[0].split(",").index("task")] == TASKS3[0]
+    (run_dir,) = (job / "wandb").glob("offline-run-*")
+    cmd = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(run_dir)]
+    summary = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout)["summary"]
+    assert f"score/{TASKS3[0]}" in summary and "avg" in summary
+    assert not [p for p in job.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_sigterm_under_submitit_requeues_the_job_and_it_resumes(tmp_path):
+    import signal
+
+    env, marker = _stalling_env(tmp_path)
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), "-m", "hydra/launcher=local", "emb=moee_sum", "weights.alpha=1.0",
+         f"tasks.names=[{','.join(TASKS3)}]", "logger=none", "progress=false", f"cache.dir={tmp_path / 'features'}",
+         f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _signal_when_in_flight(proc, marker, signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    rows = {p.stem: json.loads(p.read_text()) for p in (sweep / "0" / "results").glob("*.json")}
+    assert sorted(rows) == sorted(TASKS3)  # the requeued job finished the job
+    first, *rest = (rows[t]["run_uid"] for t in TASKS3)
+    assert len(set(rest)) == 1 and first not in rest  # dataset 1 from the first attempt, reused by the requeued one
+    logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
+    assert "Requeued job" in logs
+    assert f"stopped for submitit's requeue: kept 1 of 3 dataset(s) in {sweep / '0' / 'results'}" in logs
+    assert len((sweep / "0" / "results.csv").read_text().splitlines()) == 4

@@ -25,6 +25,7 @@ from .prompts import TEMPLATES, check_template
 
 CONF_MODELS = Path(__file__).resolve().parents[1] / "conf" / "model"
 DEFAULT_CACHE = "~/.cache/moee_exp"
+DEFAULT_MAX_LENGTH = 512
 
 
 def resolve_model(name: str, cache_dir: str) -> tuple[str, bool]:
@@ -86,10 +87,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quantization", default="none", choices=QUANTIZATIONS)
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=_number(int, 1, 2**31 - 1), default=32)
-    p.add_argument("--max-length", type=_number(int, 8, 2**31 - 1), default=512,
-                   help="tokens per prompted text, at most the model's max_position_embeddings; longer texts are cut")
+    p.add_argument("--max-length", type=_number(int, 8, 2**31 - 1), default=None,
+                   help=f"tokens per prompted text, at most the model's max_position_embeddings; longer texts are cut "
+                        f"(default: {DEFAULT_MAX_LENGTH}, or the model's limit if that is shorter)")
     p.add_argument("--trust-remote-code", action="store_true")
-    p.add_argument("--cache-dir", default=DEFAULT_CACHE, help="where tiny models are built")
+    p.add_argument("--cache-dir", default=os.environ.get("MOEE_CACHE_DIR") or DEFAULT_CACHE,
+                   help=f"where tiny models are built (default: $MOEE_CACHE_DIR, as for run.py, else {DEFAULT_CACHE})")
     return p.parse_args(argv)
 
 
@@ -159,6 +162,9 @@ def main(argv=None) -> int:
             device=args.device,
             trust_remote_code=args.trust_remote_code or trust,
         )
+        if args.max_length is None:  # a default adapts to the model; a value the user gave is checked
+            limit = getattr(lm.model.config, "max_position_embeddings", None)
+            args.max_length = min(DEFAULT_MAX_LENGTH, limit) if isinstance(limit, int) else DEFAULT_MAX_LENGTH
         check_max_length(lm.model.config, args.max_length, "--max-length")
         feats = embed_texts(
             lm, texts, args.prompt, template=args.template, max_length=args.max_length, batch_size=args.batch_size,

@@ -488,3 +488,34 @@ def test_sigterm_under_submitit_requeues_the_job_and_it_resumes(tmp_path):
     assert "Requeued job" in logs
     assert f"stopped for submitit's requeue: kept 1 of 3 dataset(s) in {sweep / '0' / 'results'}" in logs
     assert len((sweep / "0" / "results.csv").read_text().splitlines()) == 4
+
+
+# ------------------------------------------------------------------------- the embed CLI: cache dir, max length
+
+
+def test_embed_cli_reads_moee_cache_dir(monkeypatch):
+    from moee_exp.embed import parse_args
+
+    monkeypatch.setenv("MOEE_CACHE_DIR", "/somewhere/shared")
+    assert parse_args(["--model", "tiny", "--input", "x", "--output", "y.npz"]).cache_dir == "/somewhere/shared"
+    monkeypatch.delenv("MOEE_CACHE_DIR")
+    assert parse_args(["--model", "tiny", "--input", "x", "--output", "y.npz"]).cache_dir == "~/.cache/moee_exp"
+
+
+def test_embed_cli_default_max_length_adapts_to_a_short_context_and_an_explicit_one_is_checked(tmp_path, capsys):
+    from moee_exp.embed import main
+    from moee_exp.featurize import model_path
+
+    short = tmp_path / "short_model"  # the tiny model with a 256-token context
+    shutil.copytree(model_path(tiny_model_cfg()), short)
+    config = json.loads((short / "config.json").read_text())
+    config["max_position_embeddings"] = 256
+    (short / "config.json").write_text(json.dumps(config))
+    (tmp_path / "in.txt").write_text("a text\n" + "long " * 400 + "\n")
+    args = ["--model", str(short), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "out.npz")]
+    assert main(args) == 0, capsys.readouterr().err
+    assert np.load(tmp_path / "out.npz")["emb"].shape[0] == 2
+    capsys.readouterr()
+    assert main([*args, "--max-length", "512"]) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        "error: --max-length=512 exceeds the model's max_position_embeddings=256; set --max-length=256 or less"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -135,32 +136,29 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
     rows = list(plan.reused.values())
     wb_config = {**resolved, "resume": plan.summary()}  # the W&B run records what was reused
     order = [t.metadata.name for t in tasks]
+    # SIGTERM / SIGUSR1 (or submitit's requeue) abandon the dataset in flight and keep the finished rows
     with preemptible(), wandb_logger(cfg.logger, config=wb_config, job_dir=job_dir, group=group,
-                                     name=run_name(ident)) as wb:
+                                     name=run_name(ident)) as wb, _kept_on_stop(job_dir, rows, order, wb):
         for row in rows:
             if wb:
                 wb.log_row(row)
         truncated_before = featurizer.n_truncated
-        try:
-            for row in evaluate_tasks(
-                encoder,
-                plan.todo,
-                batch_size=cfg.model.batch_size,
-                progress=cfg.progress,
-                prediction_folder=job_dir / "predictions",
-                prediction_types=prediction_types,
-                prepare=chooser,
-                result_cache=mteb_cache,
-            ):
-                n_truncated, truncated_before = featurizer.n_truncated - truncated_before, featurizer.n_truncated
-                row = {**ident, **row, "n_truncated": n_truncated, **plan.stamp(row["task"])}
-                write_row(job_dir, row)  # local first: W&B trouble never costs a result
-                rows.append(row)
-                if wb:
-                    wb.log_row(row)
-        except (Preempted, SystemExit) as stop:  # SIGTERM / SIGUSR1, or submitit's requeue: keep what is finished
-            _stopped(stop, job_dir, sorted(rows, key=lambda r: order.index(r["task"])), len(tasks), wb)
-            raise
+        for row in evaluate_tasks(
+            encoder,
+            plan.todo,
+            batch_size=cfg.model.batch_size,
+            progress=cfg.progress,
+            prediction_folder=job_dir / "predictions",
+            prediction_types=prediction_types,
+            prepare=chooser,
+            result_cache=mteb_cache,
+        ):
+            n_truncated, truncated_before = featurizer.n_truncated - truncated_before, featurizer.n_truncated
+            row = {**ident, **row, "n_truncated": n_truncated, **plan.stamp(row["task"])}
+            write_row(job_dir, row)  # local first: W&B trouble never costs a result
+            rows.append(row)
+            if wb:
+                wb.log_row(row)
         rows.sort(key=lambda r: order.index(r["task"]))
         write_table(job_dir, rows)
         if wb:
@@ -170,14 +168,21 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
     return rows
 
 
-def _stopped(stop: BaseException, job_dir: Path, rows: list[dict], n_tasks: int, wb) -> None:
-    """The dataset in flight is abandoned; results.csv and the W&B run get the finished rows; one line says so."""
-    if rows:  # (further SIGTERM / SIGUSR1 are ignored from here on: faults.preemptible)
-        write_table(job_dir, rows)
-        if wb:
-            wb.log_summary(rows)
-    why = f"stopped by {stop.name}" if isinstance(stop, Preempted) else "stopped for submitit's requeue"
-    then = ("the requeued job resumes from them" if not isinstance(stop, Preempted)
-            else f"run the same command with {resume_hint(job_dir)} to resume")
-    print(f"{why}: kept {len(rows)} of {n_tasks} dataset(s) in {job_dir / 'results'} (and results.csv); {then}",
-          file=sys.stderr, flush=True)
+@contextmanager
+def _kept_on_stop(job_dir: Path, rows: list[dict], order: list[str], wb):
+    """On SIGTERM / SIGUSR1 (faults.Preempted) or submitit's requeue (SystemExit): the dataset in flight is
+    abandoned; results.csv and the W&B run get the finished rows; one line says so."""
+    try:
+        yield
+    except (Preempted, SystemExit) as stop:
+        done = sorted(rows, key=lambda r: order.index(r["task"]))
+        if done:  # (further SIGTERM / SIGUSR1 are ignored from here on: faults.preemptible)
+            write_table(job_dir, done)
+            if wb:
+                wb.log_summary(done)
+        why = f"stopped by {stop.name}" if isinstance(stop, Preempted) else "stopped for submitit's requeue"
+        then = (f"run the same command with {resume_hint(job_dir)} to resume" if isinstance(stop, Preempted)
+                else "the requeued job resumes from them")
+        print(f"{why}: kept {len(done)} of {len(order)} dataset(s) in {job_dir / 'results'} (and results.csv); {then}",
+              file=sys.stderr, flush=True)
+        raise

@@ -24,6 +24,9 @@ Sections, each reported as a ratio:
             data from moee_exp.synthetic_tasks sized by mteb's descriptive statistics), the feature-cache bytes,
             an H100 roofline of the extraction; totals for +experiment=paper_main and alpha (~15 min, 1 core).
             python benchmarks/bench.py --sections scale --threads 1 --update BENCHMARKS.md
+  ourside   (not in the default set) our side of a job (feature-cache reads, fusion, the embeddings handed to mteb)
+            per text, before and after issue 20, on a TwitterURLCorpus-sized case at OLMoE's 3072 dims, and the main
+            scores of 4 real-size datasets with both fusions (benchmarks/ourside.py; ~3 min).
   fixed     (not in the default set) the fixed cost of the default job `python run.py`, itemised: imports,
             config, task loading, mteb evaluation, feature cache reads, W&B init and finish (benchmarks/jobcost.py).
   alpha     (not in the default set) an alpha sweep of moee_sum (--alpha-jobs) over 4 paper datasets at real size
@@ -606,6 +609,15 @@ def main() -> None:
             and sys.argv[i] not in ("--update", "--json")),  # where the results went is not part of the command
     }
     try:
+        if "ourside" in sections:
+            from benchmarks.ourside import report as ourside_report
+            from benchmarks.ourside import section as ourside_section
+
+            print("ourside ...", flush=True)
+            res["ourside"] = ourside_section(args)
+            publish(args, res, "ourside", "; CPU time", ourside_report(res["ourside"]))
+            if not sections - {"ourside"}:
+                return
         if "fixed" in sections:
             from benchmarks.jobcost import measure
             from benchmarks.jobcost import report as fixed_report

@@ -24,7 +24,8 @@ from .tiny import ensure_tiny_model
 log = logging.getLogger(__name__)
 
 TRUNCATED = "truncated"  # cached beside the features, so a cache hit still counts truncated texts
-LOAD_KEYS = ("name_or_path", "revision", "dtype", "quantization", "device", "trust_remote_code")
+LOAD_KEYS = ("name_or_path", "revision", "dtype", "quantization", "device", "trust_remote_code",
+             "experts_implementation")
 _loaded: dict[tuple, LoadedModel] = {}
 load_count = 0  # how many times a model was actually constructed in this process (tests assert on it)
 

@@ -150,8 +150,9 @@ def report(res: dict) -> str:
             o, b = r[f"{impl}/ours"], r[f"{impl}/bare"]
             lines.append(f"| {label} | `{impl}` | {o['tokens_per_s']:.0f} | {b['tokens_per_s']:.0f} | "
                          f"{o['s'] / b['s']:.3f}x | {o['tokens_per_s'] / limit:.0%} |")
-    h = res["host_per_layer_s"]
-    lines += ["", "Host cost per decoder layer (hidden 64, so the arithmetic is negligible; OLMoE's 64 experts, top-8, "
-              "32 x 32 tokens, every expert hit): " + ", ".join(
-                  f"`{k.split('/')[0]}` {v * 1e3:.2f} ms" for k, v in h.items() if k.endswith("/ours")) + "."]
+    h = res.get("host_per_layer_s")
+    if h:
+        lines += ["", "Host cost per decoder layer (hidden 64, so the arithmetic is negligible; OLMoE's 64 experts, top-8, "
+                  "32 x 32 tokens, every expert hit): " + ", ".join(
+                      f"`{k.split('/')[0]}` {v * 1e3:.2f} ms" for k, v in h.items() if k.endswith("/ours")) + "."]
     return "\n".join(lines)

@@ -220,7 +220,7 @@ def _quantization_config(quantization: str, config, dtype, trust_remote_code: bo
 
 # model.experts_implementation=auto: the experts implementation per device type, the fastest measured for our
 # extraction (BENCHMARKS.md, "Experts implementations"); a model class with one implementation keeps it.
-DEFAULT_EXPERTS = {"cpu": "grouped_mm", "cuda": "grouped_mm"}
+DEFAULT_EXPERTS = {"cpu": "eager", "cuda": "grouped_mm"}
 
 
 def set_experts(model, experts_implementation: str, device: torch.device) -> None:

@@ -24,6 +24,13 @@ Sections, each reported as a ratio:
             data from moee_exp.synthetic_tasks sized by mteb's descriptive statistics), the feature-cache bytes,
             an H100 roofline of the extraction; totals for +experiment=paper_main and alpha (~15 min, 1 core).
             python benchmarks/bench.py --sections scale --threads 1 --update BENCHMARKS.md
+  ourside   (not in the default set) our side of a job (feature-cache reads, fusion, the embeddings handed to mteb)
+            per text, before and after issue 20, on a TwitterURLCorpus-sized case at OLMoE's 3072 dims, and the main
+            scores of 4 real-size datasets with both fusions (benchmarks/ourside.py; ~3 min).
+  experts   (not in the default set) extraction on CPU under each experts implementation of the installed transformers
+            (eager, grouped_mm, batched_mm) on a random model of OLMoE-1B-7B's layer shapes (--experts-layers layers),
+            next to a bare forward and the machine's limit (active FLOPs per token / measured matmul peak)
+            (benchmarks/experts.py; ~5 min).
   fixed     (not in the default set) the fixed cost of the default job `python run.py`, itemised: imports,
             config, task loading, mteb evaluation, feature cache reads, W&B init and finish (benchmarks/jobcost.py).
   alpha     (not in the default set) an alpha sweep of moee_sum (--alpha-jobs) over 4 paper datasets at real size
@@ -581,6 +588,10 @@ def main() -> None:
     ap.add_argument("--cut-dims", choices=("olmoe", "tiny"), default="olmoe",
                     help="cut: score features at OLMoE-1B-7B's dims (the tiny model's, widened) or the tiny model's")
     ap.add_argument("--alpha-workers", type=int, default=2, help="alpha: joblib workers of the parallel sweep")
+    ap.add_argument("--experts-layers", type=int, default=2, help="experts: layers of the OLMoE-shaped model")
+    ap.add_argument("--experts-batch", type=lambda v: tuple(int(x) for x in v.split(",")), default=(8, 128),
+                    help="experts: texts,tokens of the padded batch")
+    ap.add_argument("--experts-small-tokens", type=int, default=8, help="experts: tokens of the batch batched_mm runs on")
     ap.add_argument("--update", type=Path, help="write the table into this markdown file (between bench markers)")
     ap.add_argument("--json", type=Path, help="write all measurements as JSON")
     ap.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
@@ -606,6 +617,25 @@ def main() -> None:
             and sys.argv[i] not in ("--update", "--json")),  # where the results went is not part of the command
     }
     try:
+        if "ourside" in sections:
+            from benchmarks.ourside import report as ourside_report
+            from benchmarks.ourside import section as ourside_section
+
+            print("ourside ...", flush=True)
+            res["ourside"] = ourside_section(args)
+            publish(args, res, "ourside", "; CPU time", ourside_report(res["ourside"]))
+            if not sections - {"ourside"}:
+                return
+        if "experts" in sections:
+            from benchmarks.experts import report as experts_report
+            from benchmarks.experts import section as experts_section
+
+            print("experts ...", flush=True)
+            res["experts"] = experts_section(args, clock)
+            publish(args, res, "experts", f"; {CLOCK['name']}, medians of {args.repeats}",
+                    experts_report(res["experts"]))
+            if not sections - {"ourside", "experts"}:
+                return
         if "fixed" in sections:
             from benchmarks.jobcost import measure
             from benchmarks.jobcost import report as fixed_report

@@ -29,19 +29,25 @@ DIMS = (1024, 2048, 3072)
 # shared experts), `total` everything that is read from memory in a forward pass.
 MODELS = {
     "olmoe": dict(name="OLMoE-1B-7B", hidden=2048, layers=16, moe_layers=16, experts=64, top_k=8, expert_inter=1024,
-                  shared_inter=0, dense_inter=0, total=6.9),
+                  shared_inter=0, dense_inter=0, total=6.9, experts_impl="grouped_mm"),
     "qwen_moe": dict(name="Qwen1.5-MoE-A2.7B", hidden=2048, layers=24, moe_layers=24, experts=60, top_k=4,
-                     expert_inter=1408, shared_inter=5632, dense_inter=0, total=14.3),
+                     expert_inter=1408, shared_inter=5632, dense_inter=0, total=14.3, experts_impl="grouped_mm"),
     "deepseek_moe": dict(name="DeepSeekMoE-16B", hidden=2048, layers=28, moe_layers=27, experts=64, top_k=6,
-                         expert_inter=1408, shared_inter=2 * 1408, dense_inter=10944, total=16.4),
+                         expert_inter=1408, shared_inter=2 * 1408, dense_inter=10944, total=16.4,
+                         experts_impl="eager"),  # our own class (moee_exp/models/deepseek_moe.py) loops over experts
 }
 
 # Roofline of one forward pass over a batch on one H100 SXM in bf16: time = max(FLOPs / (peak * mfu), weight bytes /
 # (HBM bandwidth * bw_eff)) + eager ops * op_overhead. transformers' MoE blocks (e.g. OlmoeExperts.forward) loop in
 # Python over the experts hit by the batch: ~op_per_expert eager ops per expert per layer, each costing the host
 # ~op_overhead to dispatch; with ~1000 tokens per batch every expert is hit, so this term dominates for short texts.
+# That is the `eager` experts implementation. transformers >= 5 runs OLMoE's and Qwen2-MoE's experts with
+# `grouped_mm` by default (model.experts_implementation=auto keeps it; BENCHMARKS.md, "Experts implementations"):
+# a fixed ~20 ops per MoE layer (sort, histc, cumsum, two grouped matmuls, gate, weighting, unpermute), whatever the
+# number of experts hit (ops_per_grouped_layer, counted in transformers.integrations.moe.grouped_mm_experts_forward).
 ROOFLINE = dict(peak_flops=989e12, mfu=0.30, hbm=3.35e12, bw_eff=0.8, op_overhead=10e-6, ops_per_expert=9,
-                ops_per_layer=25, batch_size=32, padding=1.04, chars_per_token=4.0, max_length=512)
+                ops_per_grouped_layer=20, ops_per_layer=25, batch_size=32, padding=1.04, chars_per_token=4.0,
+                max_length=512)
 
 
 def paper_tasks() -> list[str]:
@@ -182,7 +188,8 @@ def extraction_seconds(m: dict, texts: int, tokens: int) -> float:
     avg_len = tokens / texts
     compute = tokens_padded * flops_per_token(m, avg_len / 2) / (rf["peak_flops"] * rf["mfu"])
     memory = batches * m["total"] * 1e9 * 2 / (rf["hbm"] * rf["bw_eff"])
-    ops = batches * (m["layers"] * rf["ops_per_layer"] + m["moe_layers"] * m["experts"] * rf["ops_per_expert"])
+    per_moe_layer = rf["ops_per_grouped_layer"] if m["experts_impl"] == "grouped_mm" else m["experts"] * rf["ops_per_expert"]
+    ops = batches * (m["layers"] * rf["ops_per_layer"] + m["moe_layers"] * per_moe_layer)
     per_batch = [compute / batches, memory / batches]
     return batches * max(per_batch) + ops * rf["op_overhead"]
 

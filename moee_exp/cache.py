@@ -27,7 +27,8 @@ Layout (``cache.dir``, default ``${paths.cache_dir}/features``)::
   model loaded) once per model × prompt even when the jobs of a sweep start together; ``cache.lock=false`` turns
   this off (each job extracts its own misses).
 - The index (key → shard, row) is kept in memory per namespace for the life of the process, so the jobs of a
-  sweep run in one process (Hydra's basic launcher) read each shard's keys once; values are read with mmap.
+  sweep run in one process (Hydra's basic launcher) read each shard's keys once; values are read with mmap,
+  each shard's rows in file order (several times faster than in the texts' order).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +65,7 @@ _STALE_TMP_S = 24 * 3600  # a temp file this old belongs to a writer that was ki
 LOCK_FIRST_LOG_S = 2.0  # a job waiting for the extraction lock says who holds it after this long ...
 LOCK_LOG_EVERY_S = 60.0  # ... and then this often
 LOCK_POLL_S = 0.25
+GATHER_ROWS = 128  # rows copied per step of a read: a step's block (1 MB at 2048 dims) stays in the CPU's cache
 
 
 class CacheMiss(KeyError):
@@ -87,6 +90,12 @@ def writable(path: Path) -> bool:
 
 def text_key(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:KEY_BYTES]
+
+
+def text_keys(texts: Sequence[str]) -> list[bytes]:
+    """``[text_key(t) for t in texts]``, without a Python call per text (a job hashes ~10^5 texts per dataset)."""
+    sha = hashlib.sha256
+    return [sha(t.encode("utf-8", "surrogatepass")).digest()[:KEY_BYTES] for t in texts]
 
 
 def identity_hash(identity: Mapping) -> str:
@@ -211,33 +220,53 @@ class Namespace:
     def contains(self, keys: Sequence[bytes], feature: str) -> np.ndarray:
         self.refresh(feature)
         index = self._index[feature]
-        return np.fromiter((k in index for k in keys), bool, len(keys))
+        return np.fromiter(map(index.__contains__, keys), bool, len(keys))
 
-    def get(self, keys: Sequence[bytes], feature: str) -> np.ndarray:
-        """Cached values of ``keys`` in order (float features as float32). Raises CacheMiss if any is missing."""
+    def value_shape(self, key: bytes, feature: str) -> tuple:
+        """The shape of one cached value of ``feature`` (that of ``key``'s shard: all shards of a feature agree)."""
+        with self._lock:
+            return self._shards[feature][self._index[feature][key][0]].shape
+
+    def get(self, keys: Sequence[bytes], feature: str, out: np.ndarray | None = None, rows_fn=None) -> np.ndarray:
+        """Cached values of ``keys`` in order (float features as float32). Raises CacheMiss if any is missing.
+
+        ``out`` (n, *value shape), e.g. a view into a larger array, receives the values instead of a new array;
+        ``rows_fn`` maps each block of rows read (float32, in cache order) to what is written (e.g. rows scaled to
+        norm 1: moee_exp.fuse.SumSink), so a caller's transform costs no second pass over memory.
+        """
         if not len(keys):
             raise ValueError("get() needs at least one key")
         with self._lock:
             index, shards = self._index.get(feature, {}), self._shards.get(feature, [])
-            try:
-                locs = np.array([index[k] for k in keys], dtype=np.int64).reshape(len(keys), 2)
+            try:  # (shard, row) of every key, flat: one C-level pass over the dict
+                locs = np.fromiter(chain.from_iterable(map(index.__getitem__, keys)), np.int64, 2 * len(keys))
             except KeyError as err:
                 raise CacheMiss(f"{feature}: a key is not cached") from err
+            locs = locs.reshape(len(keys), 2)
             first = shards[locs[0, 0]]
-            out_dtype = np.float32 if first.dtype.kind == "f" else first.dtype
-            out = np.empty((len(keys), *first.shape), out_dtype)
-            for s in np.unique(locs[:, 0]):
-                shard, sel = shards[s], np.flatnonzero(locs[:, 0] == s)
+            if out is None:
+                out = np.empty((len(keys), *first.shape), np.float32 if first.dtype.kind == "f" else first.dtype)
+            elif out.shape != (len(keys), *first.shape):
+                raise ValueError(f"out has shape {out.shape}, not {(len(keys), *first.shape)}")
+            # Each shard's rows are read in file order, GATHER_ROWS at a time: a memory map read in order is several
+            # times faster than in the texts' order (page faults map runs of pages ahead; a few MB in flight).
+            order = np.lexsort((locs[:, 1], locs[:, 0]))
+            for part in np.split(order, np.flatnonzero(np.diff(locs[order, 0])) + 1):
+                s = int(locs[part[0], 0])
+                shard = shards[s]
                 try:
                     if shard.shape != first.shape:
                         raise ValueError(f"value shape {shard.shape} differs from {first.shape}")
-                    arr = np.load(shard.path, mmap_mode="r", allow_pickle=False)
-                    out[sel] = arr["value"][locs[sel, 1]]
-                    del arr
+                    values = np.load(shard.path, mmap_mode="r", allow_pickle=False)["value"]
                 except (OSError, ValueError) as err:
                     log.warning("feature cache: dropping shard %s: %s", shard.path, err)
-                    self._drop(feature, int(s))
+                    self._drop(feature, s)
                     raise CacheMiss(f"{feature}: shard {shard.path.name} unreadable") from err
+                for j in range(0, len(part), GATHER_ROWS):
+                    at = part[j : j + GATHER_ROWS]
+                    block = values[locs[at, 1]]
+                    out[at] = block if rows_fn is None else rows_fn(block.astype(np.float32, copy=False))
+                del values
             return out
 
     def _drop(self, feature: str, s: int) -> None:

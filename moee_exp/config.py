@@ -44,6 +44,7 @@ class ModelConfig:
     batch_size: int = field(default=32, metadata={"min": 1})
     padding_side: str = "left"
     trust_remote_code: bool = False
+    experts_implementation: str = "auto"  # auto (fastest per device type) | eager | grouped_mm | batched_mm | ...
     cache_dir: str = "${paths.cache_dir}"
 
 

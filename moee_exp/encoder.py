@@ -8,7 +8,7 @@ import numpy as np
 from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ModelMeta, ScoringFunction
 
-from .fuse import fuse
+from .fuse import fuse, sink_for
 
 
 class MoEEEncoder(AbsEncoder):
@@ -42,5 +42,9 @@ class MoEEEncoder(AbsEncoder):
 
     def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kwargs) -> np.ndarray:
         texts = [text for batch in inputs for text in batch["text"]]
-        features = self.model(texts, desc=f"{task_metadata.name}/{hf_split}")
-        return fuse(features, self.kind, **self.fuse_kwargs)
+        desc = f"{task_metadata.name}/{hf_split}"
+        sink = sink_for(self.kind, **self.fuse_kwargs) if getattr(self.model, "takes_sink", False) and texts else None
+        if sink is not None:  # fusion done while the cache is read (moee_exp.fuse.SumSink): same values as fuse()
+            self.model(texts, desc=desc, sink=sink)
+            return sink.emb
+        return fuse(self.model(texts, desc=desc), self.kind, **self.fuse_kwargs)

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from .cache import CacheMiss, FeatureCache, ReadOnlyCacheError, model_identity, text_key, writable
-from .extract import DEFAULT_FEATURES, EXTRACTION_VERSION, NonFiniteFeatureError, clean_text, extract, prompt_texts
+from .cache import CacheMiss, FeatureCache, ReadOnlyCacheError, model_identity, text_keys, writable
+from .extract import DEFAULT_FEATURES, EXTRACTION_VERSION, NonFiniteFeatureError, clean_texts, extract, prompt_texts
 from .loading import LoadedModel, check_max_length, load_model
 from .prompts import check_template
 from .tiny import ensure_tiny_model
@@ -24,7 +24,8 @@ from .tiny import ensure_tiny_model
 log = logging.getLogger(__name__)
 
 TRUNCATED = "truncated"  # cached beside the features, so a cache hit still counts truncated texts
-LOAD_KEYS = ("name_or_path", "revision", "dtype", "quantization", "device", "trust_remote_code")
+LOAD_KEYS = ("name_or_path", "revision", "dtype", "quantization", "device", "trust_remote_code",
+             "experts_implementation")
 _loaded: dict[tuple, LoadedModel] = {}
 load_count = 0  # how many times a model was actually constructed in this process (tests assert on it)
 
@@ -55,6 +56,8 @@ def get_model(model_cfg: Mapping) -> LoadedModel:
 
 class Featurizer:
     """Callable texts → pooled features {"hs": (n, hidden), "rw": (n, layers, experts), ...} for one model × prompt."""
+
+    takes_sink = True  # __call__(..., sink=): see moee_exp.encoder
 
     def __init__(
         self,
@@ -87,14 +90,17 @@ class Featurizer:
             self._namespace = self.cache.namespace(identity)
         return self._namespace
 
-    def __call__(self, texts: list[str], desc: str | None = None) -> dict[str, np.ndarray]:
-        texts = [clean_text(t) for t in texts]  # None -> '', lone surrogates -> U+FFFD: nothing crashes the tokenizer
+    def __call__(self, texts: list[str], desc: str | None = None, sink=None) -> dict[str, np.ndarray]:
+        """``sink`` (e.g. moee_exp.fuse.SumSink) says where some features go, as (n, value shapes) -> {feature:
+        (out, rows_fn)}: those are written to ``out`` through ``rows_fn`` (straight from the cache when cached)."""
+        texts = clean_texts(texts)  # None -> '', lone surrogates -> U+FFFD: nothing crashes the tokenizer
+        sent = ()
         if self.cache is None or not texts:
             feats, truncated = self._extract(texts, desc)
         else:
             for attempt in range(3):
                 try:
-                    feats, truncated = self._cached(texts, desc)
+                    feats, truncated, sent = self._cached(texts, desc, sink)
                     break
                 except CacheMiss:  # a shard vanished or went bad under us: look the texts up again
                     if attempt == 2:
@@ -104,12 +110,16 @@ class Featurizer:
             max_length = int(self.model_cfg.get("max_length", 512))
             log.warning("%s: %d text(s) truncated to max_length=%d", desc or "", n_truncated, max_length)
         self.n_truncated += n_truncated
+        if sink is not None and not sent:  # not read from the cache: the values in hand go to the sink
+            for name, (out, rows_fn) in sink(len(texts), {f: feats[f].shape[1:] for f in feats}).items():
+                out[...] = rows_fn(feats[name])
+                feats[name] = out
         return feats
 
-    def _cached(self, texts: list[str], desc: str | None):
+    def _cached(self, texts: list[str], desc: str | None, sink=None):
         """Features from the cache; the texts missing any requested feature are extracted (once each) and stored."""
         ns = self.namespace()
-        keys = [text_key(t) for t in texts]
+        keys = text_keys(texts)
         names = (*dict.fromkeys(self.features), TRUNCATED)
         have = {name: ns.contains(keys, name) for name in names}
         missing = ~np.logical_and.reduce(list(have.values()))
@@ -133,12 +143,16 @@ class Featurizer:
         fresh_at = {k: j for j, k in enumerate(first)}
         log.info("%s: %d text(s), %d from the feature cache, %d extracted", desc or "features", len(texts),
                  len(texts) - int(missing.sum()), len(first))
+        # Read back what was just stored, so this call returns exactly what a later cache hit will.
+        where = {name: ns.contains(keys, name) if first else have[name] for name in names}
+        targets = {}
+        if sink is not None and all(where[name].all() for name in self.features):
+            targets = sink(len(keys), {name: ns.value_shape(keys[0], name) for name in self.features})
         out = {}
         for name in names:
-            # Read back what was just stored, so this call returns exactly what a later cache hit will.
-            stored = ns.contains(keys, name) if first else have[name]
+            stored = where[name]
             if stored.all():
-                out[name] = ns.get(keys, name)
+                out[name] = ns.get(keys, name, *targets.get(name, ()))
                 continue
             # the cache could not store them (logged): the fresh values, as extracted
             todo, rows = np.flatnonzero(~stored), np.flatnonzero(stored)
@@ -147,7 +161,7 @@ class Featurizer:
             out[name][todo] = value
             if len(rows):
                 out[name][rows] = ns.get([keys[i] for i in rows], name)
-        return {name: out[name] for name in self.features}, out[TRUNCATED]
+        return {name: out[name] for name in self.features}, out[TRUNCATED], tuple(targets)
 
     def _extract_missing(self, texts: list[str], first: dict, desc: str | None) -> dict:
         try:

@@ -17,6 +17,8 @@ Standardization of each block (``standardize``):
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 KINDS = ("hs", "rw", "moee_concat", "moee_sum")
@@ -55,6 +57,9 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.where(norm > 0, norm, 1.0)
 
 
+ROWS = 2048  # rows fused per step: a step's temporaries stay in the CPU's cache and the output is written once
+
+
 def fuse(
     features: dict[str, np.ndarray],
     kind: str,
@@ -69,19 +74,86 @@ def fuse(
     """Embeddings (n, d) float32 of kind ``kind`` from pooled features (keyword names are the emb config's) {"hs": (n, hidden), "rw": (n, layers, experts)}.
 
     ``hs_feature`` / ``rw_feature`` pick another pooling for the blocks (e.g. "hs_mean_tokens", see extract.FEATURES).
+    Rows are fused ROWS at a time (a multiple of ``standardize_batch_size`` for standardize=batch, so batches are
+    the same), which gives each row exactly what fusing all rows at once gives.
     """
+    _check(kind, alpha, rw_activation, standardize)
+    hs, rw3 = features[hs_feature], features[rw_feature]
+    n = len(hs)
+    rw = rw3.reshape(n, int(np.prod(rw3.shape[1:])))  # layers*experts (softmax, below, needs rw3's layers)
+    plain = standardize == "none" and rw_activation == "logits"
+    if plain and kind in ("hs", "rw"):  # the block itself, as float32
+        return np.array(hs if kind == "hs" else rw, dtype=np.float32)
+    width = {"hs": hs.shape[1], "rw": rw.shape[1]}.get(kind, hs.shape[1] + rw.shape[1])
+    out = np.empty((n, width), np.float32)
+    step = ROWS if standardize != "batch" else max(1, ROWS // standardize_batch_size) * standardize_batch_size
+    for i in range(0, n, step):
+        rows = slice(i, i + step)
+        if plain and kind == "moee_sum":
+            out[rows, : hs.shape[1]] = unit_rows(hs[rows])
+            out[rows, hs.shape[1] :] = unit_rows(rw[rows], np.sqrt(alpha))
+            continue
+        out[rows] = _fuse_f64(hs[rows], rw3[rows], kind, alpha, rw_activation, standardize, standardize_batch_size)
+    return out
+
+
+def _check(kind: str, alpha: float, rw_activation: str, standardize: str) -> None:
     if kind not in KINDS:
         raise ValueError(f"emb kind {kind!r} is not one of {KINDS}")
     if not np.isfinite(alpha) or alpha < 0:  # NaN would pass `alpha < 0` and reach the evaluators
         raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
-    hs = standardize_block(features[hs_feature].astype(np.float64), standardize, standardize_batch_size)
-    rw = standardize_block(rw_block(features[rw_feature], rw_activation), standardize, standardize_batch_size)
+    if standardize not in STANDARDIZE:
+        raise ValueError(f"standardize={standardize!r} is not one of {STANDARDIZE}")
+    if rw_activation not in RW_ACTIVATIONS:
+        raise ValueError(f"rw_activation={rw_activation!r} is not one of {RW_ACTIVATIONS}")
+
+
+def unit_rows(x: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """scale * x / |x| for each row (of any shape; zero rows stay zero), float32 in and out (the squared norm in
+    float64 where float32 cannot hold it). Within ~1 float32 ulp of the float64 fusion: no main score moved (BENCHMARKS)."""
+    flat = x.reshape(len(x), -1).astype(np.float32, copy=False)
+    sq = np.einsum("ij,ij->i", flat, flat)
+    if not np.isfinite(sq).all():
+        sq = np.einsum("ij,ij->i", flat, flat, dtype=np.float64)
+    norm = np.sqrt(sq, dtype=np.float64)
+    return (flat * (scale / np.where(norm > 0, norm, 1.0)).astype(np.float32)[:, None]).reshape(x.shape)
+
+
+class SumSink:
+    """moee_sum (standardize=none, RW logits) fused into the feature cache's read: HS and RW are read straight into
+    the embedding's two blocks, each block of rows scaled to norm 1 (RW: sqrt(alpha)) on its way, so the features
+    are read once and the embedding written once (``Featurizer(..., sink=)``); ``emb`` equals ``fuse``'s output."""
+
+    def __init__(self, alpha: float = 1.0, hs_feature: str = "hs", rw_feature: str = "rw"):
+        self.alpha, self.hs, self.rw, self.emb = alpha, hs_feature, rw_feature, None
+
+    def __call__(self, n: int, shapes: dict) -> dict:
+        """Where features of n texts with value shapes ``shapes`` go: {feature: (out array, rows_fn)}."""
+        h, r = (int(np.prod(shapes[f])) for f in (self.hs, self.rw))
+        self.emb = np.empty((n, h + r), np.float32)
+        return {
+            self.hs: (self.emb[:, :h].reshape(n, *shapes[self.hs]), unit_rows),
+            self.rw: (self.emb[:, h:].reshape(n, *shapes[self.rw]), partial(unit_rows, scale=np.sqrt(self.alpha))),
+        }
+
+
+def sink_for(kind: str, *, alpha: float = 1.0, rw_activation: str = "logits", standardize: str = "none",
+             hs_feature: str = "hs", rw_feature: str = "rw", **_) -> SumSink | None:
+    """A SumSink where the fusion is one (plain moee_sum), else None (read the features, then ``fuse``)."""
+    _check(kind, alpha, rw_activation, standardize)
+    if kind == "moee_sum" and standardize == "none" and rw_activation == "logits":
+        return SumSink(alpha, hs_feature, rw_feature)
+    return None
+
+
+def _fuse_f64(hs, rw, kind, alpha, rw_activation, standardize, batch_size) -> np.ndarray:
+    """The fusion of some rows in float64 (any kind and standardization)."""
+    hs = standardize_block(hs.astype(np.float64), standardize, batch_size)
+    rw = standardize_block(rw_block(rw, rw_activation), standardize, batch_size)
     if kind == "hs":
-        out = hs
-    elif kind == "rw":
-        out = rw
-    elif kind == "moee_concat":
-        out = np.concatenate([hs, rw], axis=1)
-    else:
-        out = np.concatenate([l2_normalize(hs), np.sqrt(alpha) * l2_normalize(rw)], axis=1)
-    return out.astype(np.float32)
+        return hs
+    if kind == "rw":
+        return rw
+    if kind == "moee_concat":
+        return np.concatenate([hs, rw], axis=1)
+    return np.concatenate([l2_normalize(hs), np.sqrt(alpha) * l2_normalize(rw)], axis=1)

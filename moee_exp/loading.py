@@ -218,6 +218,23 @@ def _quantization_config(quantization: str, config, dtype, trust_remote_code: bo
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
 
 
+# model.experts_implementation=auto: the experts implementation per device type, the fastest measured for our
+# extraction (BENCHMARKS.md, "Experts implementations"); a model class with one implementation keeps it.
+DEFAULT_EXPERTS = {"cpu": "eager", "cuda": "grouped_mm"}
+
+
+def set_experts(model, experts_implementation: str, device: torch.device) -> None:
+    """Select the model's experts implementation (transformers' eager / grouped_mm / batched_mm / ...)."""
+    impl = DEFAULT_EXPERTS.get(device.type) if experts_implementation == "auto" else experts_implementation
+    if impl is None or (experts_implementation == "auto" and not model._can_set_experts_implementation()):
+        return
+    try:
+        model.set_experts_implementation(impl)
+    except (ValueError, KeyError, ImportError) as err:
+        raise _config_error(f"model.experts_implementation={experts_implementation!r} cannot be used here: "
+                            f"{' '.join(str(err).split())} (auto picks one per device type)") from None
+
+
 def load_model(
     name_or_path: str,
     *,
@@ -226,6 +243,7 @@ def load_model(
     quantization: str = "none",
     device: str = "auto",
     trust_remote_code: bool = False,
+    experts_implementation: str = "auto",
 ) -> LoadedModel:
     import transformers
     from transformers import AutoModel, AutoTokenizer
@@ -253,8 +271,10 @@ def load_model(
     if quant is None:
         model.to(dev)
     model.eval()
+    set_experts(model, experts_implementation, dev)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:  # padding never reaches a pooled feature; any id will do
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    settings = dict(revision=revision, dtype=str(torch_dtype), quantization=quantization, device=str(dev))
+    settings = dict(revision=revision, dtype=str(torch_dtype), quantization=quantization, device=str(dev),
+                    experts_implementation=getattr(model.config, "_experts_implementation", None))
     return LoadedModel(model, tokenizer, find_routers(model), name_or_path, dev, settings)

@@ -257,4 +257,8 @@ def load_model(
     if tokenizer.pad_token is None:  # padding never reaches a pooled feature; any id will do
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     settings = dict(revision=revision, dtype=str(torch_dtype), quantization=quantization, device=str(dev))
-    return LoadedModel(model, tokenizer, find_routers(model), name_or_path, dev, settings)
+    lm = LoadedModel(model, tokenizer, find_routers(model), name_or_path, dev, settings)
+    from .router_check import check_routers
+
+    log.info("%s: routers checked against %s", name_or_path, check_routers(lm))  # UnsupportedRouterError if wrong
+    return lm

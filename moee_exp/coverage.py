@@ -53,7 +53,7 @@ SMALL = {
     "n_shared_experts": 1, "moe_num_shared_experts": 1, "router_aux_loss_coef": 0.0,
 }
 # Unset (None) by default in families whose MoE is optional (Gemma 4) or set per checkpoint (DeepSeek-V2, dots1).
-NULLABLE = {"num_experts_per_tok", "top_k_experts", "moe_intermediate_size", "n_shared_experts",
+NULLABLE = {"num_experts_per_tok", "top_k_experts", "moe_intermediate_size", "n_shared_experts", "head_dim",
             "first_k_dense_replace"}
 LAYER_COUNT_ATTRS = ("num_hidden_layers", "n_layers", "num_layers")
 log = logging.getLogger(__name__)

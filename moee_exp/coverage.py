@@ -115,7 +115,7 @@ def _shrink(cfg: dict, n_layers_before: int | None = None) -> dict:
             over[key] = SMALL[key]
         elif key in LAYER_COUNT_ATTRS and isinstance(value, int):
             over[key] = min(value, N_LAYERS)
-        elif key in EXPERT_COUNT_ATTRS and (value is None or isinstance(value, int) and value > 1):
+        elif key in EXPERT_COUNT_ATTRS and (value is None or isinstance(value, int)):  # HunYuan defaults to 1
             over[key] = N_EXPERTS
         elif isinstance(value, dict):
             sub = _shrink(value, layers)

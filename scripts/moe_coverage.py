@@ -25,10 +25,15 @@ START, END = "<!-- moe-coverage:start -->", "<!-- moe-coverage:end -->"
 
 
 def _row(model_type: str) -> str:
+    import torch
+
     logging.disable(logging.WARNING)
+    torch.set_num_threads(1)  # tiny models: processes, not threads, are what runs families in parallel
     from moee_exp.coverage import check_family
 
-    return check_family(model_type).markdown()
+    row = check_family(model_type).markdown()
+    print(row, file=sys.stderr, flush=True)  # progress
+    return row
 
 
 def main(argv=None) -> int:

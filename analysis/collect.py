@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 
 METHODS = {"hs": "HS", "rw": "RW", "moee_concat": "MoEE_concat", "moee_sum": "MoEE_sum"}
-TASK_TYPES = ["Classification", "Clustering", "PairClassification", "Reranking", "STS", "Summarization"]
+TASK_TYPES = ["Classification", "Clustering", "PairClassification", "Reranking", "Retrieval", "STS", "Summarization"]
 # What makes two rows the same table cell (where and when they ran does not).
 KEY = ["model", "emb", "weights", "alpha", "rw_activation", "standardize", "hs_feature", "rw_feature", "prompt", "task",
        "split"]

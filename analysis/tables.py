@@ -25,7 +25,7 @@ from .render import fmt
 MAIN_PROMPTS = ("none", "prompteol")  # Tables 3-4; other prompts go to the main table only if these are absent
 METHOD_ORDER = ["HS", "RW", "MoEE_concat", "MoEE_sum"]
 SHORT = {"Classification": "Class.", "Clustering": "Clust.", "PairClassification": "PairCls.",
-         "Reranking": "Rerank.", "STS": "STS", "Summarization": "Summ."}
+         "Reranking": "Rerank.", "Retrieval": "Retr.", "STS": "STS", "Summarization": "Summ."}
 CELL = ["model", "method", "label", "alpha", "prompt"]
 ABLATION_TASKS = ["STS12", "STS13", "STS14", "STS15", "STS16"]
 VARIANTS = {

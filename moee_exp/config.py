@@ -46,6 +46,8 @@ class ModelConfig:
     trust_remote_code: bool = False
     experts_implementation: str = "auto"  # auto (fastest per device type) | eager | grouped_mm | batched_mm | ...
     cache_dir: str = "${paths.cache_dir}"
+    # The checkpoint's config.json values (facts, for sizing it without the hub: scripts/model_sizes.py)
+    hub_config: Any = None
 
 
 @dataclass
@@ -88,6 +90,9 @@ class SyntheticDataConfig:
 class TasksConfig:
     name: str = "custom"
     names: list[str] = field(default_factory=list)
+    # An mteb benchmark (mteb.get_benchmark name): its tasks are taken as the benchmark defines them (its language
+    # subsets and splits, e.g. STS17 en-en only in MTEB(eng, v2)), not as mteb.get_task(name) gives them.
+    benchmark: str | None = None
     # real: each task's own data (HF hub or cache). synthetic: the same mteb task classes (splits, subsets,
     # evaluators, main scores) on generated data of their schema, offline: a dry run of a task set
     # (moee_exp/synthetic_tasks.py). Its scores mean nothing.

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-TASK_TYPES = ("Classification", "Clustering", "PairClassification", "Reranking", "STS", "Summarization")
+TASK_TYPES = ("Classification", "Clustering", "PairClassification", "Reranking", "Retrieval", "STS", "Summarization")
 EMB_KINDS = ("hs", "rw", "moee_concat", "moee_sum")
 SCORES_TABLE = "scores"  # the per-dataset table moee_exp.record.WandbLogger.log_summary logs
 # config keys (flat, as the runner logs them) and summary keys the report reads

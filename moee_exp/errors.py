@@ -5,7 +5,7 @@ from .config import ConfigError
 from .faults import WriteError
 from .extract import NonFiniteFeatureError
 from .loading import ModelNotFoundError
-from .routers import NotAMoEModelError
+from .routers import NotAMoEModelError, UnsupportedRouterError  # noqa: F401 (a NotAMoEModelError)
 
 
 class UnknownTaskError(KeyError):

@@ -51,12 +51,17 @@ def check_device(device: str, key: str = "model.device", here: bool = True) -> N
     """
     if device == "auto":
         return
+    if device == ALL_GPUS:
+        if here and not (torch.cuda.is_available() and torch.cuda.device_count() > 0):
+            raise _config_error(f"{key}={ALL_GPUS} spreads the model over this node's CUDA GPUs, but torch sees none; "
+                                f"use {key}=auto or cpu")
+        return
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError, TypeError):
-        raise _config_error(f"{key}={device!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+        raise _config_error(f"{key}={device!r} is not a device: use auto, cpu, cuda, cuda:N, mps or {ALL_GPUS}") from None
     if dev.type not in ("cpu", "cuda", "mps"):
-        raise _config_error(f"{key}={device!r}: only auto, cpu, cuda, cuda:N and mps are supported")
+        raise _config_error(f"{key}={device!r}: only auto, cpu, cuda, cuda:N, mps and {ALL_GPUS} are supported")
     if not here or dev.type == "cpu":
         return
     if dev.type == "mps" and not torch.backends.mps.is_available():
@@ -82,7 +87,14 @@ def check_max_length(config, max_length: int, key: str = "model.max_length") -> 
         )
 
 
+# model.device=all_gpus: one model too big for one GPU, its layers spread over all GPUs of this node by accelerate
+# (transformers' device_map="auto"); inputs go to the GPU holding the embeddings, hooks pool on each layer's GPU.
+ALL_GPUS = "all_gpus"
+
+
 def resolve_device(device: str) -> torch.device:
+    if device == ALL_GPUS:
+        return torch.device("cuda:0")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -264,11 +276,13 @@ def load_model(
             dtype=torch_dtype,
             trust_remote_code=trust_remote_code,
             quantization_config=quant,
-            device_map=str(dev) if quant is not None else None,
+            device_map="auto" if device == ALL_GPUS else str(dev) if quant is not None else None,
         )
     finally:
         transformers.logging.set_verbosity(verbosity)
-    if quant is None:
+    if device == ALL_GPUS:
+        dev = model.get_input_embeddings().weight.device
+    elif quant is None:
         model.to(dev)
     model.eval()
     set_experts(model, experts_implementation, dev)
@@ -277,4 +291,8 @@ def load_model(
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     settings = dict(revision=revision, dtype=str(torch_dtype), quantization=quantization, device=str(dev),
                     experts_implementation=getattr(model.config, "_experts_implementation", None))
-    return LoadedModel(model, tokenizer, find_routers(model), name_or_path, dev, settings)
+    lm = LoadedModel(model, tokenizer, find_routers(model), name_or_path, dev, settings)
+    from .router_check import check_routers
+
+    log.info("%s: routers checked against %s", name_or_path, check_routers(lm))  # UnsupportedRouterError if wrong
+    return lm

@@ -20,6 +20,10 @@ class NotAMoEModelError(ValueError):
     """The model has no MoE routers, so it has no routing weights (RW) to embed with."""
 
 
+class UnsupportedRouterError(NotAMoEModelError):
+    """A MoE model whose routers MoEE cannot read correctly: refused, never embedded with wrong RW."""
+
+
 @dataclass(frozen=True)
 class Router:
     name: str

@@ -11,10 +11,11 @@ from .config import ConfigError
 from .errors import UnknownTaskError  # noqa: F401  (defined there so run.py need not import mteb to catch it)
 
 
-def get_tasks(names, data: str = "real", size: str = "small", seed: int = 0) -> list:
-    """mteb task objects for ``names``; with ``data="synthetic"`` their data loading is replaced by generated data
-    of each task's own schema (``moee_exp.synthetic_tasks``, ``size`` small | real)."""
-    tasks = _get_tasks(names)
+def get_tasks(names, data: str = "real", size: str = "small", seed: int = 0, benchmark: str | None = None) -> list:
+    """mteb task objects for ``names``, as ``benchmark`` defines them if given; with ``data="synthetic"`` their data
+    loading is replaced by generated data of each task's own schema (``moee_exp.synthetic_tasks``, ``size`` small |
+    real)."""
+    tasks = benchmark_tasks(benchmark, names) if benchmark else _get_tasks(names)
     if data == "synthetic":
         from .synthetic_tasks import synthesize
 
@@ -26,8 +27,28 @@ def tasks_from_config(tasks_cfg) -> list:
     """The tasks of a ``tasks`` config node (conf/tasks/, moee_exp.config.TasksConfig)."""
     synthetic = tasks_cfg.get("synthetic") or {}
     return get_tasks(
-        tasks_cfg.names, tasks_cfg.get("data", "real"), synthetic.get("size", "small"), synthetic.get("seed", 0)
+        tasks_cfg.names, tasks_cfg.get("data", "real"), synthetic.get("size", "small"), synthetic.get("seed", 0),
+        tasks_cfg.get("benchmark"),
     )
+
+
+def benchmark_tasks(benchmark: str, names) -> list:
+    """The tasks ``names`` of mteb's benchmark ``benchmark`` with the benchmark's own subsets and splits."""
+    import copy
+
+    try:
+        bench = mteb.get_benchmark(benchmark)
+    except (KeyError, ValueError) as err:
+        raise UnknownTaskError(f"tasks.benchmark={benchmark!r} is not an mteb benchmark ({err})") from None
+    by_name = {t.metadata.name: t for t in bench.tasks}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise UnknownTaskError(f"tasks.names: {missing} are not tasks of mteb benchmark {benchmark!r}; "
+                               f"regenerate the set with scripts/benchmark_task_set.py or drop tasks.benchmark")
+    tasks = [copy.deepcopy(by_name[n]) for n in names]  # our own objects: synthesize and scoring change them
+    for task in tasks:
+        own_evaluator_model(task)
+    return tasks
 
 
 def describe_data(tasks_cfg) -> str:

@@ -1,0 +1,53 @@
+"""The README's MoE coverage table is what the installed transformers gives: each row regenerated.
+
+A row per family: a tiny model from the family's own config class, our HS/RW against the model's own
+hidden_states / router_logits (left and right padding, batch 1 and 7). A transformers upgrade that adds a family,
+changes one, or breaks one makes a test here fail and shows the new row.
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from moee_exp.coverage import moe_model_types, parse_table
+from moee_exp.errors import error_line
+from moee_exp.router_check import check_routers
+from moee_exp.routers import Router, UnsupportedRouterError
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BLOCK = re.search(r"<!-- moe-coverage:start -->(.*?)<!-- moe-coverage:end -->", README.read_text(), re.S).group(1)
+ROWS = parse_table(BLOCK)
+
+
+def test_table_lists_every_moe_family_of_installed_transformers():
+    assert sorted(ROWS) == moe_model_types(), "regenerate with: python scripts/moe_coverage.py --write"
+
+
+def test_no_family_gives_wrong_features():
+    """'differs' would be silently wrong RW/HS: every family either matches or is refused with an error."""
+    assert not [mt for mt, row in ROWS.items() if "| differs |" in row]
+    assert sum("| ok |" in row for row in ROWS.values()) >= 40
+
+
+@pytest.mark.parametrize("model_type", sorted(ROWS))
+def test_row_regenerates(model_type, tmp_path):
+    from moee_exp.coverage import check_family
+
+    assert check_family(model_type, tmp_path).markdown() == ROWS[model_type]
+
+
+def test_router_self_check_refuses_a_wrong_router(tiny_lm):
+    """Router discovery by shape picking the wrong module is caught at load time, with a one-line error."""
+    lm = tiny_lm("tiny")
+    assert check_routers(lm) == "router_logits"
+    swapped = [Router(r.name, lm.routers[(i + 1) % len(lm.routers)].module) for i, r in enumerate(lm.routers)]
+    wrong = type(lm)(lm.model, lm.tokenizer, swapped, lm.name_or_path, lm.device, lm.settings)
+    with pytest.raises(UnsupportedRouterError, match="not a linear map") as err:
+        check_routers(wrong)
+    assert "\n" not in error_line(err.value)
+    extra = type(lm)(lm.model, lm.tokenizer, lm.routers + [Router("extra", torch.nn.Linear(4, 4))], lm.name_or_path,
+                     lm.device, lm.settings)
+    with pytest.raises(UnsupportedRouterError, match="refuses this family"):
+        check_routers(extra)

@@ -20,7 +20,7 @@ TINY = tiny_model_cfg("tiny")["tiny"]["config"]
 def test_metadata_is_read_from_the_checkpoint(tiny_lm):
     meta = moee_model_meta(model_path(tiny_model_cfg("tiny")), kind="moee_sum", alpha=0.5, name="tiny-olmoe")
     lm = tiny_lm("tiny")
-    assert meta.name == "moee/tiny-olmoe-moee_sum-a0.5-prompteol"
+    assert meta.name == "moee/tiny-olmoe-moee_sum-a0.5-prompteol-clean"
     assert meta.revision == "local"
     # counted on the really loaded base model, not on the weightless copy the metadata is read from
     assert meta.n_parameters == sum(p.numel() for p in lm.model.parameters())

@@ -32,7 +32,10 @@ def score_row_of(task, split: str, main: float, scores: dict) -> dict:
     meta = task.metadata
     return {
         "task": meta.name, "task_type": meta.type, "split": split, "main_score_name": meta.main_score,
-        "main_score": float(main), "scores": [{**dict(scores), "main_score": float(main), "hf_subset": "default"}],
+        "main_score": float(main),
+        # mteb's layout: one dict per hf_subset (a single dict is the 'default' subset)
+        "scores": list(scores) if isinstance(scores, list) else [{**dict(scores), "main_score": float(main),
+                                                                  "hf_subset": "default"}],
     }
 
 

@@ -53,6 +53,7 @@ class ModelConfig:
     # Per-model facts of the public code, read by protocol=paper (conf/protocol/paper.yaml):
     paper_rw_activation: str = "logits"  # what its gate returns as RW: logits (OLMoE, Qwen) | softmax (DeepSeekMoE)
     paper_quantization: str = "4bit"  # how it loads the model (NF4 4-bit); tiny models: none (CPU smoke runs)
+    paper_quantize_routers: bool = True  # its gate is an nn.Linear, so bitsandbytes quantizes it (DeepSeekMoE: no)
 
 
 @dataclass

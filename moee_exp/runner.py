@@ -84,6 +84,8 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
     # Optional: mteb's own result layout (a ResultCache root: results/<model>/<revision>/<task>.json + model_meta.json)
     # beside our rows, with the model's real metadata (moee_exp.mteb_model), for mteb's tooling to load.
     mteb_cache = mteb_meta = None
+    if cfg.get("mteb_results") and paper_sum:
+        log.warning("mteb_results: not written for protocol.sum_scoring=paper (scored outside mteb.evaluate)")
     if cfg.get("mteb_results") and not paper_sum:
         import mteb
 

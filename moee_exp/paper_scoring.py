@@ -24,7 +24,9 @@ principled alternative (a true similarity sum everywhere).
 - Clustering (one cluster set at a time, as mteb's legacy clustering): MiniBatchKMeans(k = number of labels,
   batch_size 500, n_init "auto") on HS, then on RW, both drawing from one RandomState(42) (the fork reseeds numpy's
   global RNG to 42 per set and leaves random_state unset); cluster ids averaged, (c_HS + c_RW*w) / (1+w), and those
-  float values are the clusters v_measure sees.
+  float values are the clusters v_measure sees. MiniBatchKMeans itself changed between scikit-learn 1.5 and 1.9
+  (other labels for the same data and RandomState), so clustering scores match the public code only on the same
+  scikit-learn version.
 
 Entry point (for the runner):
 
@@ -296,7 +298,7 @@ def _sts(task, subset: str, split: str, enc: _Encoder, w: float) -> dict:
 
 def _pair_classification(task, subset: str, split: str, enc: _Encoder, w: float) -> dict:
     data = _split(task, subset, split)
-    if len(data) == 1:  # mteb 1.x layout: one row holding the lists
+    if len(data) == 1 and isinstance(data[0][task.input1_column_name], list):  # mteb 1.x: one row holding lists
         data = data[0]
     s1, s2 = list(data[task.input1_column_name]), list(data[task.input2_column_name])
     unique = list(dict.fromkeys(s1 + s2))

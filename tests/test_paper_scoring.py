@@ -216,3 +216,14 @@ def test_bad_input_is_one_clear_error():
     task.metadata = task.metadata.model_copy(update={"type": "Retrieval"})
     with pytest.raises(ValueError, match="covers"):
         ps.evaluate_paper_sum(task, Recorder(), 1.0)
+
+
+def test_pair_classification_reads_mteb_1x_one_row_layout_like_the_row_layout():
+    from datasets import Dataset, DatasetDict
+
+    task = get_demo_tasks(["MoEEDemoPairClassification"])[0]
+    rows_main, _ = ps.evaluate_paper_sum(task, Recorder(), 1.0)
+    test = task.dataset["test"]
+    task.dataset = DatasetDict({"test": Dataset.from_dict({k: [list(test[k])] for k in test.column_names})})
+    assert len(task.dataset["test"]) == 1
+    assert ps.evaluate_paper_sum(task, Recorder(), 1.0)[0] == rows_main

@@ -44,11 +44,14 @@ Summarization all human then all machine summaries. prompt_type is None except f
 which equals the fork's z-scored concatenation because z-scoring is per feature), "HS" or "RW".
 ``scores`` is a list of one dict per hf_subset (mteb's layout: fields + "hf_subset" + "main_score"); ``main_score``
 is their mean.
+``encoder_blocks(encoder)`` makes that ``encode`` from a ``moee_exp.encoder.MoEEEncoder`` (its own encode() run as
+kind "hs" and as kind "rw" on one extraction, so its prompting and standardization settings apply to both blocks).
 The array-level functions (``sts_scores`` ...) take ``Blocks`` directly, e.g. embeddings saved from the public code.
 """
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -271,6 +274,29 @@ def summarization_scores(human: Sequence[Blocks], machine: Sequence[Blocks], gol
                 r = fn(human_scores, pred)
                 fields[f"{name}_{corr}" if name else corr].append(tuple(r) if deprecated else r[0])
     return {k: float(np.mean(v)) for k, v in fields.items()}  # a (statistic, p) pair averages in its p-value
+
+
+def encoder_blocks(encoder) -> EncodeFn:
+    """``encode`` for evaluate_paper_sum from a MoEEEncoder: its encode() as kind "hs" and as kind "rw"."""
+    last: dict[str, Any] = {}
+
+    def featurize(texts, *args, **kwargs):  # the second kind reuses the first one's extraction of the same call
+        key = repr((list(texts), args, sorted(kwargs.items())))
+        if last.get("key") != key:
+            last.update(key=key, features=encoder.model(texts, *args, **kwargs))
+        return last["features"]
+
+    views = {}
+    for kind in ("hs", "rw"):
+        views[kind] = copy.copy(encoder)
+        views[kind].kind, views[kind].model = kind, featurize
+
+    def encode(texts, *, task_metadata, prompt_type=None):
+        batch = [{"text": list(texts)}]  # what encode() iterates: batches holding a "text" list
+        return tuple(views[k].encode(batch, task_metadata=task_metadata, hf_split="test", hf_subset="default",
+                                     prompt_type=prompt_type) for k in ("hs", "rw"))
+
+    return encode
 
 
 # ---- mteb 2.x tasks -> the fork's encode calls --------------------------------------------------------------------

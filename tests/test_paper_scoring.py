@@ -227,3 +227,27 @@ def test_pair_classification_reads_mteb_1x_one_row_layout_like_the_row_layout():
     task.dataset = DatasetDict({"test": Dataset.from_dict({k: [list(test[k])] for k in test.column_names})})
     assert len(task.dataset["test"]) == 1
     assert ps.evaluate_paper_sum(task, Recorder(), 1.0)[0] == rows_main
+
+
+def test_encoder_blocks_gives_the_encoders_hs_and_rw_from_one_extraction_per_call():
+    from moee_exp.encoder import MoEEEncoder
+    from moee_exp.fuse import fuse
+
+    seen = []
+
+    def featurizer(texts, desc=None):
+        seen.append(list(texts))
+        return {"hs": np.stack([_feat(t, 24, "h") for t in texts]),
+                "rw": np.stack([_feat(t, 12, "r") for t in texts]).reshape(len(texts), 3, 4)}
+
+    encoder = MoEEEncoder(featurizer, "moee_sum", alpha=0.5, standardize="batch", standardize_batch_size=16)
+    task = get_demo_tasks(["MoEEDemoSTS"])[0]
+    hs, rw = ps.encoder_blocks(encoder)(["a b", "c d", "e f"], task_metadata=task.metadata, prompt_type=None)
+    assert seen == [["a b", "c d", "e f"]]
+    feats = featurizer(["a b", "c d", "e f"])
+    assert np.allclose(hs, fuse(feats, "hs", standardize="batch", standardize_batch_size=16))
+    assert np.allclose(rw, fuse(feats, "rw", standardize="batch", standardize_batch_size=16))
+    assert encoder.kind == "moee_sum" and encoder.model is featurizer  # the caller's encoder is left as it was
+    main, _ = ps.evaluate_paper_sum(task, ps.encoder_blocks(encoder), 0.5)
+    assert len(seen) == 2 + 2  # then STS: sentence1 and sentence2, each extracted once
+    assert np.isfinite(main)

@@ -24,7 +24,9 @@ principled alternative (a true similarity sum everywhere).
 - Clustering (one cluster set at a time, as mteb's legacy clustering): MiniBatchKMeans(k = number of labels,
   batch_size 500, n_init "auto") on HS, then on RW, both drawing from one RandomState(42) (the fork reseeds numpy's
   global RNG to 42 per set and leaves random_state unset); cluster ids averaged, (c_HS + c_RW*w) / (1+w), and those
-  float values are the clusters v_measure sees.
+  float values are the clusters v_measure sees. MiniBatchKMeans itself changed between scikit-learn 1.5 and 1.9
+  (other labels for the same data and RandomState), so clustering scores match the public code only on the same
+  scikit-learn version.
 
 Entry point (for the runner):
 
@@ -42,11 +44,14 @@ Summarization all human then all machine summaries. prompt_type is None except f
 which equals the fork's z-scored concatenation because z-scoring is per feature), "HS" or "RW".
 ``scores`` is a list of one dict per hf_subset (mteb's layout: fields + "hf_subset" + "main_score"); ``main_score``
 is their mean.
+``encoder_blocks(encoder)`` makes that ``encode`` from a ``moee_exp.encoder.MoEEEncoder`` (its own encode() run as
+kind "hs" and as kind "rw" on one extraction, so its prompting and standardization settings apply to both blocks).
 The array-level functions (``sts_scores`` ...) take ``Blocks`` directly, e.g. embeddings saved from the public code.
 """
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -271,6 +276,29 @@ def summarization_scores(human: Sequence[Blocks], machine: Sequence[Blocks], gol
     return {k: float(np.mean(v)) for k, v in fields.items()}  # a (statistic, p) pair averages in its p-value
 
 
+def encoder_blocks(encoder) -> EncodeFn:
+    """``encode`` for evaluate_paper_sum from a MoEEEncoder: its encode() as kind "hs" and as kind "rw"."""
+    last: dict[str, Any] = {}
+
+    def featurize(texts, *args, **kwargs):  # the second kind reuses the first one's extraction of the same call
+        key = repr((list(texts), args, sorted(kwargs.items())))
+        if last.get("key") != key:
+            last.update(key=key, features=encoder.model(texts, *args, **kwargs))
+        return last["features"]
+
+    views = {}
+    for kind in ("hs", "rw"):
+        views[kind] = copy.copy(encoder)
+        views[kind].kind, views[kind].model = kind, featurize
+
+    def encode(texts, *, task_metadata, prompt_type=None):
+        batch = [{"text": list(texts)}]  # what encode() iterates: batches holding a "text" list
+        return tuple(views[k].encode(batch, task_metadata=task_metadata, hf_split="test", hf_subset="default",
+                                     prompt_type=prompt_type) for k in ("hs", "rw"))
+
+    return encode
+
+
 # ---- mteb 2.x tasks -> the fork's encode calls --------------------------------------------------------------------
 
 def _split(task, subset: str, split: str):
@@ -296,7 +324,7 @@ def _sts(task, subset: str, split: str, enc: _Encoder, w: float) -> dict:
 
 def _pair_classification(task, subset: str, split: str, enc: _Encoder, w: float) -> dict:
     data = _split(task, subset, split)
-    if len(data) == 1:  # mteb 1.x layout: one row holding the lists
+    if len(data) == 1 and isinstance(data[0][task.input1_column_name], list):  # mteb 1.x: one row holding lists
         data = data[0]
     s1, s2 = list(data[task.input1_column_name]), list(data[task.input2_column_name])
     unique = list(dict.fromkeys(s1 + s2))

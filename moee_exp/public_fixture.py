@@ -94,18 +94,25 @@ def our_embedding(key: str, batch_size: int) -> tuple[np.ndarray, list[str]]:
 
     from .extract import prompt_texts
 
-    family, embed_method, emb, task, _ = key.split("/")
+    family, embed_method, emb, task, call = key.split("/")
     enc = encoder_for(family, embed_method, emb, batch_size)
     meta = mteb.get_task(task).metadata
-    raw = texts()[key]
-    instruction = enc.instructions(meta, None) if enc.instructions else ""
+    raw = texts()[f"{task}/{call}"]  # the raw inputs of a task's encode call are the same in every run
+    side = ("query", "document")[int(call)] if meta.type == "Reranking" else None  # reranking: queries, then corpus
+    instruction = enc.instructions(meta, side) if enc.instructions else ""
     prompted = prompt_texts(raw, enc.model.template, None, 0, enc.model.normalize, instruction, "paper").texts
     if emb.startswith("MoEE_sum"):
-        hs, rw = enc.encode_blocks(raw, task_metadata=meta)
+        hs, rw = enc.encode_blocks(raw, task_metadata=meta, prompt_type=side)
         return (hs if emb.endswith("HS") else rw), prompted
     from .fuse import fuse
 
-    return fuse(enc.features(raw, meta), enc.kind, **enc.fuse_kwargs), prompted
+    return fuse(enc.features(raw, meta, side), enc.kind, **enc.fuse_kwargs), prompted
+
+
+def public_prompted(key: str) -> list[str] | None:
+    """The exact strings the public code tokenized for this key's encode call (stored for some calls)."""
+    _, embed_method, _, task, call = key.split("/")
+    return texts().get(f"{task}/{call}/prompted/{embed_method}")
 
 
 NAMESAKE_ATTRS = ("samples_per_label", "n_experiments", "evaluator")  # evaluation settings a task class carries

@@ -25,6 +25,8 @@ for var, value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("TRAN
 
 import pandas as pd  # noqa: E402
 
+from moee_exp.public_fixture import markdown  # noqa: E402
+
 PAPER = ["protocol=paper", "model.quantization=4bit"]  # a tiny model quantized as protocol=paper quantizes real ones
 VARIANTS = {  # name -> overrides on top of PAPER: one point switched to its clean value
     "paper": [],
@@ -70,7 +72,11 @@ def main() -> None:
     parser.add_argument("--models", default="tiny,tiny_deepseek_moe")
     parser.add_argument("--emb", default="moee_sum")
     parser.add_argument("--out", default=None, help="also write the long table (csv)")
+    parser.add_argument("--from-csv", default=None, help="print the table of an earlier --out csv, run nothing")
     args = parser.parse_args()
+    if args.from_csv:
+        print(markdown(table(pd.read_csv(args.from_csv)).reset_index()))
+        return
     with tempfile.TemporaryDirectory(prefix="protocol-points-") as tmp:
         df = pd.concat([run(m, args.emb, Path(tmp)) for m in args.models.split(",")])
     if args.out:
@@ -78,7 +84,7 @@ def main() -> None:
     pd.set_option("display.width", 200)
     print(f"\nMoEE ({args.emb}, α=1, PromptEOL) on the demo tasks, scores x100; one point of protocol=paper switched "
           "at a time (tiny random models: effects, not real magnitudes)\n")
-    print(table(df).to_markdown())
+    print(markdown(table(df).reset_index()))
 
 
 if __name__ == "__main__":

@@ -185,6 +185,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description="our protocol=paper vs the public code's fixture scores")
     parser.add_argument("--family", default=None)
+    parser.add_argument("--out", default=None, help="also write the table (csv)")
     args = parser.parse_args()
     rows = [r for r in scores() if args.family in (None, r["family"])]
     with tempfile.TemporaryDirectory(prefix="public-fixture-") as tmp:
@@ -192,12 +193,19 @@ def main() -> None:
     df["Δ"] = df["ours"] - df["public"]
     df["emb"] = df.apply(lambda r: f"MoEE(sum) w={r.similarity_weight:g}" if r.similarity_ensemble
                          else {"MoEE": "MoEE(concat)"}.get(r.emb_info, r.emb_info), axis=1)  # fmt: skip
-    pd.set_option("display.width", 250)
-    print(df[["family", "embed_method", "emb", "task", "main_score_name", "public", "ours", "Δ"]]
-          .round(6).to_markdown(index=False))
+    if args.out:
+        df.to_csv(args.out, index=False)
+    print(markdown(df[["family", "embed_method", "emb", "task", "main_score_name", "public", "ours", "Δ"]].round(6)))
     print("\nmax |Δ| per task type and emb:\n")
-    print(df.assign(absd=df["Δ"].abs()).pivot_table(index="task_type", columns="emb", values="absd", aggfunc="max")
-          .round(6).to_markdown())
+    print(markdown(df.assign(absd=df["Δ"].abs()).pivot_table(index="task_type", columns="emb", values="absd",
+                                                              aggfunc="max").round(6).reset_index()))
+
+
+def markdown(df) -> str:
+    """A DataFrame as a markdown table (pandas' to_markdown needs tabulate, which we do not depend on)."""
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,19 @@ pytestmark = pytest.mark.skipif(not pf.available(), reason="tests/fixtures/publi
 
 # Task types whose main score our protocol=paper cannot reproduce to 1e-4, with the reason (BENCHMARKS.md):
 # (task type, emb) -> reason; emb "*" = every emb of the type. Every other row must match to 1e-4.
-KNOWN = {}
+_ORDER = ("the public code encodes other lists (or the same texts in another order) than mteb 2.x hands our encoder, "
+          "so its batches of 16, and with them the per-batch z-scores, differ; HS (never z-scored) matches")
+KNOWN = {
+    ("Clustering", "*"): "MiniBatchKMeans labels differ between scikit-learn 1.5.2 (the public code's env) and 1.9.1 "
+                         "for the same data and seed (measured with the fork's own evaluator under both)",
+    ("Classification", "RW"): _ORDER,
+    ("Classification", "MoEE"): _ORDER,
+    ("PairClassification", "RW"): _ORDER + " (the fork: list(set(sentences)), ordered by PYTHONHASHSEED)",
+    ("PairClassification", "MoEE"): _ORDER + " (the fork: list(set(sentences)), ordered by PYTHONHASHSEED)",
+    ("PairClassification", "sum w=1.0"): "the fork's list(set(sentences)) order depends on PYTHONHASHSEED; "
+                                         "paper_scoring encodes the unique sentences in first-appearance order",
+    ("PairClassification", "sum w=0.5"): "as for w=1.0",
+}
 TOL = 1e-4
 
 
@@ -55,3 +67,8 @@ def test_main_scores_equal_the_public_codes(family, tmp_path):
             bad.append(f"{row['embed_method']} {_emb(row)} {row['task']}: ours {row['ours']:.6f} "
                        f"public {row['public']:.6f}")  # fmt: skip
     assert not bad, "\n".join(bad)
+    # the comparison is not vacuous: most rows are held to 1e-4, HS everywhere but Clustering
+    held = [r for r in compared if (r["task_type"], "*") not in KNOWN and (r["task_type"], _emb(r)) not in KNOWN]
+    assert len(held) >= len(compared) // 2
+    assert {r["task_type"] for r in held if _emb(r) == "HS"} == {"STS", "Classification", "PairClassification",
+                                                               "Reranking", "Summarization"}

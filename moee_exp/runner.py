@@ -126,7 +126,8 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
     )
     chooser = None
     if cfg.emb.kind == "moee_sum":
-        features_of = {k: plan_ident[k] for k in ("model", "max_length", "prompt", "features", "protocol")}  # model × prompt
+        # model × prompt (× protocol: its text handling and instructions change the features)
+        features_of = {k: plan_ident[k] for k in ("model", "max_length", "prompt", "features", "protocol")}
         chooser = AlphaChooser(
             resolved["weights"], emb, encoder, featurizer,
             score=lambda task, split: main_score(encoder, task, split, cfg.model.batch_size),

@@ -322,11 +322,6 @@ def validate(cfg) -> None:
         _choice(cfg.cache.dtype, CACHE_DTYPES, "cache.dtype")
     if "protocol" in cfg:
         validate_protocol(cfg.protocol)
-        if e.kind == "moee_sum" and cfg.protocol.sum_scoring == "paper" and cfg.weights.name == "dev":
-            raise ConfigError(
-                "weights=dev scores its alpha grid with mteb's similarity sum, not protocol.sum_scoring=paper: "
-                "use weights=fixed, grid or auto, or protocol.sum_scoring=similarity"
-            )
     _choice(m.get("paper_rw_activation", "logits"), RW_ACTIVATIONS, "model.paper_rw_activation")
     _choice(m.get("paper_quantization", "4bit"), QUANTIZATIONS, "model.paper_quantization")
     _choice(cfg.logger.mode, ("offline", "online"), "logger.mode")

@@ -130,7 +130,9 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
         features_of = {k: plan_ident[k] for k in ("model", "max_length", "prompt", "features", "protocol")}
         chooser = AlphaChooser(
             resolved["weights"], emb, encoder, featurizer,
-            score=lambda task, split: main_score(encoder, task, split, cfg.model.batch_size),
+            # weights=dev scores its α grid as the job scores: mteb's similarity sum, or the public code's scoring
+            score=(lambda task, split: paper_sum_scorer(encoder)(task, split)[0]) if paper_sum
+            else (lambda task, split: main_score(encoder, task, split, cfg.model.batch_size)),
             calibration_key=resume.row_key(features_of),
         )
     if mteb_meta is not None:

@@ -158,7 +158,6 @@ def test_protocol_sets_the_other_groups_keys(overrides, expected):
         (["protocol.instructions=e6"], "protocol.instructions"),
         (["protocol.text=raw"], "protocol.text"),
         (["protocol.instructions=custom"], "instruction_table"),
-        (["emb=moee_sum", "weights=dev"], "weights=dev"),
         (["model.paper_rw_activation=relu"], "rw_activation=.relu"),
     ],
 )

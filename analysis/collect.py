@@ -23,7 +23,7 @@ METHODS = {"hs": "HS", "rw": "RW", "moee_concat": "MoEE_concat", "moee_sum": "Mo
 TASK_TYPES = ["Classification", "Clustering", "PairClassification", "Reranking", "Retrieval", "STS", "Summarization"]
 # What makes two rows the same table cell (where and when they ran does not).
 KEY = ["model", "emb", "weights", "alpha", "rw_activation", "standardize", "hs_feature", "rw_feature", "prompt", "task",
-       "split"]
+       "split", "protocol"]
 COLUMNS = KEY + ["method", "task_type", "main_score_name", "main_score", "score", "computed_at", "job_dir",
                  "predictions", "task_set", "model_name_or_path", "alpha_source"]
 # How MoEE(sum)'s α was chosen (moee_exp.weights); a row written before the weights group existed is `fixed`.
@@ -106,6 +106,7 @@ def tidy(rows: list[dict]) -> tuple[pd.DataFrame, int]:
     df["alpha"] = [float(a) if s and a is not None and a == a else float("nan") for s, a in zip(is_sum, df.alpha)]
     df["weights"] = [(w if isinstance(w, str) else "fixed") if s else None for s, w in zip(is_sum, df.weights)]
     df["method"] = df.emb.map(METHODS).fillna(df.emb)
+    df["protocol"] = df.protocol.fillna("clean")  # rows written before the protocol group: today's clean computation
     df["score"] = df.main_score.astype(float) * 100
     df = df[COLUMNS].sort_values("computed_at", kind="stable")
     n = len(df)

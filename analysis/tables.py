@@ -36,13 +36,20 @@ VARIANTS = {
 
 
 def _label(r) -> str:
-    """Method name, plus the settings that differ from the defaults (so two settings never share a cell)."""
+    """Method name, plus the settings that differ from its protocol's defaults (so two settings never share a cell),
+    plus the protocol (paper: the public code's computation; clean: ours; README "Two protocols")."""
+    protocol = getattr(r, "protocol", None) or "clean"
     extra = []
-    if r.emb != "hs" and r.rw_activation not in (None, "logits"):
+    # paper's RW activation is per model (DeepSeekMoE: softmax), so under paper it is not a deviation
+    if protocol != "paper" and r.emb != "hs" and r.rw_activation not in (None, "logits"):
         extra.append(str(r.rw_activation))
-    if r.standardize not in (None, "text" if r.emb == "moee_concat" else "none"):
+    if protocol == "paper":
+        default_std = "none" if r.emb == "hs" else "batch"
+    else:
+        default_std = "text" if r.emb == "moee_concat" else "none"
+    if r.standardize not in (None, default_std):
         extra.append(f"std={r.standardize}")
-    return r.method + (f" ({', '.join(extra)})" if extra else "")
+    return r.method + (f" ({', '.join(extra)})" if extra else "") + f" [{protocol}]"
 
 
 PER_TASK = {"auto": "auto α", "dev": "dev α"}  # weights options whose α is chosen per task (moee_exp.weights)

@@ -546,6 +546,10 @@ def model_identity(model_cfg: Mapping) -> dict:
         "device_type": device.type,
         "trust_remote_code": bool(model_cfg.get("trust_remote_code", False)),
         "revision": model_cfg.get("revision"),
+        # routers rounded through NF4 (protocol=paper): only recorded when on, so older keys stay valid
+        **({"nf4_double_quant": True} if str(model_cfg.get("quantization")) == "4bit" else {}),
+        **({"quantize_routers": True} if model_cfg.get("quantize_routers") and
+           str(model_cfg.get("quantization") or "none") != "none" else {}),
         "torch": _version("torch"),
         "transformers": _version("transformers"),
     }

@@ -21,9 +21,11 @@ from .cache import CACHE_DTYPES
 from .extract import FEATURES
 from .fuse import KINDS, RW_ACTIVATIONS, STANDARDIZE
 from .loading import DTYPES, QUANTIZATIONS, check_device
-from .prompts import TEMPLATES, check_template
+from .prompts import TEMPLATES, TEXT_MODES, check_template
 
 TASK_DATA = ("real", "synthetic")
+PROTOCOLS = ("paper", "clean")
+SUM_SCORINGS = ("similarity", "paper")
 SYNTHETIC_SIZES = ("small", "real")  # moee_exp.synthetic_tasks.SIZES (not imported here: it imports datasets)
 
 
@@ -48,6 +50,13 @@ class ModelConfig:
     cache_dir: str = "${paths.cache_dir}"
     # The checkpoint's config.json values (facts, for sizing it without the hub: scripts/model_sizes.py)
     hub_config: Any = None
+    # 4bit: also round the routers' weights through NF4 (double quant), as the public code's quantized gates are;
+    # false keeps them exact (RW read from full-precision routers). Set by protocol=paper.
+    quantize_routers: bool = False
+    # Per-model facts of the public code, read by protocol=paper (conf/protocol/paper.yaml):
+    paper_rw_activation: str = "logits"  # what its gate returns as RW: logits (OLMoE, Qwen) | softmax (DeepSeekMoE)
+    paper_quantization: str = "4bit"  # how it loads the model (NF4 4-bit); tiny models: none (CPU smoke runs)
+    paper_quantize_routers: bool = True  # its gate is an nn.Linear, so bitsandbytes quantizes it (DeepSeekMoE: no)
 
 
 @dataclass
@@ -78,6 +87,21 @@ class PromptConfig:
     name: str = "none"
     template: str | None = None  # None: the paper's template for `name`
     normalize: bool = True  # the public code's clean-up of the text (moee_exp.prompts.normalize_text)
+
+
+@dataclass
+class ProtocolConfig:
+    """Which computation a job runs: ``paper`` (the public code's, conf/protocol/paper.yaml) or ``clean`` (batch-
+    independent embeddings, a true similarity sum; conf/protocol/clean.yaml). The protocol files also set
+    emb.standardize, emb.rw_activation and model.quantization / quantize_routers; each stays overridable."""
+
+    name: str = "clean"  # recorded in every row, the run name, W&B and the mteb model name
+    instructions: str = "none"  # none | e5 (mteb metadata + our table; moee_exp.instructions) | custom
+    instruction_table: dict[str, Any] = field(default_factory=dict)  # task -> str | {query, document}
+    instruction_format: str = "gritlm"  # gritlm ("<|user|>\n{instruction}\n<|embed|>\n") | plain
+    text: str = "clean"  # clean (strip, empty -> '.', cut at max_length) | paper (none of these: prompts.apply_prompt)
+    sum_scoring: str = "similarity"  # moee_sum: similarity (a true similarity sum) | paper (moee_exp.paper_scoring)
+    standardize_by_kind: dict[str, str] = field(default_factory=dict)  # emb kind -> emb.standardize (paper)
 
 
 @dataclass
@@ -130,6 +154,7 @@ def register() -> None:
         ("tasks", TasksConfig),
         ("logger", LoggerConfig),
         ("cache", CacheConfig),
+        ("protocol", ProtocolConfig),
     ]:
         cs.store(group=group, name=f"base_{group}", node=node)
 
@@ -248,6 +273,27 @@ def validate_weights(w) -> None:
         raise ConfigError(f"weights.dev_fraction={w.dev_fraction} must be between 0 and 1")
 
 
+def validate_protocol(p) -> None:
+    from .instructions import FORMATS, MODES
+
+    _choice(p.name, PROTOCOLS, "protocol.name")
+    _choice(p.instructions, MODES, "protocol.instructions")
+    _choice(p.instruction_format, tuple(FORMATS), "protocol.instruction_format")
+    _choice(p.text, TEXT_MODES, "protocol.text")
+    _choice(p.sum_scoring, SUM_SCORINGS, "protocol.sum_scoring")
+    for task, entry in p.instruction_table.items():
+        ok = isinstance(entry, str) or (
+            isinstance(entry, DictConfig) and set(entry) <= {"query", "document"}
+            and all(isinstance(v, str) for v in entry.values())
+        )
+        if not ok:
+            raise ConfigError(
+                f"protocol.instruction_table.{task}={entry!r} must be a string or {{query: ..., document: ...}}"
+            )
+    if p.instructions == "custom" and not p.instruction_table:
+        raise ConfigError("protocol.instructions=custom needs protocol.instruction_table={task: instruction, ...}")
+
+
 def validate(cfg) -> None:
     """Raise ConfigError naming the key and the fix for values the schemas' types allow but the code does not."""
     _check_interpolations(cfg)
@@ -283,6 +329,10 @@ def validate(cfg) -> None:
     _choice(cfg.logger.backend, ("wandb", "none"), "logger.backend")
     if "cache" in cfg:
         _choice(cfg.cache.dtype, CACHE_DTYPES, "cache.dtype")
+    if "protocol" in cfg:
+        validate_protocol(cfg.protocol)
+    _choice(m.get("paper_rw_activation", "logits"), RW_ACTIVATIONS, "model.paper_rw_activation")
+    _choice(m.get("paper_quantization", "4bit"), QUANTIZATIONS, "model.paper_quantization")
     _choice(cfg.logger.mode, ("offline", "online"), "logger.mode")
     if cfg.logger.backend == "wandb":
         _check_wandb_project(cfg.logger.project)

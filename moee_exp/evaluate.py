@@ -27,6 +27,18 @@ def score_row(task, result, split: str = "test") -> dict:
     }
 
 
+def score_row_of(task, split: str, main: float, scores: dict) -> dict:
+    """The row of a score computed outside mteb.evaluate, shaped like ``score_row``'s (one 'default' subset)."""
+    meta = task.metadata
+    return {
+        "task": meta.name, "task_type": meta.type, "split": split, "main_score_name": meta.main_score,
+        "main_score": float(main),
+        # mteb's layout: one dict per hf_subset (a single dict is the 'default' subset)
+        "scores": list(scores) if isinstance(scores, list) else [{**dict(scores), "main_score": float(main),
+                                                                  "hf_subset": "default"}],
+    }
+
+
 def main_score(encoder, task, split: str, batch_size: int = 32) -> float:
     """mteb's main score of ``task`` on ``split`` (one of its eval_splits), nothing saved (weights=dev's grid)."""
     fast_columns.install()
@@ -54,7 +66,7 @@ def load_data(task) -> None:
 
 def evaluate_tasks(
     encoder, tasks, *, batch_size: int = 32, progress: bool = True, prediction_folder=None, prediction_types=(),
-    prepare=None, result_cache=None,
+    prepare=None, result_cache=None, score=None,
 ) -> Iterator[dict]:
     """Yield a row per dataset as soon as it is scored, so a caller can save it before the next one starts.
 
@@ -64,6 +76,8 @@ def evaluate_tasks(
     returns fields for its row.
     With a ``result_cache`` (mteb.ResultCache), each TaskResult is also saved there in mteb's own layout, under the
     encoder's ModelMeta; it is written, never read (mteb.evaluate still gets cache=None).
+    ``score(task, split) -> (main_score, scores)`` replaces mteb's evaluation (protocol=paper's MoEE(sum): the
+    public code's scoring, moee_exp.paper_scoring); it writes no predictions and no mteb result file.
     """
     fast_columns.install()  # datasets' lazy columns read in one batch, not row by row (moee_exp.fast_columns)
     for task in tasks:
@@ -72,6 +86,13 @@ def evaluate_tasks(
         extra = prepare(task) if prepare else {}
         start = time.perf_counter()
         load_data(task)
+        if score is not None:
+            main, scores = score(task, split)
+            row = {**score_row_of(task, split, main, scores), **extra}
+            row["eval_time_s"] = round(time.perf_counter() - start, 3)
+            log.info("%s (%s): %s = %.4f", row["task"], row["task_type"], row["main_score_name"], row["main_score"])
+            yield row
+            continue
         result = mteb.evaluate(
             encoder,
             task,

@@ -81,19 +81,25 @@ class Prompted:
     truncated: list[bool] = field(default_factory=list)  # per text: was it cut to fit max_length
 
 
-def prompt_texts(texts, template: str, tokenizer, max_length: int, normalize: bool = True) -> Prompted:
-    """Put each text into the template; a text too long for max_length is cut (its end, never the prompt's)."""
+def prompt_texts(texts, template: str, tokenizer, max_length: int, normalize: bool = True, instruction: str = "",
+                 mode: str = "clean") -> Prompted:  # fmt: skip
+    """Put each text into the template (after ``instruction``); a text too long for max_length is cut (its end,
+    never the prompt's). ``mode="paper"`` (the public code) never cuts: max_length is not applied."""
     out, n_truncated, truncated = [], 0, []
     for text in texts:
         text = clean_text(text)
-        prompted = apply_prompt(text, template, normalize)
+        prompted = apply_prompt(text, template, normalize, instruction, mode)
+        if mode == "paper":
+            out.append(prompted)
+            truncated.append(False)
+            continue
         n_tokens = len(tokenizer(prompted)["input_ids"])
         truncated.append(n_tokens > max_length)
         if n_tokens > max_length:
             n_truncated += 1
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
             keep = max(len(ids) - (n_tokens - max_length) - 2, 0)  # 2 tokens slack for merges at the cut
-            prompted = apply_prompt(tokenizer.decode(ids[:keep]), template, normalize)
+            prompted = apply_prompt(tokenizer.decode(ids[:keep]), template, normalize, instruction, mode)
         out.append(prompted)
     return Prompted(out, n_truncated, truncated)
 
@@ -253,12 +259,15 @@ def extract(
     features=DEFAULT_FEATURES,
     desc: str | None = None,
     progress: bool = True,
+    truncate: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Features of already-prompted texts, in input order: {"hs": (n, hidden), "rw": (n, layers, experts), ...}."""
+    """Features of already-prompted texts, in input order: {"hs": (n, hidden), "rw": (n, layers, experts), ...}.
+    ``truncate=False`` (the public code) feeds every text whole, whatever max_length says."""
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     tok = lm.tokenizer
-    encoded = [list(ids) for ids in tok(list(texts), truncation=True, max_length=max_length)["input_ids"]]
+    limit = {"truncation": True, "max_length": max_length} if truncate else {}
+    encoded = [list(ids) for ids in tok(list(texts), **limit)["input_ids"]]
     empty = [i for i, ids in enumerate(encoded) if not ids]
     if empty:  # nothing to pool (an empty text with a bare '{text}' template and prompt.normalize=false)
         filler = next(t for t in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, 0) if t is not None)

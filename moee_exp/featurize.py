@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 TRUNCATED = "truncated"  # cached beside the features, so a cache hit still counts truncated texts
 LOAD_KEYS = ("name_or_path", "revision", "dtype", "quantization", "device", "trust_remote_code",
-             "experts_implementation")
+             "experts_implementation", "quantize_routers")
 _loaded: dict[tuple, LoadedModel] = {}
 load_count = 0  # how many times a model was actually constructed in this process (tests assert on it)
 
@@ -67,19 +67,23 @@ class Featurizer:
         progress: bool = True,
         features=DEFAULT_FEATURES,
         cache: FeatureCache | None = None,
+        text_mode: str = "clean",
     ):
         self.model_cfg = dict(model_cfg)
         self.cache = cache
-        self._namespace = None
+        self._namespaces: dict[str, object] = {}
+        self.text_mode = text_mode  # clean | paper: moee_exp.prompts.apply_prompt
         self.features = tuple(features)
         self.template = check_template(template)
         self.normalize = normalize
         self.progress = progress
         self.n_truncated = 0
 
-    def namespace(self):
-        """This model × prompt × settings' part of the feature cache (see moee_exp.cache for what keys it)."""
-        if self._namespace is None:
+    def namespace(self, instruction: str = ""):
+        """This model × prompt × instruction × settings' part of the feature cache (see moee_exp.cache for what
+        keys it). The instruction and the text mode are part of what is extracted, so they key it too (added only
+        when not the defaults, so caches written before they existed stay valid)."""
+        if instruction not in self._namespaces:
             identity = {
                 "model": model_identity(self.model_cfg),
                 "template": self.template,
@@ -87,20 +91,26 @@ class Featurizer:
                 "max_length": int(self.model_cfg.get("max_length", 512)),
                 "extraction_version": EXTRACTION_VERSION,
             }
-            self._namespace = self.cache.namespace(identity)
-        return self._namespace
+            if instruction:
+                identity["instruction"] = instruction
+            if self.text_mode != "clean":
+                identity["text_mode"] = self.text_mode
+            self._namespaces[instruction] = self.cache.namespace(identity)
+        return self._namespaces[instruction]
 
-    def __call__(self, texts: list[str], desc: str | None = None, sink=None) -> dict[str, np.ndarray]:
+    def __call__(self, texts: list[str], desc: str | None = None, sink=None,
+                 instruction: str = "") -> dict[str, np.ndarray]:
         """``sink`` (e.g. moee_exp.fuse.SumSink) says where some features go, as (n, value shapes) -> {feature:
-        (out, rows_fn)}: those are written to ``out`` through ``rows_fn`` (straight from the cache when cached)."""
+        (out, rows_fn)}: those are written to ``out`` through ``rows_fn`` (straight from the cache when cached).
+        ``instruction`` is prepended to each text inside the template (protocol=paper; part of the cache key)."""
         texts = clean_texts(texts)  # None -> '', lone surrogates -> U+FFFD: nothing crashes the tokenizer
         sent = ()
         if self.cache is None or not texts:
-            feats, truncated = self._extract(texts, desc)
+            feats, truncated = self._extract(texts, desc, instruction)
         else:
             for attempt in range(3):
                 try:
-                    feats, truncated, sent = self._cached(texts, desc, sink)
+                    feats, truncated, sent = self._cached(texts, desc, sink, instruction)
                     break
                 except CacheMiss:  # a shard vanished or went bad under us: look the texts up again
                     if attempt == 2:
@@ -116,9 +126,9 @@ class Featurizer:
                 feats[name] = out
         return feats
 
-    def _cached(self, texts: list[str], desc: str | None, sink=None):
+    def _cached(self, texts: list[str], desc: str | None, sink=None, instruction: str = ""):
         """Features from the cache; the texts missing any requested feature are extracted (once each) and stored."""
-        ns = self.namespace()
+        ns = self.namespace(instruction)
         keys = text_keys(texts)
         names = (*dict.fromkeys(self.features), TRUNCATED)
         have = {name: ns.contains(keys, name) for name in names}
@@ -137,7 +147,7 @@ class Featurizer:
                 for i in np.flatnonzero(missing):
                     first.setdefault(keys[i], int(i))
                 if first:
-                    fresh = self._extract_missing(texts, first, desc)
+                    fresh = self._extract_missing(texts, first, desc, instruction)
                     for name in names:
                         ns.put(list(first), name, fresh[name])
         fresh_at = {k: j for j, k in enumerate(first)}
@@ -163,19 +173,20 @@ class Featurizer:
                 out[name][rows] = ns.get([keys[i] for i in rows], name)
         return {name: out[name] for name in self.features}, out[TRUNCATED], tuple(targets)
 
-    def _extract_missing(self, texts: list[str], first: dict, desc: str | None) -> dict:
+    def _extract_missing(self, texts: list[str], first: dict, desc: str | None, instruction: str = "") -> dict:
         try:
-            fresh, fresh_truncated = self._extract([texts[i] for i in first.values()], desc)
+            fresh, fresh_truncated = self._extract([texts[i] for i in first.values()], desc, instruction)
         except NonFiniteFeatureError as err:  # name the texts by their index in this call, not in the subset
             raise err.reindexed(list(first.values())) from None
         fresh[TRUNCATED] = fresh_truncated
         return fresh
 
-    def _extract(self, texts: list[str], desc: str | None):
+    def _extract(self, texts: list[str], desc: str | None, instruction: str = ""):
         lm = get_model(self.model_cfg)
         max_length = int(self.model_cfg.get("max_length", 512))
         check_max_length(lm.model.config, max_length)  # a hub config unreadable before the load is checked here
-        prompted = prompt_texts(texts, self.template, lm.tokenizer, max_length, self.normalize)
+        prompted = prompt_texts(texts, self.template, lm.tokenizer, max_length, self.normalize, instruction,
+                                self.text_mode)
         feats = extract(
             lm,
             prompted.texts,
@@ -185,5 +196,6 @@ class Featurizer:
             features=self.features,
             desc=desc,
             progress=self.progress,
+            truncate=self.text_mode != "paper",
         )
         return feats, np.array(prompted.truncated or [False] * len(texts), dtype=bool)

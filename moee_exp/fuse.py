@@ -11,8 +11,10 @@ Standardization of each block (``standardize``):
 - none: raw block.
 - text (default for moee_concat): z-score each vector over its own features, so an embedding is a function of
   its text alone.
-- batch: z-score each feature over consecutive batches of ``batch_size`` texts, as the public code does (batch
-  128). A text's embedding then depends on its batch-mates; offered to reproduce the paper's numbers.
+- batch: z-score each feature over consecutive batches of ``batch_size`` texts of the list being encoded, exactly
+  as the public code does (moee.py: torch's unbiased std, ``(x - mean) / (std + 1e-8)``, and NaN, e.g. from a
+  batch of one text, set to 0; batch 128). A text's embedding then depends on its batch-mates; the default of
+  ``protocol=paper`` for every emb kind but hs, to reproduce the paper's numbers.
 """
 
 from __future__ import annotations
@@ -42,13 +44,23 @@ def _zscore(x: np.ndarray, axis: int) -> np.ndarray:
     return (x - x.mean(axis=axis, keepdims=True)) / np.where(std > 0, std, 1.0)
 
 
+def _zscore_public(x: np.ndarray) -> np.ndarray:
+    """The public code's per-feature z-score of one batch: unbiased std + 1e-8; its NaN (one text) becomes 0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        std = x.std(axis=0, ddof=1, keepdims=True) if len(x) > 1 else np.full((1, x.shape[1]), np.nan)
+        out = (x - x.mean(axis=0, keepdims=True)) / (std + 1e-8)
+    return np.nan_to_num(out, nan=0.0)
+
+
 def standardize_block(x: np.ndarray, mode: str, batch_size: int = 128) -> np.ndarray:
     if mode == "none":
         return x
     if mode == "text":
         return _zscore(x, axis=1)
     if mode == "batch":
-        return np.concatenate([_zscore(x[i : i + batch_size], axis=0) for i in range(0, len(x), batch_size)])
+        if not len(x):
+            return x
+        return np.concatenate([_zscore_public(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
     raise ValueError(f"standardize={mode!r} is not one of {STANDARDIZE}")
 
 
@@ -157,3 +169,20 @@ def _fuse_f64(hs, rw, kind, alpha, rw_activation, standardize, batch_size) -> np
     if kind == "moee_concat":
         return np.concatenate([hs, rw], axis=1)
     return np.concatenate([l2_normalize(hs), np.sqrt(alpha) * l2_normalize(rw)], axis=1)
+
+
+def blocks(
+    features: dict[str, np.ndarray],
+    *,
+    rw_activation: str = "logits",
+    standardize: str = "none",
+    standardize_batch_size: int = 128,
+    hs_feature: str = "hs",
+    rw_feature: str = "rw",
+    **_,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The HS and RW blocks (float64), each standardized as ``standardize`` says: what fuse() combines, and what
+    the public code's MoEE(sum) scores (moee_exp.paper_scoring) get as its two embeddings."""
+    hs = standardize_block(features[hs_feature].astype(np.float64), standardize, standardize_batch_size)
+    rw = standardize_block(rw_block(features[rw_feature], rw_activation), standardize, standardize_batch_size)
+    return hs, rw

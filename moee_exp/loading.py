@@ -221,11 +221,14 @@ def _quantization_config(quantization: str, config, dtype, trust_remote_code: bo
     _require_bitsandbytes(quantization)
     from transformers import BitsAndBytesConfig
 
-    # Routers stay in full precision: RW is read from their weights, and a quantized router changes the routing.
+    # Routers are kept out of bitsandbytes' modules (so RW can be read from their weights by shape, whether a
+    # router is an nn.Linear or a bare Parameter); quantize_routers rounds them through NF4 after the load.
     skip = _full_precision_names(config, trust_remote_code)
     if quantization == "4bit":
+        # NF4 with double quantization and the compute dtype as compute dtype: the public code's nf4_config
         return BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=skip
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=skip,
         )
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
 
@@ -256,6 +259,7 @@ def load_model(
     device: str = "auto",
     trust_remote_code: bool = False,
     experts_implementation: str = "auto",
+    quantize_routers: bool = False,
 ) -> LoadedModel:
     import transformers
     from transformers import AutoModel, AutoTokenizer
@@ -289,10 +293,28 @@ def load_model(
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:  # padding never reaches a pooled feature; any id will do
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    routers = find_routers(model)
+    if quantize_routers and quantization == "4bit":
+        nf4_round_trip(routers)
     settings = dict(revision=revision, dtype=str(torch_dtype), quantization=quantization, device=str(dev),
-                    experts_implementation=getattr(model.config, "_experts_implementation", None))
-    lm = LoadedModel(model, tokenizer, find_routers(model), name_or_path, dev, settings)
+                    experts_implementation=getattr(model.config, "_experts_implementation", None),
+                    quantize_routers=bool(quantize_routers and quantization == "4bit"))
+    lm = LoadedModel(model, tokenizer, routers, name_or_path, dev, settings)
     from .router_check import check_routers
 
     log.info("%s: routers checked against %s", name_or_path, check_routers(lm))  # UnsupportedRouterError if wrong
     return lm
+
+
+def nf4_round_trip(routers) -> None:
+    """Replace each router's weight by its NF4 (double-quant, blocksize 64) quantize-dequantize, in place: the
+    weight a bitsandbytes Linear4bit gate computes with in the public code (its patched models keep the gates as
+    nn.Linear, so bitsandbytes quantizes them). Done through bitsandbytes' own NF4 functions, so it also covers
+    routers that transformers 5 holds as bare Parameters, which bitsandbytes would not quantize."""
+    import bitsandbytes.functional as bnbf
+
+    with torch.no_grad():
+        for router in routers:
+            weight = router.module.weight
+            packed, state = bnbf.quantize_4bit(weight.data, quant_type="nf4", compress_statistics=True, blocksize=64)
+            weight.data.copy_(bnbf.dequantize_4bit(packed, state).to(weight.dtype))

@@ -20,10 +20,11 @@ import torch
 from mteb.models.model_meta import ModelMeta, ScoringFunction
 
 from .cache import _hub_commit
-from .config import EmbConfig, ModelConfig
+from .config import EmbConfig, ModelConfig, ProtocolConfig
 from .encoder import MoEEEncoder
 from .featurize import Featurizer, model_path
 from .fuse import KINDS
+from .instructions import Instructions
 from .prompts import TEMPLATES, check_template
 from .routers import find_routers, text_config
 
@@ -86,17 +87,24 @@ def embedding_dim(kind: str, facts: Mapping) -> int:
     return {"hs": hs, "rw": rw}.get(kind, hs + rw)
 
 
-def model_name(model_cfg: Mapping, emb: Mapping, prompt: str) -> str:
-    """'moee/<checkpoint>-<emb kind>[-a<alpha>]-<prompt>[-<non-default emb knobs>]': one name per configuration, so
-    each lands in its own folder of mteb's result layout and mteb's loaders need no experiment settings."""
+def model_name(model_cfg: Mapping, emb: Mapping, prompt: str, protocol: Mapping | None = None) -> str:
+    """'moee/<checkpoint>-<emb kind>[-a<alpha>]-<prompt>-<protocol>[-<non-default emb / protocol knobs>]': one name
+    per configuration, so each lands in its own folder of mteb's result layout and mteb's loaders need no
+    experiment settings."""
+    protocol = _protocol(protocol)
     base = model_cfg.get("name") or Path(str(model_cfg["name_or_path"]).rstrip("/")).name
     parts = [base, emb["kind"]]
     if emb["kind"] == "moee_sum":
         alpha = emb["alpha"]
         parts.append(f"a{alpha:g}" if isinstance(alpha, (int, float)) else f"a{alpha}")
     parts.append(prompt)
+    parts.append(protocol["name"])
     defaults = EmbConfig()
     parts += [f"{k}={emb[k]}" for k in EMB_KEYS if k not in ("kind", "alpha") and emb[k] != getattr(defaults, k)]
+    # the protocol's own knobs where they differ from what its name implies (clean: instructions off, clean text)
+    named = {"instructions": "e5" if protocol["name"] == "paper" else "none",
+             "text": protocol["name"]}  # fmt: skip
+    parts += [f"{k}={protocol[k]}" for k, v in named.items() if protocol[k] != v]
     return "moee/" + "-".join(str(p).replace("/", "_") for p in parts)
 
 
@@ -107,10 +115,17 @@ def moee_model_meta(
     template: str | None = None,
     normalize: bool = True,
     name: str | None = None,
+    protocol: Mapping | None = None,
     **kwargs,
 ) -> ModelMeta:
     """The ModelMeta of MoEE on one checkpoint × emb × prompt; ``kwargs`` are the model and emb config's keys
-    (``revision``, ``dtype``, ``max_length``, ...; ``kind``, ``alpha``, ``rw_activation``, ...)."""
+    (``revision``, ``dtype``, ``max_length``, ...; ``kind``, ``alpha``, ``rw_activation``, ...). ``protocol`` (the
+    protocol group's keys, conf/protocol/) is ``clean`` unless given: e.g. ``{"instructions": "e5"}`` adds the E5
+    instructions; its standardization / activation / quantization are the emb and model keys above."""
+    protocol = _protocol(protocol)
+    if protocol["sum_scoring"] == "paper" and kwargs.get("kind", "moee_sum") == "moee_sum":
+        raise ValueError("sum_scoring='paper' is the runner's own scoring (moee_exp.paper_scoring); mteb's "
+                         "evaluators score a similarity sum: use sum_scoring='similarity' here")
     unknown = set(kwargs) - set(MODEL_KEYS) - set(EMB_KEYS)
     if unknown:
         raise TypeError(f"unknown argument(s) {sorted(unknown)}; model keys: {MODEL_KEYS}, emb keys: {EMB_KEYS}")
@@ -128,8 +143,9 @@ def moee_model_meta(
     max_tokens = min(int(model_cfg["max_length"]), facts["max_position_embeddings"] or int(model_cfg["max_length"]))
     return ModelMeta(
         loader=load_moee_encoder,
-        loader_kwargs={"model_cfg": model_cfg, "emb": emb, "template": template, "normalize": normalize},
-        name=model_name(model_cfg, emb, prompt),
+        loader_kwargs={"model_cfg": model_cfg, "emb": emb, "template": template, "normalize": normalize,
+                       "protocol": protocol},
+        name=model_name(model_cfg, emb, prompt, protocol),
         # a hub id's revision: the commit it resolves to in the HF cache where known; a local dir has none
         revision=(_hub_commit(hub_id, model_cfg["revision"]) or model_cfg["revision"] or "main") if hub_id else "local",
         release_date=None,
@@ -149,7 +165,7 @@ def moee_model_meta(
         # cosine, as the runner scores; for moee_sum it is (cos HS + alpha cos RW) / (1 + alpha), see moee_exp.fuse
         similarity_fn_name=ScoringFunction.COSINE,
         # mteb counts a fixed input format ("query: {text}") as instructions; "none" is the bare quoted text
-        use_instructions=template != TEMPLATES["none"],
+        use_instructions=template != TEMPLATES["none"] or protocol["instructions"] != "none",
         training_datasets=None,  # no finetuning; what the base LLM was pretrained on is not listed here
         adapted_from=hub_id,
         citation=CITATION,
@@ -157,18 +173,29 @@ def moee_model_meta(
 
 
 def load_moee_encoder(name: str, revision: str | None = None, *, model_cfg, emb, template, normalize=True, device=None,
-                      **emb_overrides) -> MoEEEncoder:  # fmt: skip
+                      protocol=None, **emb_overrides) -> MoEEEncoder:  # fmt: skip
     """mteb's loader protocol (name, revision, **loader_kwargs): the runner's encoder for this configuration.
     Keywords given to ``ModelMeta.load_model`` (e.g. ``alpha=0.3``) override the emb config."""
     model_cfg = dict(model_cfg)
     if device is not None:
         model_cfg["device"] = device
     emb = {**emb, **emb_overrides}
+    protocol = _protocol(protocol)
     featurizer = Featurizer(
-        model_cfg, template, normalize, progress=False, features=(emb["hs_feature"], emb["rw_feature"])
+        model_cfg, template, normalize, progress=False, features=(emb["hs_feature"], emb["rw_feature"]),
+        text_mode=protocol["text"],
     )
     fuse_kwargs = {k: v for k, v in emb.items() if k != "kind"}
-    return MoEEEncoder(featurizer, emb["kind"], name=name, revision=revision, **fuse_kwargs)
+    instructions = Instructions(protocol["instructions"], protocol["instruction_table"], protocol["instruction_format"])
+    return MoEEEncoder(featurizer, emb["kind"], name=name, revision=revision, instructions=instructions,
+                       **fuse_kwargs)
+
+
+def _protocol(protocol: Mapping | None) -> dict:
+    """The protocol group's keys, ``clean``'s defaults (ProtocolConfig) for those not given."""
+    out = {**ProtocolConfig().__dict__, **dict(protocol or {})}
+    out["instruction_table"] = dict(out["instruction_table"] or {})
+    return out
 
 
 def get_moee_model(model_name_or_path: str, **kwargs) -> MoEEEncoder:
@@ -185,6 +212,7 @@ def runner_model_meta(resolved: Mapping, template: str) -> ModelMeta:
     return moee_model_meta(
         path, prompt=prompt["name"], template=template if prompt.get("template") else None,
         normalize=prompt["normalize"], name=model_cfg["name"], **kwargs,
+        protocol={k: v for k, v in (resolved.get("protocol") or {}).items() if k != "sum_scoring"},
         **{k: v for k, v in resolved["emb"].items() if k in EMB_KEYS and k != "alpha"}, alpha=job_alpha(resolved),
     )  # fmt: skip
 

@@ -57,8 +57,28 @@ def normalize_text(text: str) -> str:
     return text if text.endswith(_END_PUNCT) else text + "."
 
 
-def apply_prompt(text: str, template: str, normalize: bool = True) -> str:
+TEXT_MODES = ("clean", "paper")
+
+
+def apply_prompt(text: str, template: str, normalize: bool = True, instruction: str = "", mode: str = "clean") -> str:
+    """The prompted string of one text. ``instruction`` (moee_exp.instructions, already formatted) goes before the
+    text, inside the template. ``mode``:
+
+    - clean: ``normalize_text`` on the text alone (strip; empty -> '.'), then the instruction before it.
+    - paper: the public code's order: instruction + text, a final '.' unless empty or ending in . ? ! " ',
+      double quotes -> ', and no strip (an empty text stays empty); ``_`` -> space over the whole prompted string
+      (instruction and template included), which is then stripped at its ends.
+    """
+    if mode == "paper":
+        if not normalize:
+            return template.replace("{text}", instruction + text)
+        sent = instruction + text
+        if sent and not sent.endswith(_END_PUNCT):
+            sent += "."
+        return template.replace("{text}", sent.replace('"', "'")).replace("_", " ").strip()
+    if mode != "clean":
+        raise ValueError(f"text mode {mode!r} is not one of {TEXT_MODES}")
     if normalize:
         # The public code also turns '_' into ' ' in the prompted string.
-        return template.replace("{text}", normalize_text(text)).replace("_", " ")
-    return template.replace("{text}", text)
+        return template.replace("{text}", instruction + normalize_text(text)).replace("_", " ")
+    return template.replace("{text}", instruction + text)

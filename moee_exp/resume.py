@@ -5,6 +5,7 @@ Every row a job writes (``results/<task>.json``, one per dataset, atomically, as
 
 - the model: ``cache.model_identity`` (tiny spec hash / local dir fingerprint / hub id + revision + cached commit,
   resolved dtype, quantization, device type, torch and transformers versions), ``max_length``;
+- the protocol (``protocol.*``: paper / clean, instructions, text handling, MoEE(sum) scoring);
 - the features: prompt template and normalization, ``extract.EXTRACTION_VERSION``, the feature cache's dtype;
 - the embedding: every ``emb.*`` value (kind, activation, standardization, poolings) and, for moee_sum, how α is
   chosen (``weights.identity``: the α of fixed/grid, the criterion and sample size of auto, the grid of dev);
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 CODE_FILES = (
     "extract.py", "routers.py", "prompts.py", "fuse.py", "encoder.py", "evaluate.py", "tasks.py", "demo_tasks.py",
     "synthetic_tasks.py",
-    "weights.py",
+    "weights.py", "instructions.py", "paper_scoring.py",
 )
 # Set in every row this process computes, so a re-run can tell reused rows (older run_uid) from new ones.
 RUN_UID = uuid.uuid4().hex[:12]
@@ -74,6 +75,8 @@ def job_identity(resolved: Mapping, template: str) -> dict:
         "model": model_identity(model),
         "max_length": int(model.get("max_length", 512)),
         "prompt": {"template": template, "normalize": bool(resolved["prompt"].get("normalize", True))},
+        # instructions, text handling, MoEE(sum)'s scoring (the rest of a protocol is in model / emb)
+        "protocol": {k: v for k, v in (resolved.get("protocol") or {}).items() if k != "standardize_by_kind"},
         "features": {
             "extraction_version": EXTRACTION_VERSION,
             "dtype": str(cache.get("dtype", "float32")) if cache.get("enabled", False) else "float32",

@@ -16,6 +16,7 @@ from .encoder import MoEEEncoder
 from .evaluate import evaluate_tasks, main_score
 from .faults import Preempted, preemptible, resume_hint
 from .featurize import Featurizer
+from .instructions import Instructions
 from .loading import check_model
 from .record import atomic_write, format_summary, wandb_logger, write_row, write_table
 from .tasks import check_prediction_types, describe_data, tasks_from_config
@@ -40,6 +41,13 @@ def row_labels(cfg) -> dict:
         "hs_feature": cfg.emb.hs_feature,
         "rw_feature": cfg.emb.rw_feature,
         "prompt": cfg.prompt.name,
+        # the computation: paper (the public code's) or clean, and the protocol settings not already listed
+        "protocol": cfg.protocol.name,
+        "instructions": cfg.protocol.instructions,
+        "text_handling": cfg.protocol.text,
+        "sum_scoring": cfg.protocol.sum_scoring if sum_ else None,
+        "quantization": cfg.model.quantization,
+        "quantize_routers": bool(cfg.model.quantize_routers) if cfg.model.quantization != "none" else None,
         "task_set": cfg.tasks.name,
         "task_data": cfg.tasks.get("data", "real"),  # synthetic: a dry run on generated data (scores mean nothing)
     }
@@ -49,7 +57,7 @@ def run_name(ident: dict) -> str:
     alpha = f"-a{ident['alpha']:g}" if ident["alpha"] is not None else ""
     if ident.get("weights") in ("auto", "dev"):
         alpha = f"-{ident['weights']}"
-    return f"{ident['model']}-{ident['emb']}{alpha}-{ident['prompt']}"
+    return f"{ident['model']}-{ident['emb']}{alpha}-{ident['prompt']}-{ident['protocol']}"
 
 
 def quiet_libraries() -> None:
@@ -72,12 +80,16 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     # Rows already in this job dir whose key matches what would be computed now are reused (moee_exp.resume).
     overwrite = bool(cfg.get("overwrite", False))
-    prediction_types = tuple(cfg.get("predictions") or ())
+    # protocol=paper's MoEE(sum) is scored outside mteb.evaluate (moee_exp.paper_scoring): no mteb predictions
+    paper_sum = cfg.emb.kind == "moee_sum" and cfg.protocol.sum_scoring == "paper"
+    prediction_types = () if paper_sum else tuple(cfg.get("predictions") or ())
 
     # Optional: mteb's own result layout (a ResultCache root: results/<model>/<revision>/<task>.json + model_meta.json)
     # beside our rows, with the model's real metadata (moee_exp.mteb_model), for mteb's tooling to load.
     mteb_cache = mteb_meta = None
-    if cfg.get("mteb_results"):
+    if cfg.get("mteb_results") and paper_sum:
+        log.warning("mteb_results: not written for protocol.sum_scoring=paper (scored outside mteb.evaluate)")
+    if cfg.get("mteb_results") and not paper_sum:
         import mteb
 
         from .mteb_model import runner_model_meta
@@ -115,20 +127,26 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
         progress=cfg.progress,
         features=(cfg.emb.hs_feature, cfg.emb.rw_feature),
         cache=open_cache(resolved.get("cache")),
+        text_mode=cfg.protocol.text,
     )
+    protocol = resolved["protocol"]
+    instructions = Instructions(protocol["instructions"], protocol["instruction_table"], protocol["instruction_format"])
     ident = row_labels(cfg)
     # The emb group mirrors fuse(); its α comes from the weights group, per task for auto/dev (moee_exp.weights).
     emb = {k: v for k, v in resolved["emb"].items() if k not in ("kind", "alpha")}
     encoder = MoEEEncoder(
         featurizer, cfg.emb.kind, name=f"moee/{run_name(ident)}", revision=cfg.model.revision,
-        alpha=float(cfg.weights.alpha), **emb,
+        alpha=float(cfg.weights.alpha), instructions=instructions, **emb,
     )
     chooser = None
     if cfg.emb.kind == "moee_sum":
-        features_of = {k: plan_ident[k] for k in ("model", "max_length", "prompt", "features")}  # model × prompt
+        # model × prompt (× protocol: its text handling and instructions change the features)
+        features_of = {k: plan_ident[k] for k in ("model", "max_length", "prompt", "features", "protocol")}
         chooser = AlphaChooser(
             resolved["weights"], emb, encoder, featurizer,
-            score=lambda task, split: main_score(encoder, task, split, cfg.model.batch_size),
+            # weights=dev scores its α grid as the job scores: mteb's similarity sum, or the public code's scoring
+            score=(lambda task, split: paper_sum_scorer(encoder)(task, split)[0]) if paper_sum
+            else (lambda task, split: main_score(encoder, task, split, cfg.model.batch_size)),
             calibration_key=resume.row_key(features_of),
         )
     if mteb_meta is not None:
@@ -152,6 +170,7 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
             prediction_types=prediction_types,
             prepare=chooser,
             result_cache=mteb_cache,
+            score=paper_sum_scorer(encoder) if paper_sum else None,
         ):
             n_truncated, truncated_before = featurizer.n_truncated - truncated_before, featurizer.n_truncated
             row = {**ident, **row, "n_truncated": n_truncated, **plan.stamp(row["task"])}
@@ -186,3 +205,14 @@ def _kept_on_stop(job_dir: Path, rows: list[dict], order: list[str], wb):
         print(f"{why}: kept {len(done)} of {len(order)} dataset(s) in {job_dir / 'results'} (and results.csv); {then}",
               file=sys.stderr, flush=True)
         raise
+
+
+def paper_sum_scorer(encoder):
+    """MoEE(sum) scored as the public code does per task type (moee_exp.paper_scoring): (task, split) -> (main
+    score, scores), from the encoder's two standardized blocks and its current α (set per task by the chooser)."""
+    from .paper_scoring import evaluate_paper_sum
+
+    def score(task, split):
+        return evaluate_paper_sum(task, encoder.encode_blocks, float(encoder.fuse_kwargs["alpha"]), split=split)
+
+    return score

@@ -185,7 +185,8 @@ def _feeds(key: str, container: dict) -> set[str]:
         value = container
         for part in other.split("."):
             value = value.get(part) if isinstance(value, dict) else None
-        if isinstance(value, str) and f"${{{key}}}" in value:
+        # ${key} or a nested ${key.${...}} (protocol=paper's emb.standardize reads protocol.standardize_by_kind)
+        if isinstance(value, str) and (f"${{{key}}}" in value or f"${{{key}." in value):
             out.add(other)
     return out
 

@@ -20,7 +20,7 @@ TINY = tiny_model_cfg("tiny")["tiny"]["config"]
 def test_metadata_is_read_from_the_checkpoint(tiny_lm):
     meta = moee_model_meta(model_path(tiny_model_cfg("tiny")), kind="moee_sum", alpha=0.5, name="tiny-olmoe")
     lm = tiny_lm("tiny")
-    assert meta.name == "moee/tiny-olmoe-moee_sum-a0.5-prompteol"
+    assert meta.name == "moee/tiny-olmoe-moee_sum-a0.5-prompteol-clean"
     assert meta.revision == "local"
     # counted on the really loaded base model, not on the weightless copy the metadata is read from
     assert meta.n_parameters == sum(p.numel() for p in lm.model.parameters())
@@ -46,7 +46,7 @@ def test_mteb_evaluate_in_a_users_script_equals_the_runners_encoder():
     tasks = [t for t in MOCK_TASK_TEST_GRID_MONOLINGUAL if t.metadata.type in ("STS", "PairClassification", "Reranking")]
     assert len(tasks) >= 3
     model = get_moee_model(model_path(tiny_model_cfg("tiny")), kind="moee_sum", alpha=0.2, prompt="none")
-    assert model.mteb_model_meta.name.endswith("moee_sum-a0.2-none")
+    assert model.mteb_model_meta.name.endswith("moee_sum-a0.2-none-clean")  # the API keeps protocol=clean
     result = mteb.evaluate(model, tasks, cache=None, co2_tracker=False, show_progress_bar=False)
     assert result.model_name == model.mteb_model_meta.name
     got = {r.task_name: r.get_score() for r in result.task_results}
@@ -69,7 +69,9 @@ def _run(*overrides, cwd):
 def test_runner_writes_mteb_result_layout_that_mteb_loads(tmp_cwd):
     proc = _run(
         "-m", "emb=moee_sum", "weights.alpha=0.2,0.7", "tasks.names=[MoEEDemoSTS,MoEEDemoPairClassification]",
-        "logger=none", "progress=false", "mteb_results=mteb-results", cwd=tmp_cwd,
+        "logger=none", "progress=false", "mteb_results=mteb-results",
+        "protocol.sum_scoring=similarity",  # mteb's result layout holds mteb's scores (paper's sum is scored by us)
+        cwd=tmp_cwd,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     ours = {}

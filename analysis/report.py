@@ -82,7 +82,11 @@ def build(col: Collection, out: Path, alpha="best", prompts=None) -> dict[str, l
         files = ["alpha.csv"] + (["alpha_auto.csv"] if not auto.empty else [])
         for (model, label, prompt), _ in alpha_tab.groupby(["model", "label", "prompt"]):
             cell = rows[(rows.model == model) & (rows.prompt == prompt) & (rows.emb == "moee_sum")]
-            name = f"alpha_{_safe(model)}_{_safe(prompt)}{'' if label == 'MoEE_sum' else '_' + _safe(label)}.png"
+            # the default cell (MoEE_sum, protocol=paper) keeps the short name; other settings / protocols are named
+            method, _, protocol = label.removesuffix("]").rpartition(" [") if label.endswith("]") else (label, "", "")
+            extra = ("" if method == "MoEE_sum" else "_" + _safe(method)) + ("" if protocol in ("", "paper") else
+                                                                            "_" + _safe(protocol))
+            name = f"alpha_{_safe(model)}_{_safe(prompt)}{extra}.png"
             figures.plot_alpha(alpha_tab, model, label, prompt, _tasks_text(cell), out / name, auto)
             files.append(name)
         made["α curves"] = files

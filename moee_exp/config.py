@@ -296,6 +296,7 @@ def validate_protocol(p) -> None:
 
 def validate(cfg) -> None:
     """Raise ConfigError naming the key and the fix for values the schemas' types allow but the code does not."""
+    _choice(cfg.emb.kind, KINDS, "emb.kind")  # first: the protocol's per-kind settings interpolate it
     _check_interpolations(cfg)
     m, e = cfg.model, cfg.emb
     _check_numbers(cfg)
@@ -306,7 +307,6 @@ def validate(cfg) -> None:
     _check_tiny(m.tiny)
     if not m.tiny and not m.name_or_path:
         raise ConfigError("model.name_or_path is empty: set a hub id (e.g. allenai/OLMoE-1B-7B-0924) or a local dir")
-    _choice(e.kind, KINDS, "emb.kind")
     _choice(e.rw_activation, RW_ACTIVATIONS, "emb.rw_activation")
     _choice(e.standardize, STANDARDIZE, "emb.standardize")
     _choice(e.hs_feature, [f for f in FEATURES if f.startswith("hs")], "emb.hs_feature")

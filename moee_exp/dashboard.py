@@ -136,13 +136,22 @@ def combos_from_dirs(dirs: Iterable[Path]) -> list[tuple[str, str]]:
     return list(dict.fromkeys(found))
 
 
+def types_from_dirs(dirs: Iterable[Path]) -> list[str]:
+    """The task types (in TASK_TYPES order) of the result rows under ``dirs``: a panel per type the runs log."""
+    import json
+
+    found = {json.loads(p.read_text()).get("task_type") for d in dirs for p in Path(d).glob("**/results/*.json")}
+    return [t for t in TASK_TYPES if t in found]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m moee_exp.dashboard", description=__doc__.splitlines()[0])
     p.add_argument("project", help="ENTITY/PROJECT of the runs (logger.entity / logger.project)")
     p.add_argument("--from", dest="dirs", nargs="*", type=Path, default=[],
                    help="job or sweep dirs: one section per model x prompt found in their config.yaml")  # fmt: skip
     p.add_argument("--combo", action="append", default=[], metavar="MODEL:PROMPT", help="a section (repeatable)")
-    p.add_argument("--types", nargs="*", default=list(TASK_TYPES), help="task types to plot")
+    p.add_argument("--types", nargs="*", default=None,
+                   help="task types to plot (default: those of the results under --from, else all)")
     p.add_argument("--title", default="MoEE: alpha curves, task types, datasets")
     p.add_argument("--dry-run", action="store_true", help="print the sections instead of saving")
     args = p.parse_args(argv)
@@ -156,6 +165,8 @@ def main(argv=None) -> int:
         print("error: the dashboard needs wandb-workspaces: pip install 'moee-exp[dashboard]'", file=sys.stderr)
         return 2
     combos = combos_from_dirs(args.dirs) + [tuple(c.split(":", 1)) for c in args.combo if ":" in c]
+    if args.types is None:
+        args.types = (types_from_dirs(args.dirs) if args.dirs else []) or list(TASK_TYPES)
     if args.dry_run:
         report = build_report(entity, project, combos, task_types=args.types, title=args.title, bind=False)
         for block in report.blocks:

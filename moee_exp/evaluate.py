@@ -27,11 +27,12 @@ def score_row(task, result, split: str = "test") -> dict:
     }
 
 
-def score_row_of(task, split: str, main: float, scores: dict) -> dict:
-    """The row of a score computed outside mteb.evaluate, shaped like ``score_row``'s (one 'default' subset)."""
+def score_row_of(task, split: str, main: float, scores: dict, main_score_name: str | None = None) -> dict:
+    """The row of a score computed outside mteb.evaluate, shaped like ``score_row``'s (one 'default' subset);
+    ``main_score_name`` names the computation's own main score (default: mteb's for the task)."""
     meta = task.metadata
     return {
-        "task": meta.name, "task_type": meta.type, "split": split, "main_score_name": meta.main_score,
+        "task": meta.name, "task_type": meta.type, "split": split, "main_score_name": main_score_name or meta.main_score,
         "main_score": float(main),
         # mteb's layout: one dict per hf_subset (a single dict is the 'default' subset)
         "scores": list(scores) if isinstance(scores, list) else [{**dict(scores), "main_score": float(main),
@@ -88,7 +89,8 @@ def evaluate_tasks(
         load_data(task)
         if score is not None:
             main, scores = score(task, split)
-            row = {**score_row_of(task, split, main, scores), **extra}
+            name = getattr(score, "main_score_name", None)
+            row = {**score_row_of(task, split, main, scores, name(task) if name else None), **extra}
             row["eval_time_s"] = round(time.perf_counter() - start, 3)
             log.info("%s (%s): %s = %.4f", row["task"], row["task_type"], row["main_score_name"], row["main_score"])
             yield row

@@ -397,6 +397,8 @@ _BY_TYPE = {"STS": (_sts, "cosine_spearman"), "PairClassification": (_pair_class
             "Classification": (_classification, "accuracy"), "Clustering": (_clustering, "v_measure"),
             "Reranking": (_reranking, "map"), "Summarization": (_summarization, "cosine_spearman")}
 
+MAIN_SCORES = {kind: name for kind, (_, name) in _BY_TYPE.items()}  # the fork's main score name per task type
+
 
 def evaluate_paper_sum(task, encode: EncodeFn, alpha: float, *, split: str = "test",
                        emb_info: str = "MoEE") -> tuple[float, list[dict]]:

@@ -210,9 +210,10 @@ def _kept_on_stop(job_dir: Path, rows: list[dict], order: list[str], wb):
 def paper_sum_scorer(encoder):
     """MoEE(sum) scored as the public code does per task type (moee_exp.paper_scoring): (task, split) -> (main
     score, scores), from the encoder's two standardized blocks and its current α (set per task by the chooser)."""
-    from .paper_scoring import evaluate_paper_sum
+    from .paper_scoring import MAIN_SCORES, evaluate_paper_sum
 
     def score(task, split):
         return evaluate_paper_sum(task, encoder.encode_blocks, float(encoder.fuse_kwargs["alpha"]), split=split)
 
+    score.main_score_name = lambda task: MAIN_SCORES[task.metadata.type]  # the fork's (Reranking: map)
     return score

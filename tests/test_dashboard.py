@@ -45,7 +45,7 @@ def _panels(x):
 
 
 def test_every_panel_reads_a_key_our_runs_log(tmp_cwd):
-    from moee_exp.dashboard import build_report, combos_from_dirs, report_spec
+    from moee_exp.dashboard import build_report, combos_from_dirs, report_spec, types_from_dirs
 
     proc = subprocess.run(
         [sys.executable, str(ROOT / "run.py"), "progress=false", "logger.project=moee-dash"], cwd=tmp_cwd,
@@ -59,7 +59,9 @@ def test_every_panel_reads_a_key_our_runs_log(tmp_cwd):
 
     combos = combos_from_dirs([tmp_cwd / "outputs"])
     assert combos == [("tiny-olmoe", "prompteol")]
-    spec = report_spec(build_report("someone", "moee-dash", combos, bind=False))
+    types = types_from_dirs([tmp_cwd / "outputs"])
+    assert types == ["Classification", "Clustering", "PairClassification", "Reranking", "STS", "Summarization"]
+    spec = report_spec(build_report("someone", "moee-dash", combos, task_types=types, bind=False))
     refs = _references(spec)
     assert {"weights.alpha", "emb.kind", "model.name", "prompt.name"} <= refs["config"]
     assert {"avg", "scores", "type/STS", "type/Clustering"} <= refs["summary"]

@@ -5,17 +5,10 @@ import pytest
 import torch
 from conftest import TINY_FAMILIES
 
+from moee_exp.coverage import TEXTS as COVERAGE_TEXTS
 from moee_exp.extract import FEATURES, extract, pooled_positions
 
-TEXTS = [
-    "A man is playing a guitar on the stage tonight.",
-    "hi",
-    "The committee postponed the vote until the budget figures were checked again by two independent auditors.",
-    "Bread rises because yeast releases gas.",
-    "x",
-    "Stars are far away.",
-    "Odd input: ¿qué? 你好 🙂",
-]
+TEXTS = COVERAGE_TEXTS  # short, long, one-character and non-Latin texts (shared with the coverage table)
 
 
 def reference(lm, text: str) -> dict[str, torch.Tensor]:

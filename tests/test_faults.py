@@ -200,7 +200,7 @@ def test_file_size_limit_in_a_job_is_one_error_line_and_the_rerun_resumes(tmp_pa
 
     model_path(tiny_model_cfg())  # the session's tiny model is built (unlimited) before the limited job
     job = tmp_path / "job"
-    args = [sys.executable, str(ROOT / "run.py"), "tasks.names=[MoEEDemoSTS,MoEEDemoReranking]", "logger=none",
+    args = [sys.executable, str(ROOT / "run.py"), "tasks.names=[MoEEDemoSTS,MoEEDemoReranking]", "logger=none", "protocol=clean",
             "progress=false", f"cache.dir={tmp_path / 'features'}", f"hydra.run.dir={job}"]
     # 6 KiB: the STS row fits, the reranking row (its per-query scores) does not
     proc = subprocess.run(args, cwd=tmp_path, env=_env(), text=True, capture_output=True, timeout=600,
@@ -441,7 +441,7 @@ def test_sigterm_keeps_finished_rows_writes_results_csv_and_wandb_and_says_how_t
     env, marker = _stalling_env(tmp_path)
     job = tmp_path / "job"
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), f"tasks.names=[{','.join(TASKS3)}]", "logger=wandb", "progress=false",
+        [sys.executable, str(ROOT / "run.py"), f"tasks.names=[{','.join(TASKS3)}]", "logger=wandb", "progress=false", "protocol=clean",
          f"cache.dir={tmp_path / 'features'}", f"hydra.run.dir={job}"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -470,7 +470,7 @@ def test_sigterm_under_submitit_requeues_the_job_and_it_resumes(tmp_path):
     env, marker = _stalling_env(tmp_path)
     sweep = tmp_path / "sweep"
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), "-m", "hydra/launcher=local", "emb=moee_sum", "weights.alpha=1.0",
+        [sys.executable, str(ROOT / "run.py"), "-m", "hydra/launcher=local", "emb=moee_sum", "weights.alpha=1.0", "protocol=clean",
          f"tasks.names=[{','.join(TASKS3)}]", "logger=none", "progress=false", f"cache.dir={tmp_path / 'features'}",
          f"hydra.sweep.dir={sweep}"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -33,7 +33,7 @@ def test_submitit_local_two_job_sweep_sharing_one_feature_cache(tmp_cwd, monkeyp
     # on an empty cache: both extract and write the same namespace at once.
     secrets = {"WANDB_API_KEY": "0123456789abcdef0123456789abcdefFAKEKEY!", "HF_TOKEN": "hf_FakeTokenNeverWritten42"}
     proc = run("-m", "hydra/launcher=local", "emb=moee_sum", "weights.alpha=0.5,1.0", TASK, "logger=none",
-               "progress=false", f"cache.dir={cache}", f"hydra.sweep.dir={sweep}", cwd=tmp_cwd, env=secrets)
+               "protocol=clean", "progress=false", f"cache.dir={cache}", f"hydra.sweep.dir={sweep}", cwd=tmp_cwd, env=secrets)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for path in sweep.rglob("*"):  # submitit's pickles and logs, Hydra's configs, our results
         if path.is_file():

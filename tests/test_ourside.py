@@ -93,7 +93,7 @@ def test_get_returns_the_values_in_the_keys_order(small_blocks, tmp_path):
 def test_moee_sum_read_through_the_sink_equals_fuse(small_blocks, tmp_path, alpha):
     ns, texts, feats = filled_cache(tmp_path)
     featurizer = Featurizer({"max_length": 512}, "{text}", progress=False, cache=FeatureCache(tmp_path))
-    featurizer._namespace = featurizer.cache.namespace({"t": 1})
+    featurizer._namespaces[""] = featurizer.cache.namespace({"t": 1})
     sink = SumSink(alpha)
     got = featurizer(texts, sink=sink)
     np.testing.assert_array_equal(sink.emb, fuse(feats, "moee_sum", alpha=alpha))  # identical, not just close

@@ -25,7 +25,7 @@ class CountingFeaturizer(Featurizer):
         super().__init__(tiny_model_cfg(), "{text}", progress=False, cache=cache)
         self.counter = counter
 
-    def _extract(self, texts, desc):
+    def _extract(self, texts, desc, instruction=""):
         self.counter.append(len(texts))
         time.sleep(0.3)  # long enough for the other job to miss the same texts meanwhile
         seeds = [int.from_bytes(text_key(t)[:4], "little") for t in texts]

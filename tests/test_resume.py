@@ -15,6 +15,7 @@ from conftest import ROOT
 from moee_exp import resume
 
 TASKS = ["MoEEDemoSTS", "MoEEDemoPairClassification", "MoEEDemoSummarization"]
+# protocol=clean: the stall patches mteb.evaluate, which paper's MoEE(sum) scoring does not call
 TASK_OVERRIDE = f"tasks.names=[{','.join(TASKS)}]"
 
 # Runs run.py with mteb.evaluate patched so that the second dataset never finishes: a job "in flight" on dataset 2,
@@ -65,7 +66,7 @@ def test_kill_9_mid_job_then_rerun_recomputes_only_what_was_missing(tmp_cwd):
     script.write_text(STALLING_RUN)
     in_flight = tmp_cwd / "in_flight"
     proc = subprocess.Popen(
-        [sys.executable, str(script), TASK_OVERRIDE, "logger=none", f"hydra.run.dir={job}"],
+        [sys.executable, str(script), TASK_OVERRIDE, "protocol=clean", "logger=none", f"hydra.run.dir={job}"],
         cwd=tmp_cwd, env=_env(MOEE_TEST_IN_FLIGHT=str(in_flight), MOEE_TEST_RUN_PY=str(ROOT / "run.py")),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
@@ -85,7 +86,7 @@ def test_kill_9_mid_job_then_rerun_recomputes_only_what_was_missing(tmp_cwd):
     before, mtime = first.read_bytes(), first.stat().st_mtime_ns
     killed_uid = json.loads(before)["run_uid"]
 
-    rerun = run(TASK_OVERRIDE, "logger=wandb", f"hydra.run.dir={job}", cwd=tmp_cwd)
+    rerun = run(TASK_OVERRIDE, "protocol=clean", "logger=wandb", f"hydra.run.dir={job}", cwd=tmp_cwd)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     log = rerun.stdout + rerun.stderr
     assert f"reusing 1 result(s) already in {job / 'results'}: {TASKS[0]}" in log

@@ -296,7 +296,10 @@ def validate_protocol(p) -> None:
 
 def validate(cfg) -> None:
     """Raise ConfigError naming the key and the fix for values the schemas' types allow but the code does not."""
-    _choice(cfg.emb.kind, KINDS, "emb.kind")  # first: the protocol's per-kind settings interpolate it
+    try:  # emb.kind first: the protocol's per-kind settings interpolate it (its own ${...}: reported below)
+        _choice(cfg.emb.kind, KINDS, "emb.kind")
+    except InterpolationResolutionError:
+        pass
     _check_interpolations(cfg)
     m, e = cfg.model, cfg.emb
     _check_numbers(cfg)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from .router_check import check_routers
 from .routers import NotAMoEModelError, Router, expert_count, find_routers
 
 log = logging.getLogger(__name__)
@@ -300,8 +301,6 @@ def load_model(
                     experts_implementation=getattr(model.config, "_experts_implementation", None),
                     quantize_routers=bool(quantize_routers and quantization == "4bit"))
     lm = LoadedModel(model, tokenizer, routers, name_or_path, dev, settings)
-    from .router_check import check_routers
-
     log.info("%s: routers checked against %s", name_or_path, check_routers(lm))  # UnsupportedRouterError if wrong
     return lm
 

@@ -7,10 +7,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from moee_exp.config import check_here, register, validate
 from moee_exp.errors import USER_ERRORS, error_line
 from moee_exp.faults import Preempted, is_write_fault, write_error
-from moee_exp.preflight import check_reachable
+from moee_exp.jobs.config import check_here, register, validate
+from moee_exp.jobs.preflight import check_reachable
 
 register()
 log = logging.getLogger("moee")
@@ -48,7 +48,9 @@ def job(cfg, job_dir, group: str, run: bool = True) -> int:
         check_here(cfg)
         check_reachable(cfg)  # a model that can be neither loaded nor read from the feature cache: before any data
         if run:
-            from moee_exp.runner import run_job  # heavy imports after Hydra has parsed the command line
+            from moee_exp.jobs.runner import (
+                run_job,  # heavy imports after Hydra has parsed the command line
+            )
 
             run_job(cfg, job_dir, group)
     except USER_ERRORS as err:  # a mistake in the command or config: one line, no traceback

@@ -26,7 +26,7 @@ KEY = ["model", "emb", "weights", "alpha", "rw_activation", "standardize", "hs_f
        "split", "protocol"]
 COLUMNS = KEY + ["method", "task_type", "main_score_name", "main_score", "score", "computed_at", "job_dir",
                  "predictions", "task_set", "model_name_or_path", "alpha_source"]
-# How MoEE(sum)'s α was chosen (moee_exp.weights); a row written before the weights group existed is `fixed`.
+# How MoEE(sum)'s α was chosen (moee_exp.scoring.weights); a row written before the weights group existed is `fixed`.
 CHOSEN_PER_TASK = ("auto", "dev")
 
 
@@ -59,7 +59,8 @@ def _prompt_label(cfg: dict, row: dict) -> str:
 
 
 def _job_label(cfg: dict) -> str:
-    emb, w = cfg.get("emb") or {}, cfg.get("weights") or {"name": "fixed", "alpha": emb.get("alpha")}
+    emb = cfg.get("emb") or {}
+    w = cfg.get("weights") or {"name": "fixed", "alpha": emb.get("alpha")}  # runs from before the weights group
     alpha = ""
     if emb.get("kind") == "moee_sum":
         alpha = f" {w['name']}" if w.get("name") in CHOSEN_PER_TASK else f" a={w.get('alpha') or 1.0:g}"

@@ -39,7 +39,7 @@ def alpha_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 def auto_alphas(rows: pd.DataFrame) -> pd.DataFrame:
     """model, label (the grid cell's), prompt, task_type, task, alpha, score of every weights=auto row: where the
-    label-free α landed per task (moee_exp.weights), to mark on the α curves."""
+    label-free α landed per task (moee_exp.scoring.weights), to mark on the α curves."""
     df = rows[(rows.emb == "moee_sum") & (rows.weights == "auto")]
     if df.empty:
         return pd.DataFrame(columns=["model", "label", "prompt", "task_type", "task", "alpha", "score"])

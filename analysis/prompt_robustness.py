@@ -8,7 +8,7 @@ over pairs of different prompts, HS-HS, RW-RW and RW-HS (the paper, DeepSeekMoE-
 The scores come from mteb's own STS predictions, which every job saves (``<job>/predictions/<task>_predictions.json``,
 each pair's cosine similarity, in dataset order; see ``predictions`` in conf/config.yaml). Reading them back needs
 neither the model nor a GPU, so the report runs wherever the sweep dir is; recomputing them from features
-(moee_exp.featurize) would need the model, or its feature cache on the machine that ran the sweep.
+(moee_exp.features.featurize) would need the model, or its feature cache on the machine that ran the sweep.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from moee_exp.prompts import TEMPLATES
+from moee_exp.features.prompts import TEMPLATES
 
 from . import paper
 

@@ -16,7 +16,7 @@ import math
 
 import pandas as pd
 
-from moee_exp.prompts import TEMPLATES
+from moee_exp.features.prompts import TEMPLATES
 
 from . import paper
 from .collect import TASK_TYPES
@@ -52,7 +52,7 @@ def _label(r) -> str:
     return r.method + (f" ({', '.join(extra)})" if extra else "") + f" [{protocol}]"
 
 
-PER_TASK = {"auto": "auto α", "dev": "dev α"}  # weights options whose α is chosen per task (moee_exp.weights)
+PER_TASK = {"auto": "auto α", "dev": "dev α"}  # weights options whose α is chosen per task (moee_exp.scoring.weights)
 BEST = "best α on test"  # the label of MoEE_sum at the α tuned on the scores it is judged by: optimistic
 
 
@@ -235,7 +235,7 @@ def ablation_wide(table: pd.DataFrame) -> pd.DataFrame:
 
 def alpha_choice(rows: pd.DataFrame, prompts=None) -> pd.DataFrame:
     """MoEE(sum) side by side per model x prompt: at the best α on test (optimistic: tuned on the scores it is
-    judged by), at the auto α and at the dev α (moee_exp.weights; per task), where run. Columns: model, prompt,
+    judged by), at the auto α and at the dev α (moee_exp.scoring.weights; per task), where run. Columns: model, prompt,
     choice, alpha (the α, or min / median / max over tasks), each task type, Avg, n (types in Avg)."""
     sums = rows[rows.emb == "moee_sum"]
     if sums.empty or not sums.weights.isin(list(PER_TASK)).any():

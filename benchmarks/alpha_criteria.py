@@ -1,4 +1,4 @@
-"""Compare the label-free α criteria of weights=auto (moee_exp.weights) on the demo tasks and mteb's mock tasks.
+"""Compare the label-free α criteria of weights=auto (moee_exp.scoring.weights) on the demo tasks and mteb's mock tasks.
 
     python benchmarks/alpha_criteria.py [--models tiny,tiny_qwen2_moe,tiny_mixtral] [--out alpha_criteria.csv]
 
@@ -46,7 +46,7 @@ class Memo:
 
 
 def model_cfg(name: str, cache_dir: str) -> dict:
-    from moee_exp.config import ModelConfig
+    from moee_exp.jobs.config import ModelConfig
 
     cfg = dict(ModelConfig().__dict__)
     cfg.update({k: v for k, v in yaml.safe_load((ROOT / "conf/model" / f"{name}.yaml").read_text()).items()
@@ -57,7 +57,7 @@ def model_cfg(name: str, cache_dir: str) -> dict:
 def tasks():
     from mteb.mocks.mock_run import get_compatible_mock_tasks
 
-    from moee_exp.demo_tasks import get_demo_tasks
+    from moee_exp.scoring.demo_tasks import get_demo_tasks
 
     def mocks(encoder):
         return [t for t in get_compatible_mock_tasks(encoder)
@@ -68,11 +68,11 @@ def tasks():
 
 
 def compare(models, prompt="prompteol") -> pd.DataFrame:
-    from moee_exp.encoder import MoEEEncoder
-    from moee_exp.evaluate import main_score
-    from moee_exp.featurize import Featurizer
-    from moee_exp.prompts import TEMPLATES
-    from moee_exp.weights import AlphaChooser
+    from moee_exp.features.featurize import Featurizer
+    from moee_exp.features.prompts import TEMPLATES
+    from moee_exp.scoring.encoder import MoEEEncoder
+    from moee_exp.scoring.evaluate import main_score
+    from moee_exp.scoring.weights import AlphaChooser
 
     emb = {"rw_activation": "logits", "standardize": "none", "standardize_batch_size": 128, "hs_feature": "hs",
            "rw_feature": "rw"}

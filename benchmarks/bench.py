@@ -21,7 +21,7 @@ Sections, each reported as a ratio:
   scale     (not in the default set; --sections scale) what a full paper reproduction costs: for each of the 19
             paper datasets, the texts mteb's evaluator embeds and their tokens, the scoring time of the real task
             class's evaluator at real size on synthetic embeddings of 1024/2048/3072 dims (benchmarks/scale.py,
-            data from moee_exp.synthetic_tasks sized by mteb's descriptive statistics), the feature-cache bytes,
+            data from moee_exp.scoring.synthetic_tasks sized by mteb's descriptive statistics), the feature-cache bytes,
             an H100 roofline of the extraction; totals for +experiment=paper_main and alpha (~15 min, 1 core).
             python benchmarks/bench.py --sections scale --threads 1 --update BENCHMARKS.md
   ourside   (not in the default set) our side of a job (feature-cache reads, fusion, the embeddings handed to mteb)
@@ -40,7 +40,7 @@ Sections, each reported as a ratio:
   cut       (not in the default set) the alpha sweep's dominant cost cut: --alpha-jobs moee_sum jobs over one paper
             dataset per task type at real size (synthetic data, tiny model, features cached first and widened to
             OLMoE-1B-7B's dims, --cut-dims), one after the other, with datasets' lazy Column read row by row
-            (MOEE_FAST_COLUMNS=0) and in one batch (moee_exp.fast_columns); wall time, scoring time, the largest
+            (MOEE_FAST_COLUMNS=0) and in one batch (moee_exp.scoring.fast_columns); wall time, scoring time, the largest
             score difference (~10 min).
 
 `--model tiny` uses the default tiny model for sweep/overhead/padding and a larger tiny OLMoE (hidden 512, 8 layers,
@@ -83,8 +83,13 @@ os.environ.setdefault("WANDB_MODE", "offline")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from moee_exp.extract import extract, forward_features, length_batches, prompt_texts  # noqa: E402
-from moee_exp.prompts import TEMPLATES  # noqa: E402
+from moee_exp.features.extract import (  # noqa: E402
+    extract,
+    forward_features,
+    length_batches,
+    prompt_texts,
+)
+from moee_exp.features.prompts import TEMPLATES  # noqa: E402
 
 TEMPLATE = TEMPLATES["prompteol"]
 BIG_TINY = {  # a larger tiny OLMoE: compute, not Python overhead, dominates its forward pass
@@ -165,7 +170,7 @@ def padded_batches(lm, texts: list[str], batch_size: int, max_length: int = 512)
 def default_tiny_cfg() -> dict:
     import yaml
 
-    from moee_exp.config import ModelConfig
+    from moee_exp.jobs.config import ModelConfig
 
     cfg = dict(ModelConfig().__dict__)
     spec = yaml.safe_load((ROOT / "conf/model/tiny.yaml").read_text())
@@ -175,8 +180,8 @@ def default_tiny_cfg() -> dict:
 
 
 def load_tiny(spec: dict | None, cache_dir: str | Path):
-    from moee_exp.loading import load_model
-    from moee_exp.tiny import ensure_tiny_model
+    from moee_exp.features.loading import load_model
+    from moee_exp.features.tiny import ensure_tiny_model
 
     spec = spec or default_tiny_cfg()["tiny"]
     return load_model(str(ensure_tiny_model(dict(spec), cache_dir)), device="cpu")
@@ -186,9 +191,14 @@ def build_olmoe_full(args, tmp: Path):
     """OLMoE-1B-7B's architecture (OlmoeConfig() defaults), random weights, on args.device; 4/8-bit via a save."""
     from transformers import AutoModel, OlmoeConfig
 
-    from moee_exp.loading import LoadedModel, load_model, resolve_device, resolve_dtype
-    from moee_exp.routers import find_routers
-    from moee_exp.tiny import _train_tokenizer
+    from moee_exp.features.loading import (
+        LoadedModel,
+        load_model,
+        resolve_device,
+        resolve_dtype,
+    )
+    from moee_exp.features.routers import find_routers
+    from moee_exp.features.tiny import _train_tokenizer
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
@@ -254,7 +264,7 @@ class FeaturizeTimer:
     """Adds up the time spent in Featurizer.__call__ (model load on a miss, tokenization, forward, cache I/O)."""
 
     def __init__(self):
-        from moee_exp import featurize
+        from moee_exp.features import featurize
 
         self.featurize, self.seconds = featurize, 0.0
         self._orig = featurize.Featurizer.__call__
@@ -276,7 +286,7 @@ class FeaturizeTimer:
 def run_jobs(jobs, common, tmp: Path, timer: FeaturizeTimer, reload_each: bool = False) -> dict:
     from hydra import compose, initialize_config_dir
 
-    from moee_exp.runner import run_job
+    from moee_exp.jobs.runner import run_job
 
     featurize = timer.featurize
     featurize._loaded.clear()  # every measurement starts with no model in memory
@@ -294,7 +304,7 @@ def run_jobs(jobs, common, tmp: Path, timer: FeaturizeTimer, reload_each: bool =
 
 
 def sweep_section(args, tmp: Path) -> dict:
-    from moee_exp.config import register
+    from moee_exp.jobs.config import register
 
     register()
     timer = FeaturizeTimer()
@@ -433,7 +443,7 @@ class PeakRSS(threading.Thread):
 
 def memory_child(model_dir: str, variant: str, n_texts: int, batch_size: int) -> None:
     """In a fresh process: extra resident memory (peak - before) of one variant over the batches."""
-    from moee_exp.loading import load_model
+    from moee_exp.features.loading import load_model
 
     lm = load_model(model_dir, device="cpu")
     _, batches = padded_batches(lm, long_texts(n_texts), batch_size)
@@ -682,7 +692,7 @@ def main() -> None:
                 if "padding" in sections:
                     res["padding"] = padding_section(lm, args.batch_size)
             if sections & {"overhead", "memory"}:
-                from moee_exp.tiny import ensure_tiny_model
+                from moee_exp.features.tiny import ensure_tiny_model
 
                 big_dir = ensure_tiny_model(BIG_TINY, tmp / "models")
                 if "overhead" in sections:
@@ -741,10 +751,10 @@ ALPHA_JOBS = {"fixed": ["weights=fixed"], "auto (calibration, default)": ["weigh
 def alpha_selection_section(args, tmp: Path) -> dict:
     from hydra import compose, initialize_config_dir
 
-    from moee_exp.config import register
-    from moee_exp.runner import run_job
-    from moee_exp import weights
-    from moee_exp.weights import spread_alpha
+    from moee_exp.jobs.config import register
+    from moee_exp.jobs.runner import run_job
+    from moee_exp.scoring import weights
+    from moee_exp.scoring.weights import spread_alpha
 
     register()
     base = ["logger=none", "progress=false", "predictions=[]", f"cache.dir={tmp / 'features'}"]

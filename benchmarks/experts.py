@@ -29,8 +29,8 @@ def build(layers: int, seed: int = 0, dtype=torch.float32, **overrides):
     """A random OLMoE of OLMoE-1B-7B's layer shapes as a LoadedModel (no tokenizer: batches are token ids)."""
     from transformers import OlmoeConfig, OlmoeModel
 
-    from moee_exp.loading import LoadedModel
-    from moee_exp.routers import find_routers
+    from moee_exp.features.loading import LoadedModel
+    from moee_exp.features.routers import find_routers
 
     cfg = OlmoeConfig(**{**OLMOE_LAYER, "num_hidden_layers": layers, "vocab_size": 1024, **overrides})
     torch.manual_seed(seed)
@@ -68,7 +68,7 @@ def batch(cfg, texts: int, tokens: int, seed: int = 0):
 
 
 def run(lm, impl: str, ids, mask, what: str):
-    from moee_exp.extract import forward_features
+    from moee_exp.features.extract import forward_features
 
     lm.model.set_experts_implementation(impl)
     with torch.inference_mode():

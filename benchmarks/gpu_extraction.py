@@ -7,8 +7,8 @@ architectures with random weights (no hub), bf16 and 4-bit (issue 20). Writes BE
 Per model: the real config (the hub config.json's values, below), built on the GPU with random bf16 weights. For each
 experts implementation (`grouped_mm`, transformers' default; `eager`, the per-expert Python loop; `batched_mm`,
 which copies each (token, expert) pair's weights and so runs on a small batch only), our extraction
-(`moee_exp.extract.forward_features`: router hooks, pooling) and a bare forward of the same padded batches, timed
-with CUDA syncs after a warm-up; tokens/s counts real (unpadded) tokens. 4-bit goes through `moee_exp.loading.
+(`moee_exp.features.extract.forward_features`: router hooks, pooling) and a bare forward of the same padded batches, timed
+with CUDA syncs after a warm-up; tokens/s counts real (unpadded) tokens. 4-bit goes through `moee_exp.features.loading.
 load_model` (nf4, routers kept unquantized) from the random model saved to a temp dir; transformers' bitsandbytes
 path quantizes nn.Linear layers only, so the 3-D expert tensors stay bf16 there. Configurations left when
 --budget-s runs out are reported as not measured.
@@ -80,7 +80,7 @@ def sync(device: torch.device) -> None:
 
 
 def forward(lm, ids, mask, what: str):
-    from moee_exp.extract import forward_features
+    from moee_exp.features.extract import forward_features
 
     if what == "ours":
         return forward_features(lm, ids, mask)
@@ -135,8 +135,8 @@ def measure(lm, args, rows: list, model: str, precision: str, deadline: float) -
 def build(name: str, args, device: torch.device, dtype: torch.dtype):
     from transformers import AutoModel
 
-    from moee_exp.loading import LoadedModel
-    from moee_exp.routers import find_routers
+    from moee_exp.features.loading import LoadedModel
+    from moee_exp.features.routers import find_routers
 
     config = config_for(name, args.smoke)
     torch.manual_seed(0)
@@ -147,8 +147,8 @@ def build(name: str, args, device: torch.device, dtype: torch.dtype):
 
 def quantized(lm, tmp: Path, device: torch.device):
     """The same random weights, saved and loaded 4-bit through the runner's loader."""
-    from moee_exp.loading import load_model
-    from moee_exp.tiny import _train_tokenizer
+    from moee_exp.features.loading import load_model
+    from moee_exp.features.tiny import _train_tokenizer
 
     path = tmp / "model"
     lm.model.save_pretrained(path)

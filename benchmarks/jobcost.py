@@ -1,6 +1,6 @@
 """The fixed cost of one default job (`python run.py`), itemised (the `fixed` section of benchmarks/bench.py).
 
-A child process runs the default job as run.py does (Hydra config, then moee_exp.runner.run_job), importing the
+A child process runs the default job as run.py does (Hydra config, then moee_exp.jobs.runner.run_job), importing the
 heavy libraries one at a time first so each import is timed on its own, and timing the job's phases through thin
 wrappers: task loading, feature cache reads, mteb evaluation per dataset, W&B init and finish.
 """
@@ -32,19 +32,20 @@ def child(job_dir: str) -> None:
     from hydra import compose, initialize_config_dir
 
     mark("import hydra")
-    import moee_exp.config  # noqa: F401  (run.py's first import of ours)
+    import moee_exp.jobs.config  # noqa: F401  (run.py's first import of ours)
 
-    mark("import moee_exp.config (+ what it imports)")
-    from moee_exp import featurize, record, runner
+    mark("import moee_exp.jobs.config (+ what it imports)")
+    from moee_exp.features import featurize
+    from moee_exp.jobs import record, runner
 
-    mark("import moee_exp.runner (mteb, datasets, pandas, sklearn, ...)")
+    mark("import moee_exp.jobs.runner (mteb, datasets, pandas, sklearn, ...)")
     import sentence_transformers  # noqa: F401  (mteb.evaluate imports it on its first call)
 
     mark("import sentence_transformers (mteb.evaluate's first call)")
     import wandb  # noqa: F401
 
     mark("import wandb")
-    moee_exp.config.register()
+    moee_exp.jobs.config.register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["progress=false"])
     mark("compose the config (Hydra)")

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from moee_exp.cache import FeatureCache, Namespace, text_key, text_keys
-from moee_exp.encoder import MoEEEncoder
-from moee_exp.extract import clean_text, clean_texts
-from moee_exp.featurize import TRUNCATED, Featurizer
-from moee_exp.fuse import l2_normalize, rw_block, standardize_block
+from moee_exp.features.cache import FeatureCache, Namespace, text_key, text_keys
+from moee_exp.features.extract import clean_text, clean_texts
+from moee_exp.features.featurize import TRUNCATED, Featurizer
+from moee_exp.scoring.encoder import MoEEEncoder
+from moee_exp.scoring.fuse import l2_normalize, rw_block, standardize_block
 
 CASE = {"name": "TwitterURLCorpus", "texts": 103_068, "distinct": 45_633, "hidden": 2048, "layers": 16, "experts": 64}
 SCORE_TASKS = ("STS12", "TwitterSemEval2015", "AskUbuntuDupQuestions", "EmotionClassification")
@@ -185,8 +185,8 @@ def score_diff(args, log=print, tasks=SCORE_TASKS, size: str = "real") -> dict:
     """Main scores of moee_sum (alpha 0.5) with the fusion before and after, on synthetic data of ``size``."""
     import datasets
 
-    from moee_exp import fast_columns
-    from moee_exp.synthetic_tasks import synthetic_task
+    from moee_exp.scoring import fast_columns
+    from moee_exp.scoring.synthetic_tasks import synthetic_task
 
     datasets.disable_progress_bars()
     fast_columns.install()

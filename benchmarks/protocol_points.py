@@ -26,7 +26,7 @@ for var, value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("TRAN
 
 import pandas as pd  # noqa: E402
 
-from moee_exp.public_fixture import markdown  # noqa: E402
+from moee_exp.jobs.public_fixture import markdown  # noqa: E402
 
 PAPER = ["protocol=paper", "model.quantization=4bit"]  # a tiny model quantized as protocol=paper quantizes real ones
 VARIANTS = {  # name -> overrides on top of PAPER: one point switched to its clean value
@@ -44,8 +44,8 @@ VARIANTS = {  # name -> overrides on top of PAPER: one point switched to its cle
 def run(model: str, emb: str, tmp: Path, quantize: bool = True) -> pd.DataFrame:
     from hydra import compose, initialize_config_dir
 
-    from moee_exp.config import register
-    from moee_exp.runner import run_job
+    from moee_exp.jobs.config import register
+    from moee_exp.jobs.runner import run_job
 
     register()
     common = [f"model={model}", f"emb={emb}", "tasks=demo", "logger=none", "progress=false", "weights.alpha=1.0",

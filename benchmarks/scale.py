@@ -1,10 +1,10 @@
 """Scale model of a full paper reproduction (the `scale` section of benchmarks/bench.py; numbers in BENCHMARKS.md).
 
 Per paper dataset (conf/tasks/paper.yaml): the texts mteb's own evaluator encodes and their characters, counted by
-running the real task class (``mteb.get_task``) on synthetic data of the real sizes (``moee_exp.synthetic_tasks``,
+running the real task class (``mteb.get_task``) on synthetic data of the real sizes (``moee_exp.scoring.synthetic_tasks``,
 sizes and average text lengths from mteb's descriptive statistics); the scoring time of that evaluator at real size on
 synthetic embeddings of 1024 / 2048 / 3072 dims (encoding time excluded); the feature-cache bytes in
-``moee_exp.cache``'s own format (measured on a written shard); and a roofline estimate of the extraction time of
+``moee_exp.features.cache``'s own format (measured on a written shard); and a roofline estimate of the extraction time of
 each paper model in bf16 on one H100 (assumptions in ``ROOFLINE``). Totals for an experiment config
 (conf/experiment/*.yaml) follow from its sweep grid.
 """
@@ -34,7 +34,7 @@ MODELS = {
                      expert_inter=1408, shared_inter=5632, dense_inter=0, total=14.3, experts_impl="grouped_mm"),
     "deepseek_moe": dict(name="DeepSeekMoE-16B", hidden=2048, layers=28, moe_layers=27, experts=64, top_k=6,
                          expert_inter=1408, shared_inter=2 * 1408, dense_inter=10944, total=16.4,
-                         experts_impl="eager"),  # our own class (moee_exp/models/deepseek_moe.py) loops over experts
+                         experts_impl="eager"),  # our own class (moee_exp/features/models/deepseek_moe.py) loops over experts
 }
 
 # Roofline of one forward pass over a batch on one H100 SXM in bf16: time = max(FLOPs / (peak * mfu), weight bytes /
@@ -145,9 +145,9 @@ def text_stats(texts: list[str], template: str, real_unique: int | None = None) 
 
 
 def cache_record_bytes() -> dict:
-    """Bytes per text and per shard of each cached feature, measured on shards written by moee_exp.cache."""
-    from moee_exp.cache import Namespace, text_key
-    from moee_exp.featurize import TRUNCATED
+    """Bytes per text and per shard of each cached feature, measured on shards written by moee_exp.features.cache."""
+    from moee_exp.features.cache import Namespace, text_key
+    from moee_exp.features.featurize import TRUNCATED
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -198,12 +198,11 @@ def extraction_seconds(m: dict, texts: int, tokens: int) -> float:
 
 
 def scale_section(args, clock, log=print) -> dict:
-    from moee_exp.prompts import TEMPLATES
-    from moee_exp.synthetic_tasks import synthetic_task
-
     import datasets
 
-    from moee_exp import fast_columns
+    from moee_exp.features.prompts import TEMPLATES
+    from moee_exp.scoring import fast_columns
+    from moee_exp.scoring.synthetic_tasks import synthetic_task
 
     datasets.disable_progress_bars()
     fast_columns.install()  # as the runner scores (MOEE_FAST_COLUMNS=0: datasets' Column row by row)
@@ -307,7 +306,7 @@ def report(res: dict) -> str:
     after, before = sums["score"][len(dims) - 1], sums["score"][-1]
     lines += ["", f"mteb's scoring of the {len(tasks)} datasets at {top} dims (OLMoE's MoEE: every job of the α grid), "
               f"measured both ways in this run: **{before:.0f} s** with datasets' Column read row by row, "
-              f"**{after:.0f} s** with `moee_exp.fast_columns`: **{before / after:.2f}x**."]
+              f"**{after:.0f} s** with `moee_exp.scoring.fast_columns`: **{before / after:.2f}x**."]
     return "\n".join(lines)
 
 
@@ -386,7 +385,7 @@ def alpha_report(res: dict) -> str:
     ])
 
 
-# -- the alpha sweep's dominant cost, before and after moee_exp.fast_columns ---------------------------------------
+# -- the alpha sweep's dominant cost, before and after moee_exp.scoring.fast_columns ---------------------------------------
 
 CUT_TASKS = os.environ.get("MOEE_BENCH_CUT_TASKS", "[EmotionClassification,TwentyNewsgroupsClustering,"
                            "TwitterSemEval2015,AskUbuntuDupQuestions,STS12,SummEval]")  # one per task type, real size
@@ -423,7 +422,7 @@ def widen_cache(root: Path, model: dict, seed: int = 0) -> dict:
     import json
     import shutil
 
-    from moee_exp.cache import Namespace
+    from moee_exp.features.cache import Namespace
 
     rng = np.random.default_rng(seed)
     shapes = {"hs": (model["hidden"],), "rw": (model["moe_layers"], model["experts"])}
@@ -447,7 +446,7 @@ def cut_report(res: dict) -> str:
     dims = (f"features at OLMoE-1B-7B's dims (HS {w['hs']}, RW {w['rw']}: MoEE {w['moee']} dims), random projections "
             "of the tiny model's") if w else "the tiny model's features (MoEE 96 dims)"
     return f"{n} jobs over {res['tasks']} at real size; {dims}.\n\n" + "\n".join([
-        "| measure | before (datasets' Column row by row) | after (`moee_exp.fast_columns`) | ratio |",
+        "| measure | before (datasets' Column row by row) | after (`moee_exp.scoring.fast_columns`) | ratio |",
         "|---|---|---|---|",
         f"| wall time of the sweep ({n} jobs, one process) | {b['wall']:.0f} s | {a['wall']:.0f} s | "
         f"**{b['wall'] / a['wall']:.2f}x** |",

@@ -1,7 +1,7 @@
 """What a shared cluster does to a job, turned into one line each: a write that fails (full disk, quota, file-size
 limit, read-only or unwritable dir) and preemption (SIGTERM, SIGUSR1; under submitit, its checkpoint / requeue).
 
-Results are written atomically (moee_exp.record.atomic_write) and rows are reused by identity (moee_exp.resume),
+Results are written atomically (moee_exp.jobs.record.atomic_write) and rows are reused by identity (moee_exp.jobs.resume),
 so a job stopped by any of these keeps its finished datasets and the same command resumes it.
 """
 
@@ -16,19 +16,14 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import WriteError
+
 log = logging.getLogger(__name__)
 
 SPACE = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
          errno.EFBIG: "the file-size limit (ulimit -f) is reached"}
 DENIED = {errno.EACCES: "permission denied", errno.EPERM: "not permitted", errno.EROFS: "read-only filesystem",
           errno.ENOTDIR: "a part of the path is a file, not a dir"}
-
-
-class WriteError(OSError):
-    """A file of the job could not be written: reported as one line naming the path and the fix."""
-
-    def __str__(self) -> str:  # the message only, not OSError's "[Errno 28] ..."
-        return str(self.strerror)
 
 
 def as_os_error(err: BaseException) -> OSError | None:

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 def rows():
     from transformers import AutoConfig
 
-    from moee_exp.sizing import GPU_GB, size_of, config_from_facts
+    from moee_exp.features.sizing import GPU_GB, config_from_facts, size_of
 
     for path in sorted((ROOT / "conf/model").glob("*.yaml")):
         cfg = yaml.safe_load(path.read_text())

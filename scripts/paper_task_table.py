@@ -47,7 +47,7 @@ V1 = {
 # The paper's three models: HS dims (hidden size) and RW dims (MoE layers x experts), from their hub configs
 # (README: What is computed; conf/model/*.yaml).
 MODEL_DIMS = {"olmoe": (2048, 16 * 64), "qwen_moe": (2048, 24 * 60), "deepseek_moe": (2048, 27 * 64)}
-KEY_BYTES = 16  # moee_exp/cache.py: each record is a 16-byte text key + the float values
+KEY_BYTES = 16  # moee_exp/features/cache.py: each record is a 16-byte text key + the float values
 TRUNCATED_BYTES = KEY_BYTES + 1  # and a per-text "truncated" flag (1 byte), stored beside the features
 
 
@@ -96,11 +96,11 @@ def table() -> str:
 
 
 def sizes() -> str:
-    """Texts the evaluators encode at real size (moee_exp.synthetic_tasks.plan, from mteb's statistics) and the
+    """Texts the evaluators encode at real size (moee_exp.scoring.synthetic_tasks.plan, from mteb's statistics) and the
     feature cache's bytes for them: float32 records of 16-byte key + 4 bytes per value, HS and RW features."""
     import mteb
 
-    from moee_exp.synthetic_tasks import plan
+    from moee_exp.scoring.synthetic_tasks import plan
 
     rows, total, total_unique = [], 0, 0
     for name in paper_tasks():

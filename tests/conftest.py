@@ -27,7 +27,7 @@ TINY_FAMILIES = ["tiny", "tiny_qwen2_moe", "tiny_mixtral", "tiny_qwen3_moe", "ti
 
 def tiny_model_cfg(name: str = "tiny") -> dict:
     """conf/model/<name>.yaml as the runner sees it (schema defaults + file), with the session cache dir."""
-    from moee_exp.config import ModelConfig
+    from moee_exp.jobs.config import ModelConfig
 
     cfg = dict(ModelConfig().__dict__)
     cfg.update({k: v for k, v in yaml.safe_load((ROOT / "conf/model" / f"{name}.yaml").read_text()).items() if k != "defaults"})
@@ -38,8 +38,8 @@ def tiny_model_cfg(name: str = "tiny") -> dict:
 @pytest.fixture(scope="session")
 def tiny_lm():
     """Loaded tiny models by family name, built and loaded once per session."""
-    from moee_exp.featurize import model_path
-    from moee_exp.loading import load_model
+    from moee_exp.features.featurize import model_path
+    from moee_exp.features.loading import load_model
 
     loaded = {}
 

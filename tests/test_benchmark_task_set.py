@@ -3,10 +3,10 @@
 import mteb
 import pytest
 import yaml
-
 from conftest import ROOT
+
 from moee_exp.errors import UnknownTaskError
-from moee_exp.tasks import get_tasks
+from moee_exp.scoring.tasks import get_tasks
 
 SET = yaml.safe_load((ROOT / "conf/tasks/mteb_eng_v2.yaml").read_text())
 
@@ -35,7 +35,7 @@ def test_benchmark_tasks_keep_the_benchmarks_subsets_and_splits():
 
 
 def test_every_task_gets_synthetic_data_of_its_class():
-    from moee_exp.synthetic_tasks import generate
+    from moee_exp.scoring.synthetic_tasks import generate
 
     tasks = get_tasks(SET["names"], data="synthetic", benchmark=SET["benchmark"])
     for task in tasks:
@@ -49,9 +49,10 @@ def test_every_task_gets_synthetic_data_of_its_class():
 @pytest.mark.parametrize("name", ["ArguAna", "STS17", "MassiveIntentClassification"])
 def test_dry_run_scores_retrieval_and_filtered_tasks_on_the_tiny_model(name):
     from conftest import tiny_model_cfg
-    from moee_exp.encoder import MoEEEncoder
-    from moee_exp.featurize import Featurizer
-    from moee_exp.prompts import TEMPLATES
+
+    from moee_exp.features.featurize import Featurizer
+    from moee_exp.features.prompts import TEMPLATES
+    from moee_exp.scoring.encoder import MoEEEncoder
 
     (task,) = get_tasks([name], data="synthetic", benchmark=SET["benchmark"])
     encoder = MoEEEncoder(Featurizer(tiny_model_cfg(), TEMPLATES["none"], progress=False), "moee_sum")

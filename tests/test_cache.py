@@ -11,13 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, tiny_model_cfg
-from moee_exp import featurize
-from moee_exp.cache import FeatureCache, identity_hash, model_identity, text_key
-from moee_exp.extract import extract, length_batches, prompt_texts
-from moee_exp.featurize import Featurizer
-from moee_exp.prompts import TEMPLATES
+
+from moee_exp.features import featurize
+from moee_exp.features.cache import (
+    FeatureCache,
+    identity_hash,
+    model_identity,
+    text_key,
+)
+from moee_exp.features.extract import extract, length_batches, prompt_texts
+from moee_exp.features.featurize import Featurizer
+from moee_exp.features.prompts import TEMPLATES
 
 WORDS = "the cat sat on a mat while dogs ran across green fields under grey skies and rain fell".split()
 # Mixed lengths (1..40 words), all distinct, in no particular order.
@@ -60,7 +65,7 @@ def test_hit_is_bit_identical_and_needs_no_model(tmp_path, fresh_process):
 def test_partial_hit_extracts_only_what_is_missing(tmp_path, fresh_process, caplog):
     cache = FeatureCache(tmp_path)
     make(cache)(TEXTS[:10])
-    caplog.set_level(logging.INFO, logger="moee_exp.featurize")
+    caplog.set_level(logging.INFO, logger="moee_exp.features.featurize")
     # rw cached for 10 texts; hs_mean_tokens for none: all 23 texts extracted, rw of the 10 read from the cache
     feats = make(cache, features=("hs_mean_tokens", "rw"))(TEXTS)
     assert "23 text(s), 0 from the feature cache, 23 extracted" in caplog.text
@@ -245,8 +250,8 @@ def test_length_batches_bound_padding_on_a_long_tail():
 def test_sweep_jobs_after_the_first_never_build_the_model(tmp_path, fresh_process, monkeypatch):
     from hydra import compose, initialize_config_dir
 
-    from moee_exp.config import register
-    from moee_exp.runner import run_job
+    from moee_exp.jobs.config import register
+    from moee_exp.jobs.runner import run_job
 
     register()
     common = [

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from moee_exp.coverage import moe_model_types, parse_table
-from moee_exp.errors import error_line
-from moee_exp.router_check import check_routers
-from moee_exp.routers import Router, UnsupportedRouterError
+from moee_exp.errors import UnsupportedRouterError, error_line
+from moee_exp.features.coverage import moe_model_types, parse_table
+from moee_exp.features.router_check import check_routers
+from moee_exp.features.routers import Router
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCK = re.search(r"<!-- moe-coverage:start -->(.*?)<!-- moe-coverage:end -->", README.read_text(), re.S).group(1)
@@ -33,7 +33,7 @@ def test_no_family_gives_wrong_features():
 
 @pytest.mark.parametrize("model_type", sorted(ROWS))
 def test_row_regenerates(model_type, tmp_path):
-    from moee_exp.coverage import check_family
+    from moee_exp.features.coverage import check_family
 
     assert check_family(model_type, tmp_path).markdown() == ROWS[model_type]
 

@@ -1,4 +1,4 @@
-"""The W&B dashboard (moee_exp.dashboard): every panel reads a key the runner's W&B runs really log; offline."""
+"""The W&B dashboard (moee_exp.integrations.dashboard): every panel reads a key the runner's W&B runs really log; offline."""
 
 import json
 import os
@@ -45,7 +45,12 @@ def _panels(x):
 
 
 def test_every_panel_reads_a_key_our_runs_log(tmp_cwd):
-    from moee_exp.dashboard import build_report, combos_from_dirs, report_spec, types_from_dirs
+    from moee_exp.integrations.dashboard import (
+        build_report,
+        combos_from_dirs,
+        report_spec,
+        types_from_dirs,
+    )
 
     proc = subprocess.run(
         [sys.executable, str(ROOT / "run.py"), "progress=false", "logger.project=moee-dash"], cwd=tmp_cwd,
@@ -84,7 +89,7 @@ def test_saving_without_network_or_key_is_one_error_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
     env.update(HOME=str(tmp_path), NETRC=str(tmp_path / "no-netrc"))
     proc = subprocess.run(
-        [sys.executable, "-m", "moee_exp.dashboard", "someone/moee", "--combo", "tiny-olmoe:prompteol"], cwd=ROOT,
+        [sys.executable, "-m", "moee_exp.integrations.dashboard", "someone/moee", "--combo", "tiny-olmoe:prompteol"], cwd=ROOT,
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 1

@@ -10,11 +10,11 @@ import yaml
 from conftest import ROOT
 from safetensors.torch import load_file
 
-from moee_exp.api import embed_texts
-from moee_exp.featurize import model_path
-from moee_exp.loading import load_model
-from moee_exp.models import DeepseekConfig
-from moee_exp.routers import find_routers
+from moee_exp.features.featurize import model_path
+from moee_exp.features.loading import load_model
+from moee_exp.features.models import DeepseekConfig
+from moee_exp.features.routers import find_routers
+from moee_exp.integrations.api import embed_texts
 
 # config.json of deepseek-ai/deepseek-moe-16b-base as published (facts from public copies; the hub is not reachable).
 OFFICIAL_CONFIG = {
@@ -90,8 +90,8 @@ def official_names(cfg: dict) -> dict[str, tuple]:
 
 def write_official_checkpoint(path, seed: int = 0) -> dict:
     """A tiny random DeepSeekMoE saved exactly as the hub checkpoint: official config.json keys, official weight names."""
-    from moee_exp.models import DeepseekForCausalLM
-    from moee_exp.tiny import SPECIAL_TOKENS, _train_tokenizer
+    from moee_exp.features.models import DeepseekForCausalLM
+    from moee_exp.features.tiny import SPECIAL_TOKENS, _train_tokenizer
 
     tokenizer = _train_tokenizer(512)
     ids = {k: tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS[k.replace("_id", "")]) for k in ("bos_token_id", "eos_token_id")}
@@ -132,7 +132,7 @@ def test_official_checkpoint_loads_into_our_class_with_nothing_missing(official)
     config = AutoConfig.from_pretrained(path, trust_remote_code=False)  # the auto_map to remote code is not used
     assert type(config) is DeepseekConfig and config.n_routed_experts == 8 and config.rope_parameters["rope_theta"] == 10000
     model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True)
-    assert type(model).__module__ == "moee_exp.models.deepseek_moe"
+    assert type(model).__module__ == "moee_exp.features.models.deepseek_moe"
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
     # and through the framework (base model, as `model=deepseek_moe model.name_or_path=<dir>`): every weight is the file's
     lm = load_model(model_path(mcfg), trust_remote_code=mcfg["trust_remote_code"])
@@ -205,7 +205,7 @@ def reference_moe(sd: dict, prefix: str, x: torch.Tensor, top_k: int, norm_topk_
 
 @pytest.mark.parametrize("norm_topk_prob", [False, True])
 def test_moe_layer_equals_the_equations(official, norm_topk_prob):
-    from moee_exp.models import DeepseekForCausalLM
+    from moee_exp.features.models import DeepseekForCausalLM
 
     path, cfg = official
     model = DeepseekForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
@@ -241,5 +241,5 @@ def test_trust_remote_code_true_still_uses_our_class(official, tmp_path, quantiz
     for name in ("modeling_deepseek.py", "configuration_deepseek.py"):  # stand-ins that fail loudly if imported
         (ckpt / name).write_text('raise ImportError("the hub remote code was executed")\n')
     lm = load_model(str(ckpt), trust_remote_code=True, quantization=quantization)
-    assert type(lm.model).__module__ == "moee_exp.models.deepseek_moe"
+    assert type(lm.model).__module__ == "moee_exp.features.models.deepseek_moe"
     assert [r.name for r in lm.routers] == ["layers.1.mlp.gate", "layers.2.mlp.gate"]

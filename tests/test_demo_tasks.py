@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 from mteb.models.abs_encoder import AbsEncoder  # noqa: E402
 from mteb.models.model_meta import ModelMeta, ScoringFunction  # noqa: E402
 
-from moee_exp.demo_tasks import DEMO_TASKS, get_demo_tasks  # noqa: E402
+from moee_exp.scoring.demo_tasks import DEMO_TASKS, get_demo_tasks  # noqa: E402
 
 STOPWORDS = set("a an the is are was were be been to of in on at for by and or it its this that with from as i my our".split())
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 from conftest import tiny_model_cfg
 
-from moee_exp.extract import DEFAULT_FEATURES, forward_features
-from moee_exp.featurize import model_path
-from moee_exp.loading import load_model
+from moee_exp.features.extract import DEFAULT_FEATURES, forward_features
+from moee_exp.features.featurize import model_path
+from moee_exp.features.loading import load_model
 
 IMPLEMENTATIONS = ("eager", "grouped_mm", "batched_mm")
 FAMILIES = ("tiny", "tiny_qwen2_moe", "tiny_mixtral", "tiny_qwen3_moe")
@@ -52,7 +52,7 @@ def test_the_config_key_selects_the_implementation(impl):
 
 
 def test_auto_picks_this_device_types_default():
-    from moee_exp.loading import DEFAULT_EXPERTS
+    from moee_exp.features.loading import DEFAULT_EXPERTS
 
     cfg = tiny_model_cfg("tiny")
     lm = load_model(model_path(cfg))

@@ -5,8 +5,8 @@ import pytest
 import torch
 from conftest import TINY_FAMILIES
 
-from moee_exp.coverage import TEXTS as COVERAGE_TEXTS
-from moee_exp.extract import FEATURES, extract, pooled_positions
+from moee_exp.features.coverage import TEXTS as COVERAGE_TEXTS
+from moee_exp.features.extract import FEATURES, extract, pooled_positions
 
 TEXTS = COVERAGE_TEXTS  # short, long, one-character and non-Latin texts (shared with the coverage table)
 

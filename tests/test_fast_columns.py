@@ -1,16 +1,16 @@
-"""moee_exp.fast_columns: datasets' lazy Column read in one batch gives the same values and the same mteb scores."""
+"""moee_exp.scoring.fast_columns: datasets' lazy Column read in one batch gives the same values and the same mteb scores."""
 
 import numpy as np
 import pytest
 from conftest import tiny_model_cfg
 from datasets import ClassLabel, Dataset, Features, List, Value, load_from_disk
 
-from moee_exp import evaluate, fast_columns
-from moee_exp.cache import open_cache
-from moee_exp.encoder import MoEEEncoder
-from moee_exp.featurize import Featurizer
-from moee_exp.prompts import TEMPLATES
-from moee_exp.tasks import get_tasks
+from moee_exp.features.cache import open_cache
+from moee_exp.features.featurize import Featurizer
+from moee_exp.features.prompts import TEMPLATES
+from moee_exp.scoring import evaluate, fast_columns
+from moee_exp.scoring.encoder import MoEEEncoder
+from moee_exp.scoring.tasks import get_tasks
 
 # one real mteb class per paper task type (synthetic data of its schema), and our classification demo task
 TASKS = ["EmotionClassification", "TwentyNewsgroupsClustering", "TwitterSemEval2015", "AskUbuntuDupQuestions",

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, tiny_model_cfg
 
-from moee_exp.cache import FeatureCache, text_key
+from moee_exp.features.cache import FeatureCache, text_key
 
 TASK = "tasks.names=[MoEEDemoSTS]"
 SETPRIV = shutil.which("setpriv")
@@ -52,7 +52,7 @@ def error_lines(text: str) -> list[str]:
 def _compose(*overrides):
     from hydra import compose, initialize_config_dir
 
-    from moee_exp.config import register
+    from moee_exp.jobs.config import register
 
     register()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
@@ -92,7 +92,7 @@ def test_unreadable_shard_is_skipped_left_in_place_and_logged_once(tmp_path):
     proc = python(f"""
         import logging, sys
         logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-        from moee_exp.cache import FeatureCache, text_key
+        from moee_exp.features.cache import FeatureCache, text_key
         ns = FeatureCache({str(root)!r}).namespace({IDENT!r})
         keys = [text_key(f"text {{i}}") for i in range(5)]
         print("cached", int(ns.contains(keys, "hs").sum()), int(ns.contains(keys, "hs").sum()))
@@ -141,8 +141,8 @@ def test_read_only_cache_serves_a_job_it_holds_and_names_cache_dir_when_it_does_
 def test_full_disk_while_writing_a_row_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
     import errno
 
-    from moee_exp import record
     from moee_exp.errors import USER_ERRORS, error_line
+    from moee_exp.jobs import record
 
     job = tmp_path / "job"
     record.write_row(job, {"task": "T", "score": 1})
@@ -180,7 +180,7 @@ def test_file_size_limit_in_the_tiny_model_build_is_one_error_and_leaves_no_half
     code = f"""
         import yaml, run
         from moee_exp.errors import USER_ERRORS, error_line
-        from moee_exp.tiny import ensure_tiny_model
+        from moee_exp.features.tiny import ensure_tiny_model
         spec = yaml.safe_load(open({str(ROOT / 'conf/model/tiny.yaml')!r}))["tiny"]
         try:
             ensure_tiny_model(spec, {str(tmp_path / 'models')!r})
@@ -196,7 +196,7 @@ def test_file_size_limit_in_the_tiny_model_build_is_one_error_and_leaves_no_half
 
 
 def test_file_size_limit_in_a_job_is_one_error_line_and_the_rerun_resumes(tmp_path):
-    from moee_exp.featurize import model_path
+    from moee_exp.features.featurize import model_path
 
     model_path(tiny_model_cfg())  # the session's tiny model is built (unlimited) before the limited job
     job = tmp_path / "job"
@@ -248,8 +248,8 @@ def test_unwritable_output_dir_is_one_error_line(tmp_path):
 
 
 def test_rerun_with_a_changed_config_keeps_the_old_rows_and_never_mixes_two_configs(tmp_path):
-    from moee_exp.config import ConfigError
-    from moee_exp.runner import run_job
+    from moee_exp.errors import ConfigError
+    from moee_exp.jobs.runner import run_job
 
     job, both = tmp_path / "job", "tasks.names=[MoEEDemoSTS,MoEEDemoPairClassification]"
     base = ["logger=none", "progress=false", "emb=moee_sum", f"cache.dir={tmp_path / 'features'}"]
@@ -279,7 +279,7 @@ def test_rerun_with_a_changed_config_keeps_the_old_rows_and_never_mixes_two_conf
 HOLDER = """
 import sys, time
 sys.path.insert(0, {root!r})
-from moee_exp.cache import FeatureCache
+from moee_exp.features.cache import FeatureCache
 ns = FeatureCache({cache!r}, lock_stale_s={stale}).namespace({ident!r})
 with ns.extract_lock():
     print("held", flush=True)
@@ -324,7 +324,7 @@ def test_hung_lock_holder_is_named_within_seconds_and_taken_over(tmp_path, caplo
     try:
         holder.send_signal(signal.SIGSTOP)  # hung: its pid lives, it holds the flock, it refreshes nothing
         ns = FeatureCache(tmp_path / "features", lock_stale_s=6).namespace(IDENT)
-        with caplog.at_level(logging.WARNING, logger="moee_exp.cache"):
+        with caplog.at_level(logging.WARNING, logger="moee_exp.features.cache"):
             thread, outcome = _wait_in_thread(ns)
             thread.join(120)
         assert outcome == ["entered"], "the waiter never got past a hung holder"
@@ -351,7 +351,7 @@ def test_dead_lock_holder_on_this_host_is_taken_over(tmp_path, caplog):
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         f.write(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "since": "then"}).encode())
         f.flush()
-        with caplog.at_level(logging.WARNING, logger="moee_exp.cache"):
+        with caplog.at_level(logging.WARNING, logger="moee_exp.features.cache"):
             thread, outcome = _wait_in_thread(ns)
             thread.join(120)
     assert outcome == ["entered"]
@@ -494,7 +494,7 @@ def test_sigterm_under_submitit_requeues_the_job_and_it_resumes(tmp_path):
 
 
 def test_embed_cli_reads_moee_cache_dir(monkeypatch):
-    from moee_exp.embed import parse_args
+    from moee_exp.integrations.embed import parse_args
 
     monkeypatch.setenv("MOEE_CACHE_DIR", "/somewhere/shared")
     assert parse_args(["--model", "tiny", "--input", "x", "--output", "y.npz"]).cache_dir == "/somewhere/shared"
@@ -503,8 +503,8 @@ def test_embed_cli_reads_moee_cache_dir(monkeypatch):
 
 
 def test_embed_cli_default_max_length_adapts_to_a_short_context_and_an_explicit_one_is_checked(tmp_path, capsys):
-    from moee_exp.embed import main
-    from moee_exp.featurize import model_path
+    from moee_exp.features.featurize import model_path
+    from moee_exp.integrations.embed import main
 
     short = tmp_path / "short_model"  # the tiny model with a 256-token context
     shutil.copytree(model_path(tiny_model_cfg()), short)

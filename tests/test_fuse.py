@@ -8,11 +8,11 @@ import pytest
 from conftest import tiny_model_cfg
 from scipy.stats import spearmanr
 
-from moee_exp.encoder import MoEEEncoder
-from moee_exp.featurize import Featurizer
-from moee_exp.fuse import fuse, rw_block, standardize_block
-from moee_exp.prompts import TEMPLATES
-from moee_exp.tasks import get_tasks
+from moee_exp.features.featurize import Featurizer
+from moee_exp.features.prompts import TEMPLATES
+from moee_exp.scoring.encoder import MoEEEncoder
+from moee_exp.scoring.fuse import fuse, rw_block, standardize_block
+from moee_exp.scoring.tasks import get_tasks
 
 RNG = np.random.default_rng(0)
 FEATS = {"hs": RNG.normal(size=(9, 16)).astype(np.float32), "rw": RNG.normal(size=(9, 3, 4)).astype(np.float32)}
@@ -80,7 +80,7 @@ def test_sts_main_score_is_spearman_of_summed_similarity(featurizer, alpha):
 
 
 def task_data_file(task):
-    from moee_exp.demo_tasks import DATA_DIR
+    from moee_exp.scoring.demo_tasks import DATA_DIR
 
     return DATA_DIR / task.file
 

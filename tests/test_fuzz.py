@@ -2,7 +2,7 @@
 traceback.
 
 Keys are discovered, never listed: every field of every group schema registered in Hydra's ConfigStore
-(moee_exp.config.schemas) and every root-level leaf of the composed default config. For each, values are drawn as a
+(moee_exp.jobs.config.schemas) and every root-level leaf of the composed default config. For each, values are drawn as a
 user would type them on the command line: wrong types, NaN/inf, negatives, zero, huge numbers, empty strings and
 lists, unknown names, unicode, ${...} interpolations, and the values the conf/ files give that key (the valid ones).
 
@@ -58,7 +58,7 @@ JOBS_PER_KEY = {"known": 1, "drawn": 3}
 def _compose(overrides):
     from hydra import compose, initialize_config_dir
 
-    from moee_exp.config import register
+    from moee_exp.jobs.config import register
 
     register()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
@@ -77,7 +77,7 @@ def _leaves(node, prefix=""):
 
 def discover_keys() -> dict[str, dict]:
     """{key: {"default": raw default text or None, "known": [values conf/ files give it]}} for every key."""
-    from moee_exp.config import schemas
+    from moee_exp.jobs.config import schemas
 
     default = _compose([])
     keys = {}
@@ -106,7 +106,7 @@ KEYS = discover_keys()
 
 
 def test_discovery_finds_every_schema_field_and_root_switch():
-    from moee_exp.config import schemas
+    from moee_exp.jobs.config import schemas
 
     fields = {f"{g}.{f.name}" for g, s in schemas().items() for f in dataclasses.fields(s)}
     assert fields <= set(KEYS) and {"emb.alpha", "model.device", "model.max_length", "overwrite"} <= set(KEYS)
@@ -310,8 +310,8 @@ def test_a_wandb_job_leaves_no_staging_dir_in_the_system_temp_dir(workdir):
 
 @pytest.fixture(scope="module")
 def embed_main(tmp_path_factory):
-    """moee_exp.embed.main, with the tiny model loaded once for all drawn inputs (same function otherwise)."""
-    import moee_exp.embed as embed
+    """moee_exp.integrations.embed.main, with the tiny model loaded once for all drawn inputs (same function otherwise)."""
+    import moee_exp.integrations.embed as embed
 
     loaded = {}
     real = embed.load_model
@@ -400,7 +400,7 @@ def test_every_embed_input_gives_an_npz_or_one_error_line(case, embed_main, work
 def test_latin1_input_names_the_encoding_option_and_is_read_with_it(workdir, embed_main):
     src = workdir / "latin1.txt"
     src.write_bytes("café au lait\r\nnaïve\r\n".encode("latin-1"))
-    proc = subprocess.run([sys.executable, "-m", "moee_exp.embed", "--model", "tiny", "--cache-dir",
+    proc = subprocess.run([sys.executable, "-m", "moee_exp.integrations.embed", "--model", "tiny", "--cache-dir",
                            os.environ["MOEE_CACHE_DIR"], "--input", str(src), "--output", str(workdir / "l.npz")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -410,7 +410,7 @@ def test_latin1_input_names_the_encoding_option_and_is_read_with_it(workdir, emb
     code = embed_main(["--model", "tiny", "--cache-dir", os.environ["MOEE_CACHE_DIR"], "--input", str(src),
                        "--encoding", "latin-1", "--output", str(workdir / "l.npz"), "--emb", "hs"])
     assert code == 0
-    from moee_exp.embed import read_texts
+    from moee_exp.integrations.embed import read_texts
 
     assert read_texts(src, "latin-1") == ["café au lait", "naïve"]  # \r\n ends a line; no empty last text
     with np.load(workdir / "l.npz") as npz:
@@ -418,9 +418,9 @@ def test_latin1_input_names_the_encoding_option_and_is_read_with_it(workdir, emb
 
 
 def test_the_sweep_preflight_runs_the_same_checks_but_not_the_machine_ones():
-    """A sweep's shared value is checked in the launching process (moee_exp/preflight.py) by the same validate();
+    """A sweep's shared value is checked in the launching process (moee_exp/jobs/preflight.py) by the same validate();
     whether the device exists is left to the jobs (the launching process may be a SLURM login node without GPUs)."""
-    from moee_exp.preflight import Preflight
+    from moee_exp.jobs.preflight import Preflight
 
     def preflight(override):
         stderr = io.StringIO()

@@ -48,10 +48,10 @@ def test_submitit_local_two_job_sweep_sharing_one_feature_cache(tmp_cwd, monkeyp
     # equal a fresh extraction: concurrent writes neither lost nor corrupted anything.
     from conftest import tiny_model_cfg
 
-    from moee_exp import featurize
-    from moee_exp.cache import FeatureCache
-    from moee_exp.demo_tasks import DEMO_TASKS
-    from moee_exp.prompts import TEMPLATES
+    from moee_exp.features import featurize
+    from moee_exp.features.cache import FeatureCache
+    from moee_exp.features.prompts import TEMPLATES
+    from moee_exp.scoring.demo_tasks import DEMO_TASKS
 
     task = DEMO_TASKS["MoEEDemoSTS"]()
     task.load_data()

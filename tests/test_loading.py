@@ -5,10 +5,10 @@ import pytest
 import torch
 from conftest import tiny_model_cfg
 
-from moee_exp.api import embed_texts
-from moee_exp.featurize import model_path
-from moee_exp.loading import ModelNotFoundError, load_model
-from moee_exp.routers import NotAMoEModelError
+from moee_exp.errors import ModelNotFoundError, NotAMoEModelError
+from moee_exp.features.featurize import model_path
+from moee_exp.features.loading import load_model
+from moee_exp.integrations.api import embed_texts
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +57,8 @@ def test_our_model_classes_are_registered_on_first_config_read_not_on_import():
     import subprocess
     import sys
 
-    code = ("import sys, moee_exp, moee_exp.runner; assert 'moee_exp.models' not in sys.modules; "
-            "from moee_exp.loading import tiny_config; tiny_config({'model_type': 'deepseek'}); "
-            "assert 'moee_exp.models' in sys.modules")
+    code = ("import sys, moee_exp, moee_exp.jobs.runner; assert 'moee_exp.features.models' not in sys.modules; "
+            "from moee_exp.features.loading import tiny_config; tiny_config({'model_type': 'deepseek'}); "
+            "assert 'moee_exp.features.models' in sys.modules")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -4,9 +4,9 @@ import mteb
 import pytest
 from conftest import tiny_model_cfg
 
-from moee_exp.encoder import MoEEEncoder
-from moee_exp.featurize import Featurizer
-from moee_exp.prompts import TEMPLATES
+from moee_exp.features.featurize import Featurizer
+from moee_exp.features.prompts import TEMPLATES
+from moee_exp.scoring.encoder import MoEEEncoder
 
 
 @pytest.mark.parametrize("kind", ["moee_sum", "moee_concat"])

@@ -9,10 +9,10 @@ import mteb
 import pytest
 from conftest import ROOT, tiny_model_cfg
 
-from moee_exp.encoder import MoEEEncoder
-from moee_exp.featurize import Featurizer, model_path
-from moee_exp.mteb_model import PAPER, get_moee_model, moee_model_meta
-from moee_exp.prompts import TEMPLATES
+from moee_exp.features.featurize import Featurizer, model_path
+from moee_exp.features.prompts import TEMPLATES
+from moee_exp.integrations.mteb_model import PAPER, get_moee_model, moee_model_meta
+from moee_exp.scoring.encoder import MoEEEncoder
 
 TINY = tiny_model_cfg("tiny")["tiny"]["config"]
 
@@ -99,7 +99,7 @@ def test_runner_writes_mteb_result_layout_that_mteb_loads(tmp_cwd):
 def test_mteb_results_is_off_by_default():
     from hydra import compose, initialize_config_dir
 
-    from moee_exp.config import register
+    from moee_exp.jobs.config import register
 
     register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -10,16 +10,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.ourside import _BeforeEncoder, fuse_before, get_before, main_scores  # noqa: E402
-from moee_exp.cache import FeatureCache, text_key, text_keys  # noqa: E402
-from moee_exp.encoder import MoEEEncoder  # noqa: E402
-from moee_exp.extract import clean_text, clean_texts  # noqa: E402
-from moee_exp.featurize import Featurizer  # noqa: E402
-from moee_exp.fuse import SumSink, fuse, unit_rows  # noqa: E402
-from moee_exp.tasks import get_tasks  # noqa: E402
+from moee_exp.features.cache import FeatureCache, text_key, text_keys  # noqa: E402
+from moee_exp.features.extract import clean_text, clean_texts  # noqa: E402
+from moee_exp.features.featurize import Featurizer  # noqa: E402
+from moee_exp.scoring.encoder import MoEEEncoder  # noqa: E402
+from moee_exp.scoring.fuse import SumSink, fuse, unit_rows  # noqa: E402
+from moee_exp.scoring.tasks import get_tasks  # noqa: E402
 
 RNG = np.random.default_rng(1)
-cache_mod = importlib.import_module("moee_exp.cache")
-fuse_mod = importlib.import_module("moee_exp.fuse")  # (moee_exp.fuse the attribute is the function)
+cache_mod = importlib.import_module("moee_exp.features.cache")
+fuse_mod = importlib.import_module("moee_exp.scoring.fuse")  # (moee_exp.scoring.fuse the attribute is the function)
 
 
 def features(n, hidden=40, layers=3, experts=8, offset=2.0):
@@ -123,7 +123,7 @@ class FixedFeaturizer:
 def tiny_features(tmp_path_factory):
     from conftest import tiny_model_cfg
 
-    from moee_exp.prompts import TEMPLATES
+    from moee_exp.features.prompts import TEMPLATES
 
     cache = FeatureCache(tmp_path_factory.mktemp("features"))
     return FixedFeaturizer(Featurizer(tiny_model_cfg("tiny"), TEMPLATES["prompteol"], progress=False, cache=cache))
@@ -146,7 +146,7 @@ def test_main_scores_of_the_runner_path_unchanged(tmp_path):
     """Through a real feature cache and the sink (the runner's path) versus the fusion before."""
     from conftest import tiny_model_cfg
 
-    from moee_exp.prompts import TEMPLATES
+    from moee_exp.features.prompts import TEMPLATES
 
     featurizer = Featurizer(tiny_model_cfg("tiny"), TEMPLATES["prompteol"], progress=False,
                             cache=FeatureCache(tmp_path))

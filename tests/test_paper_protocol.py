@@ -1,11 +1,11 @@
 """protocol=paper equals the public code: prompted strings, embeddings (per encode call) and per-dataset main scores
-against the public code's own outputs on tiny checkpoints (tests/fixtures/public_code/, moee_exp/public_fixture.py).
+against the public code's own outputs on tiny checkpoints (tests/fixtures/public_code/, moee_exp/jobs/public_fixture.py).
 The differences that remain, and why, are in BENCHMARKS.md ("Paper protocol vs the public code")."""
 
 import numpy as np
 import pytest
 
-from moee_exp import public_fixture as pf
+from moee_exp.jobs import public_fixture as pf
 
 pytestmark = pytest.mark.skipif(not pf.available(), reason="tests/fixtures/public_code/ not present")
 

@@ -1,4 +1,4 @@
-"""moee_exp.paper_scoring: the public code's MoEE(sum) scoring, checked against its own evaluators and by hand."""
+"""moee_exp.scoring.paper_scoring: the public code's MoEE(sum) scoring, checked against its own evaluators and by hand."""
 
 import hashlib
 import json
@@ -11,8 +11,8 @@ from sklearn.cluster import MiniBatchKMeans
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, v_measure_score
 
-from moee_exp import paper_scoring as ps
-from moee_exp.demo_tasks import get_demo_tasks
+from moee_exp.scoring import paper_scoring as ps
+from moee_exp.scoring.demo_tasks import get_demo_tasks
 
 FORK = json.loads((Path(__file__).parent / "fixtures/paper_scoring/fork_demo_scores.json").read_text())
 FORK_NAME = {"MoEEDemoSTS": "sts", "MoEEDemoPairClassification": "pair", "MoEEDemoClustering": "clustering",
@@ -38,7 +38,9 @@ class Recorder:
 
 def _as_fork_ran(task):
     """The demo task set up as the fixture's fork run: EmotionClassification's 16 per label, SummEval's evaluator."""
-    from mteb._evaluators.text.summarization_evaluator import DeprecatedSummarizationEvaluator
+    from mteb._evaluators.text.summarization_evaluator import (
+        DeprecatedSummarizationEvaluator,
+    )
 
     task.samples_per_label = 16
     if task.metadata.type == "Summarization":
@@ -230,8 +232,8 @@ def test_pair_classification_reads_mteb_1x_one_row_layout_like_the_row_layout():
 
 
 def test_encoder_blocks_gives_the_encoders_hs_and_rw_from_one_extraction_per_call():
-    from moee_exp.encoder import MoEEEncoder
-    from moee_exp.fuse import fuse
+    from moee_exp.scoring.encoder import MoEEEncoder
+    from moee_exp.scoring.fuse import fuse
 
     seen = []
 

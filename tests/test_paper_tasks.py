@@ -1,6 +1,6 @@
 """Dress rehearsal of the paper's run, offline: the REAL mteb task classes of all 19 paper datasets (their splits,
 subsets, evaluators and main scores) through run.py, our encoder and the report, with only their data replaced by
-synthetic data of each task's schema (tasks.data=synthetic, moee_exp/synthetic_tasks.py) and the tiny model.
+synthetic data of each task's schema (tasks.data=synthetic, moee_exp/scoring/synthetic_tasks.py) and the tiny model.
 
 Every experiment config runs as a user would type it, one Hydra multirun process each, cut down by overrides."""
 
@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from analysis import report
-from moee_exp.paper_scoring import MAIN_SCORES
+from moee_exp.scoring.paper_scoring import MAIN_SCORES
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = yaml.safe_load((ROOT / "conf/tasks/paper.yaml").read_text())["names"]

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, tiny_model_cfg
 
-from moee_exp.cache import FeatureCache, text_key
-from moee_exp.featurize import Featurizer
+from moee_exp.features.cache import FeatureCache, text_key
+from moee_exp.features.featurize import Featurizer
 
 TEXTS = [f"text number {i} about {'cats' if i % 2 else 'dogs'}" for i in range(40)] + ["text number 3 about cats"]
 
@@ -65,8 +65,8 @@ def test_alpha_jobs_run_at_once_on_a_shared_cache_score_as_sequential_jobs_witho
     versus the same jobs one after the other without any cache: every score equal to 1e-6."""
     from hydra import compose, initialize_config_dir
 
-    from moee_exp.config import register
-    from moee_exp.runner import run_job
+    from moee_exp.jobs.config import register
+    from moee_exp.jobs.runner import run_job
 
     register()
     common = ["tasks.names=[MoEEDemoSTS,MoEEDemoClassification]", "logger=none", "progress=false", "emb=moee_sum"]
@@ -99,7 +99,7 @@ def test_alpha_jobs_run_at_once_on_a_shared_cache_score_as_sequential_jobs_witho
 def test_each_classification_task_fits_its_own_sklearn_model():
     """mteb keeps one LogisticRegression on the class and fits it in place; jobs scoring at once in one process
     (the threads above) raced on it (an accuracy of 0.487 for 0.490 once). Each task object now has a clone."""
-    from moee_exp.tasks import get_tasks
+    from moee_exp.scoring.tasks import get_tasks
 
     a, b = get_tasks(["MoEEDemoClassification", "MoEEDemoClassification"])
     assert a.evaluator_model is not b.evaluator_model

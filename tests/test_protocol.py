@@ -8,10 +8,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from moee_exp.config import ConfigError, validate
-from moee_exp.fuse import standardize_block
-from moee_exp.instructions import E5_TABLE, Instructions, format_instruction
-from moee_exp.prompts import TEMPLATES, apply_prompt
+from moee_exp.errors import ConfigError
+from moee_exp.features.instructions import E5_TABLE, Instructions, format_instruction
+from moee_exp.features.prompts import TEMPLATES, apply_prompt
+from moee_exp.jobs.config import validate
+from moee_exp.scoring.fuse import standardize_block
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +72,7 @@ def test_instruction_modes_and_query_document_entries():
     override = Instructions("e5", {"STS12": "Mine"})
     assert override(mteb.get_task("STS12").metadata) == format_instruction("Mine")
     # the demo tasks take their namesake paper dataset's instruction (what the public-code fixture was run with)
-    from moee_exp.demo_tasks import DEMO_TASKS
+    from moee_exp.scoring.demo_tasks import DEMO_TASKS
 
     assert Instructions("e5")(DEMO_TASKS["MoEEDemoSTS"].metadata) == format_instruction(_STS)
 
@@ -89,7 +90,7 @@ def test_paper_text_handling_puts_the_instruction_inside_the_template():
 
 
 def test_paper_text_handling_never_truncates(tiny_lm):
-    from moee_exp.extract import extract, prompt_texts
+    from moee_exp.features.extract import extract, prompt_texts
 
     lm = tiny_lm("tiny")
     long = " ".join(["word"] * 200)
@@ -115,7 +116,7 @@ def test_batch_standardization_is_the_public_codes_torch_zscore():
 
 
 def _compose(*overrides):
-    from moee_exp.config import register
+    from moee_exp.jobs.config import register
 
     register()
     with initialize_config_dir(str(ROOT / "conf"), version_base=None):
@@ -169,9 +170,9 @@ def test_bad_protocol_settings_are_one_line_errors(overrides, message):
 def test_rows_names_and_identity_record_the_protocol():
     from omegaconf import OmegaConf
 
-    from moee_exp.mteb_model import model_name
-    from moee_exp.resume import job_identity, row_key
-    from moee_exp.runner import row_labels, run_name
+    from moee_exp.integrations.mteb_model import model_name
+    from moee_exp.jobs.resume import job_identity, row_key
+    from moee_exp.jobs.runner import row_labels, run_name
 
     paper, clean = _compose(), _compose("protocol=clean")
     lp, lc = row_labels(paper), row_labels(clean)
@@ -190,10 +191,10 @@ def test_rows_names_and_identity_record_the_protocol():
 
 
 def test_the_instruction_keys_the_feature_cache(tmp_path):
-    from moee_exp.cache import FeatureCache, identity_hash
-    from moee_exp.featurize import Featurizer
-
     from conftest import tiny_model_cfg
+
+    from moee_exp.features.cache import FeatureCache, identity_hash
+    from moee_exp.features.featurize import Featurizer
 
     feat = Featurizer(tiny_model_cfg(), TEMPLATES["none"], cache=FeatureCache(tmp_path))
     paper = Featurizer(tiny_model_cfg(), TEMPLATES["none"], cache=FeatureCache(tmp_path), text_mode="paper")
@@ -208,7 +209,7 @@ def test_the_instruction_keys_the_feature_cache(tmp_path):
 def test_encoder_prompts_each_side_with_its_own_instruction():
     import mteb
 
-    from moee_exp.encoder import MoEEEncoder
+    from moee_exp.scoring.encoder import MoEEEncoder
 
     seen = []
 
@@ -227,8 +228,8 @@ def test_encoder_prompts_each_side_with_its_own_instruction():
 
 def test_router_nf4_round_trip_is_what_a_bitsandbytes_4bit_gate_computes():
     bnb = pytest.importorskip("bitsandbytes")
-    from moee_exp.loading import nf4_round_trip
-    from moee_exp.routers import Router
+    from moee_exp.features.loading import nf4_round_trip
+    from moee_exp.features.routers import Router
 
     torch.manual_seed(0)
     w = torch.randn(8, 64)

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import ROOT
 
-from moee_exp import resume
+from moee_exp.jobs import resume
 
 TASKS = ["MoEEDemoSTS", "MoEEDemoPairClassification", "MoEEDemoSummarization"]
 # protocol=clean: the stall patches mteb.evaluate, which paper's MoEE(sum) scoring does not call
@@ -117,7 +117,7 @@ def compose(*overrides) -> dict:
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from moee_exp.config import register
+    from moee_exp.jobs.config import register
 
     register()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
@@ -125,7 +125,7 @@ def compose(*overrides) -> dict:
 
 
 def save(job: Path, plan: resume.ResumePlan, task) -> dict:
-    from moee_exp.record import write_row
+    from moee_exp.jobs.record import write_row
 
     row = {"task": task.metadata.name, "main_score": 0.5, **plan.stamp(task.metadata.name)}
     write_row(job, row)
@@ -133,8 +133,9 @@ def save(job: Path, plan: resume.ResumePlan, task) -> dict:
 
 
 def ident(*overrides):
-    from moee_exp.config import template_of
     from omegaconf import OmegaConf
+
+    from moee_exp.jobs.config import template_of
 
     resolved = compose(*overrides)
     return resume.job_identity(resolved, template_of(OmegaConf.create(resolved["prompt"])))
@@ -152,7 +153,7 @@ def test_a_row_is_reused_only_while_nothing_that_changes_its_score_changed(tmp_p
     assert resume.plan(tmp_path, [a, b], base, overwrite=True).todo == [a, b]  # overwrite=true recomputes
 
     # a new data revision of the dataset (mteb's "only-missing" cache would reuse the old score here)
-    with caplog.at_level("INFO", logger="moee_exp.resume"):
+    with caplog.at_level("INFO", logger="moee_exp.jobs.resume"):
         changed = resume.plan(tmp_path, [fake_task("A", revision="r2"), b], base)
     assert not changed.reused and changed.stale == {"A": ["task.dataset.revision"]}
     assert "A: the stored result is stale (changed: task.dataset.revision)" in caplog.text
@@ -184,7 +185,7 @@ def test_a_row_missing_a_file_this_run_needs_is_computed_again(tmp_path, caplog)
     a = fake_task("A")
     save(tmp_path, resume.plan(tmp_path, [a], {"k": 1}), a)
     needed = tmp_path / "predictions" / "A_predictions.json"
-    with caplog.at_level("INFO", logger="moee_exp.resume"):
+    with caplog.at_level("INFO", logger="moee_exp.jobs.resume"):
         plan = resume.plan(tmp_path, [a], {"k": 1}, required=lambda task: [needed])
     assert plan.todo == [a] and plan.stale == {"A": ["missing A_predictions.json"]}
     assert "A: the stored result is incomplete (missing A_predictions.json)" in caplog.text
@@ -198,7 +199,7 @@ def test_an_unreadable_result_file_is_computed_again(tmp_path, caplog):
     a = fake_task("A")
     save(tmp_path, resume.plan(tmp_path, [a], base), a)
     (tmp_path / "results" / "A.json").write_text('{"task": "A", "main_sc')  # e.g. a disk that filled up
-    with caplog.at_level("WARNING", logger="moee_exp.resume"):
+    with caplog.at_level("WARNING", logger="moee_exp.jobs.resume"):
         plan = resume.plan(tmp_path, [a], base)
     assert plan.todo == [a] and "unreadable" in caplog.text
 
@@ -213,7 +214,7 @@ def test_mteb_result_cache_is_never_consulted(monkeypatch):
     """mteb.evaluate gets cache=None: its 'only-missing' strategy would return a stale score for changed data."""
     import mteb
 
-    from moee_exp import evaluate as ev
+    from moee_exp.scoring import evaluate as ev
 
     seen = {}
 

@@ -114,9 +114,9 @@ ODD_TEXTS = {
 def test_odd_texts_give_finite_nonzero_vectors_and_long_ones_are_counted(
     template, normalize, with_cache, tmp_path, caplog
 ):
-    from moee_exp.cache import FeatureCache
-    from moee_exp.featurize import Featurizer
-    from moee_exp.fuse import fuse
+    from moee_exp.features.cache import FeatureCache
+    from moee_exp.features.featurize import Featurizer
+    from moee_exp.scoring.fuse import fuse
 
     cfg = {**tiny_model_cfg(), "max_length": 128}
     cache = FeatureCache(tmp_path / "features") if with_cache else None
@@ -150,9 +150,9 @@ def _poison_token_hook(lm, token_ids):
 
 @pytest.mark.parametrize("with_cache", [False, True], ids=["no-cache", "feature-cache"])
 def test_nan_features_are_reported_with_the_text_index(with_cache, tmp_path):
-    from moee_exp.cache import FeatureCache
-    from moee_exp.extract import NonFiniteFeatureError
-    from moee_exp.featurize import Featurizer, get_model
+    from moee_exp.errors import NonFiniteFeatureError
+    from moee_exp.features.cache import FeatureCache
+    from moee_exp.features.featurize import Featurizer, get_model
 
     cfg = tiny_model_cfg()
     cache = FeatureCache(tmp_path / "features") if with_cache else None
@@ -181,7 +181,8 @@ def test_nan_features_are_reported_with_the_text_index(with_cache, tmp_path):
 
 
 def test_all_zero_features_are_an_error_too():
-    from moee_exp.extract import NonFiniteFeatureError, check_finite
+    from moee_exp.errors import NonFiniteFeatureError
+    from moee_exp.features.extract import check_finite
 
     feats = {"hs": np.ones((3, 4), np.float32), "rw": np.ones((3, 2, 2), np.float32)}
     check_finite(feats)
@@ -192,7 +193,7 @@ def test_all_zero_features_are_an_error_too():
 
 NAN_RUN = """
 import os, runpy, sys
-import moee_exp.featurize as featurize
+import moee_exp.features.featurize as featurize
 
 _load = featurize.load_model
 
@@ -275,7 +276,7 @@ def test_unreachable_wandb_goes_offline_and_no_secret_is_written_or_printed(tmp_
 def _compose(*overrides):
     from hydra import compose, initialize_config_dir
 
-    from moee_exp.config import register
+    from moee_exp.jobs.config import register
 
     register()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
@@ -302,7 +303,7 @@ def test_results_are_on_disk_before_wandb_hears_of_them_and_a_wandb_failure_cost
                                                                                           caplog):
     import wandb
 
-    from moee_exp.runner import run_job
+    from moee_exp.jobs.runner import run_job
 
     cfg = _compose(TASK, "logger=wandb", "progress=false")
     runs = []
@@ -324,7 +325,7 @@ def test_results_are_on_disk_before_wandb_hears_of_them_and_a_wandb_failure_cost
 
     monkeypatch.setattr(wandb, "init", broken_init)
     monkeypatch.setenv("WANDB_API_KEY", FAKE_WANDB_KEY)
-    with caplog.at_level(logging.WARNING, logger="moee_exp.record"):
+    with caplog.at_level(logging.WARNING, logger="moee_exp.jobs.record"):
         rows = run_job(cfg, tmp_path / "broken", "group")
     assert (tmp_path / "broken" / "results" / "MoEEDemoSTS.json").exists() and len(rows) == 1
     assert "W&B unavailable (RuntimeError: wandb is broken here (key ***))" in caplog.text

@@ -5,11 +5,11 @@ import re
 import pytest
 import torch
 import yaml
-
 from conftest import ROOT
-from moee_exp.config import ConfigError
-from moee_exp.loading import check_device
-from moee_exp.sizing import GIB, config_from_facts, size_of
+
+from moee_exp.errors import ConfigError
+from moee_exp.features.loading import check_device
+from moee_exp.features.sizing import GIB, config_from_facts, size_of
 
 TODAY = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((ROOT / "conf/model").glob("*.yaml"))
          if "hub_config:" in p.read_text()}

@@ -7,9 +7,10 @@ import pytest
 import torch
 from conftest import ROOT
 
-from moee_exp import embed_texts, fuse
-from moee_exp.featurize import model_path
-from moee_exp.fuse import rw_block
+from moee_exp import embed_texts
+from moee_exp.features.featurize import model_path
+from moee_exp.scoring import fuse
+from moee_exp.scoring.fuse import rw_block
 
 TEXTS = [
     "A cat sits on the mat.",
@@ -45,7 +46,7 @@ def tiny_dir():
 def test_encode_equals_embed_texts_plus_fuse_and_save_load_round_trips(tiny_lm, tiny_dir, tmp_path, kwargs, similarity):
     from sentence_transformers import SentenceTransformer
 
-    from moee_exp.st import moee_sentence_transformer
+    from moee_exp.integrations.st import moee_sentence_transformer
 
     model = moee_sentence_transformer(tiny_dir, **kwargs)
     assert model.similarity_fn_name == similarity
@@ -66,7 +67,7 @@ def test_encode_equals_embed_texts_plus_fuse_and_save_load_round_trips(tiny_lm, 
 
 def test_similarity_of_moee_sum_is_the_summed_similarity(tiny_lm, tiny_dir):
     """model.similarity = cos(HS) + alpha cos(RW), computed here from the raw features, not from fuse()."""
-    from moee_exp.st import moee_sentence_transformer
+    from moee_exp.integrations.st import moee_sentence_transformer
 
     alpha = 0.4
     model = moee_sentence_transformer(tiny_dir, kind="moee_sum", alpha=alpha)
@@ -81,7 +82,7 @@ def test_similarity_of_moee_sum_is_the_summed_similarity(tiny_lm, tiny_dir):
 
 
 def test_bad_settings_are_refused(tiny_lm, tiny_dir):
-    from moee_exp.st import MoEE
+    from moee_exp.integrations.st import MoEE
 
     with pytest.raises(ValueError, match="batch-mates"):
         MoEE(tiny_dir, standardize="batch", lm=tiny_lm("tiny"))
@@ -96,7 +97,7 @@ def test_bertopic_fits_on_the_demo_texts_with_our_embeddings(tiny_lm, tiny_dir):
     from hdbscan import HDBSCAN
     from umap import UMAP
 
-    from moee_exp.st import moee_sentence_transformer
+    from moee_exp.integrations.st import moee_sentence_transformer
 
     data = json.loads((ROOT / "moee_exp/data/demo/clustering.json").read_text())
     docs = [doc for topic_docs in data.values() for doc in topic_docs]

@@ -1,12 +1,12 @@
-"""moee_exp.synthetic_tasks: the real mteb task classes get data of their own schema, sized from their metadata."""
+"""moee_exp.scoring.synthetic_tasks: the real mteb task classes get data of their own schema, sized from their metadata."""
 
 import mteb
 import numpy as np
 import pytest
 import yaml
-
 from conftest import ROOT
-from moee_exp.synthetic_tasks import generate, plan, synthesize, synthetic_task
+
+from moee_exp.scoring.synthetic_tasks import generate, plan, synthesize, synthetic_task
 
 PAPER = yaml.safe_load((ROOT / "conf/tasks/paper.yaml").read_text())["names"]
 
@@ -102,9 +102,10 @@ def test_synthesize_keeps_the_real_class_and_survives_mteb_unloading():
 def test_a_multilingual_task_gets_every_subset_and_its_evaluator_runs_on_them():
     """Subsets come from the task's eval_langs: a multilingual task (STS22) is scored on each of them."""
     from conftest import tiny_model_cfg
-    from moee_exp.encoder import MoEEEncoder
-    from moee_exp.featurize import Featurizer
-    from moee_exp.prompts import TEMPLATES
+
+    from moee_exp.features.featurize import Featurizer
+    from moee_exp.features.prompts import TEMPLATES
+    from moee_exp.scoring.encoder import MoEEEncoder
 
     task = synthesize(mteb.get_task("STS22", hf_subsets=["en", "de", "de-en"]))  # a filtered task: its own subsets
     assert task.metadata.is_multilingual and task.hf_subsets == ["en", "de", "de-en"]

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT, tiny_model_cfg
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import ROOT, tiny_model_cfg
-from moee_exp.config import register
+from moee_exp.jobs.config import register
 
 PAPER = yaml.safe_load((ROOT / "conf/tasks/paper.yaml").read_text())["names"]
 DEMO = yaml.safe_load((ROOT / "conf/tasks/demo.yaml").read_text())["names"]
@@ -84,8 +84,8 @@ def test_a_sweep_whose_model_cannot_be_reached_stops_once_with_the_single_job_er
 
 
 def _check(env, **overrides) -> subprocess.CompletedProcess:
-    """moee_exp.preflight.check_reachable in a fresh process (huggingface_hub reads HF_HUB_CACHE at import)."""
-    code = ("import sys; from omegaconf import OmegaConf; from moee_exp.preflight import check_reachable; "
+    """moee_exp.jobs.preflight.check_reachable in a fresh process (huggingface_hub reads HF_HUB_CACHE at import)."""
+    code = ("import sys; from omegaconf import OmegaConf; from moee_exp.jobs.preflight import check_reachable; "
             "cfg = OmegaConf.create(sys.argv[1]); check_reachable(cfg); print('reachable')")
     return subprocess.run([sys.executable, "-c", code, json.dumps(dict(overrides))], cwd=ROOT, capture_output=True,
                           text=True, env={**os.environ, **env}, timeout=120)
@@ -93,7 +93,7 @@ def _check(env, **overrides) -> subprocess.CompletedProcess:
 
 def test_a_hub_id_in_the_hf_cache_passes_offline_and_one_not_in_it_does_not(tmp_path):
     # An HF hub cache entry as huggingface_hub lays it out, holding the tiny model's config under a hub id.
-    from moee_exp.featurize import model_path
+    from moee_exp.features.featurize import model_path
 
     hub = tmp_path / "hub"
     repo = hub / "models--moee-test--tiny-olmoe"
@@ -111,8 +111,8 @@ def test_a_hub_id_in_the_hf_cache_passes_offline_and_one_not_in_it_does_not(tmp_
 
 
 def test_a_model_whose_features_are_cached_may_sweep_without_it(tmp_path, caplog):
-    from moee_exp.loading import ModelNotFoundError
-    from moee_exp.preflight import check_reachable
+    from moee_exp.errors import ModelNotFoundError
+    from moee_exp.jobs.preflight import check_reachable
 
     cfg = OmegaConf.create({"model": {"name_or_path": "moee-test/gone"},
                             "cache": {"enabled": True, "dir": str(tmp_path)}})

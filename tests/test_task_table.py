@@ -3,7 +3,6 @@
 import importlib.util
 
 import mteb
-
 from conftest import ROOT
 
 spec = importlib.util.spec_from_file_location("paper_task_table", ROOT / "scripts/paper_task_table.py")

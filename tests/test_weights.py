@@ -1,4 +1,4 @@
-"""Similarity weights (moee_exp.weights): auto's α needs no label and no score, is deterministic, order-invariant and
+"""Similarity weights (moee_exp.scoring.weights): auto's α needs no label and no score, is deterministic, order-invariant and
 finite on degenerate inputs; dev scores the grid on held-out data only; grid/fixed give the right number of jobs."""
 
 import json
@@ -13,11 +13,15 @@ import pytest
 from conftest import ROOT, tiny_model_cfg
 from datasets import DatasetDict
 
-from moee_exp import weights as W
-from moee_exp.demo_tasks import MoEEDemoClassification, MoEEDemoClustering, MoEEDemoSTS
-from moee_exp.encoder import MoEEEncoder
-from moee_exp.featurize import Featurizer
-from moee_exp.prompts import TEMPLATES
+from moee_exp.features.featurize import Featurizer
+from moee_exp.features.prompts import TEMPLATES
+from moee_exp.scoring import weights as W
+from moee_exp.scoring.demo_tasks import (
+    MoEEDemoClassification,
+    MoEEDemoClustering,
+    MoEEDemoSTS,
+)
+from moee_exp.scoring.encoder import MoEEEncoder
 
 EMB = {"rw_activation": "logits", "standardize": "none", "standardize_batch_size": 128, "hs_feature": "hs",
        "rw_feature": "rw"}
@@ -177,7 +181,7 @@ def test_dev_uses_a_validation_split_with_mteb(featurizer):
     data = task.dataset["test"]
     task.dataset = DatasetDict({"test": data.select(range(20)), "validation": data.select(range(20, 40))})
     encoder = MoEEEncoder(featurizer, "moee_sum", alpha=1.0, **EMB)
-    from moee_exp.evaluate import main_score
+    from moee_exp.scoring.evaluate import main_score
 
     pick = W.AlphaChooser({**AUTO, "name": "dev"}, EMB, encoder, featurizer,
                           score=lambda t, split: main_score(encoder, t, split))
@@ -206,7 +210,7 @@ def job_rows(base: Path):
 def test_grid_carries_the_alpha_sweep_and_the_other_options_do_not():
     from hydra import compose, initialize_config_dir
 
-    from moee_exp.config import register
+    from moee_exp.jobs.config import register
 
     register()
     grid = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0"
@@ -255,8 +259,8 @@ def test_row_keys_change_with_what_changes_alpha_only():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from moee_exp import resume
-    from moee_exp.config import register, template_of
+    from moee_exp.jobs import resume
+    from moee_exp.jobs.config import register, template_of
 
     register()
 

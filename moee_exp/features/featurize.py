@@ -1,0 +1,208 @@
+"""Texts → pooled features for one model and prompt: prompting, lazy model loading, extraction.
+
+A loaded model is kept for the life of the process and reused by the next job with the same model settings
+(Hydra's basic launcher runs every job of a sweep in one process), so a sweep loads it once. With a feature cache
+(moee_exp.features.cache), texts whose features are cached are not extracted again, and the model (and its tokenizer) is
+loaded only on the first miss.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from ..errors import NonFiniteFeatureError, ReadOnlyCacheError
+from .cache import CacheMiss, FeatureCache, model_identity, text_keys, writable
+from .extract import (
+    DEFAULT_FEATURES,
+    EXTRACTION_VERSION,
+    clean_texts,
+    extract,
+    prompt_texts,
+)
+from .loading import LoadedModel, check_max_length, load_model
+from .prompts import check_template
+from .tiny import ensure_tiny_model
+
+log = logging.getLogger(__name__)
+
+TRUNCATED = "truncated"  # cached beside the features, so a cache hit still counts truncated texts
+LOAD_KEYS = ("name_or_path", "revision", "dtype", "quantization", "device", "trust_remote_code",
+             "experts_implementation", "quantize_routers")
+_loaded: dict[tuple, LoadedModel] = {}
+load_count = 0  # how many times a model was actually constructed in this process (tests assert on it)
+
+
+def model_path(model_cfg: Mapping) -> str:
+    """The checkpoint to load: the configured hub id / dir, or the tiny model built on first use."""
+    if model_cfg.get("tiny"):
+        return str(ensure_tiny_model(dict(model_cfg["tiny"]), model_cfg["cache_dir"]))  # spec checked by check_model
+    if not model_cfg.get("name_or_path"):
+        raise ValueError("model.name_or_path is empty: give a hub id (e.g. allenai/OLMoE-1B-7B-0924) or a local dir")
+    return str(model_cfg["name_or_path"])
+
+
+def get_model(model_cfg: Mapping) -> LoadedModel:
+    global load_count
+    path = model_path(model_cfg)
+    key = (path,) + tuple(str(model_cfg.get(k)) for k in LOAD_KEYS[1:])
+    if key not in _loaded:
+        _loaded.clear()  # one model at a time: free the previous one before loading the next
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        kwargs = {k: model_cfg[k] for k in LOAD_KEYS[1:] if model_cfg.get(k) is not None}
+        _loaded[key] = load_model(path, **kwargs)
+        load_count += 1
+    return _loaded[key]
+
+
+class Featurizer:
+    """Callable texts → pooled features {"hs": (n, hidden), "rw": (n, layers, experts), ...} for one model × prompt."""
+
+    takes_sink = True  # __call__(..., sink=): see moee_exp.scoring.encoder
+
+    def __init__(
+        self,
+        model_cfg: Mapping,
+        template: str,
+        normalize: bool = True,
+        progress: bool = True,
+        features=DEFAULT_FEATURES,
+        cache: FeatureCache | None = None,
+        text_mode: str = "clean",
+    ):
+        self.model_cfg = dict(model_cfg)
+        self.cache = cache
+        self._namespaces: dict[str, object] = {}
+        self.text_mode = text_mode  # clean | paper: moee_exp.features.prompts.apply_prompt
+        self.features = tuple(features)
+        self.template = check_template(template)
+        self.normalize = normalize
+        self.progress = progress
+        self.n_truncated = 0
+
+    def namespace(self, instruction: str = ""):
+        """This model × prompt × instruction × settings' part of the feature cache (see moee_exp.features.cache for what
+        keys it). The instruction and the text mode are part of what is extracted, so they key it too (added only
+        when not the defaults, so caches written before they existed stay valid)."""
+        if instruction not in self._namespaces:
+            identity = {
+                "model": model_identity(self.model_cfg),
+                "template": self.template,
+                "normalize": bool(self.normalize),
+                "max_length": int(self.model_cfg.get("max_length", 512)),
+                "extraction_version": EXTRACTION_VERSION,
+            }
+            if instruction:
+                identity["instruction"] = instruction
+            if self.text_mode != "clean":
+                identity["text_mode"] = self.text_mode
+            self._namespaces[instruction] = self.cache.namespace(identity)
+        return self._namespaces[instruction]
+
+    def __call__(self, texts: list[str], desc: str | None = None, sink=None,
+                 instruction: str = "") -> dict[str, np.ndarray]:
+        """``sink`` (e.g. moee_exp.scoring.fuse.SumSink) says where some features go, as (n, value shapes) -> {feature:
+        (out, rows_fn)}: those are written to ``out`` through ``rows_fn`` (straight from the cache when cached).
+        ``instruction`` is prepended to each text inside the template (protocol=paper; part of the cache key)."""
+        texts = clean_texts(texts)  # None -> '', lone surrogates -> U+FFFD: nothing crashes the tokenizer
+        sent = ()
+        if self.cache is None or not texts:
+            feats, truncated = self._extract(texts, desc, instruction)
+        else:
+            for attempt in range(3):
+                try:
+                    feats, truncated, sent = self._cached(texts, desc, sink, instruction)
+                    break
+                except CacheMiss:  # a shard vanished or went bad under us: look the texts up again
+                    if attempt == 2:
+                        raise
+        n_truncated = int(np.count_nonzero(truncated))
+        if n_truncated:
+            max_length = int(self.model_cfg.get("max_length", 512))
+            log.warning("%s: %d text(s) truncated to max_length=%d", desc or "", n_truncated, max_length)
+        self.n_truncated += n_truncated
+        if sink is not None and not sent:  # not read from the cache: the values in hand go to the sink
+            for name, (out, rows_fn) in sink(len(texts), {f: feats[f].shape[1:] for f in feats}).items():
+                out[...] = rows_fn(feats[name])
+                feats[name] = out
+        return feats
+
+    def _cached(self, texts: list[str], desc: str | None, sink=None, instruction: str = ""):
+        """Features from the cache; the texts missing any requested feature are extracted (once each) and stored."""
+        ns = self.namespace(instruction)
+        keys = text_keys(texts)
+        names = (*dict.fromkeys(self.features), TRUNCATED)
+        have = {name: ns.contains(keys, name) for name in names}
+        missing = ~np.logical_and.reduce(list(have.values()))
+        first = {}  # unique missing texts, first occurrence
+        if missing.any() and not writable(ns.path):  # a shared read-only cache: fail before any model is loaded
+            raise ReadOnlyCacheError(
+                f"cache.dir={self.cache.root} is read-only and lacks the features of "
+                f"{len({keys[i] for i in np.flatnonzero(missing)})} text(s){f' of {desc}' if desc else ''}: point "
+                "cache.dir at a writable dir (or use cache=off) to extract them"
+            )
+        if missing.any():
+            with ns.extract_lock():  # a concurrent job of the sweep may be extracting them right now: take turns
+                have = {name: ns.contains(keys, name) for name in names}  # ... and read what it stored meanwhile
+                missing = ~np.logical_and.reduce(list(have.values()))
+                for i in np.flatnonzero(missing):
+                    first.setdefault(keys[i], int(i))
+                if first:
+                    fresh = self._extract_missing(texts, first, desc, instruction)
+                    for name in names:
+                        ns.put(list(first), name, fresh[name])
+        fresh_at = {k: j for j, k in enumerate(first)}
+        log.info("%s: %d text(s), %d from the feature cache, %d extracted", desc or "features", len(texts),
+                 len(texts) - int(missing.sum()), len(first))
+        # Read back what was just stored, so this call returns exactly what a later cache hit will.
+        where = {name: ns.contains(keys, name) if first else have[name] for name in names}
+        targets = {}
+        if sink is not None and all(where[name].all() for name in self.features):
+            targets = sink(len(keys), {name: ns.value_shape(keys[0], name) for name in self.features})
+        out = {}
+        for name in names:
+            stored = where[name]
+            if stored.all():
+                out[name] = ns.get(keys, name, *targets.get(name, ()))
+                continue
+            # the cache could not store them (logged): the fresh values, as extracted
+            todo, rows = np.flatnonzero(~stored), np.flatnonzero(stored)
+            value = fresh[name][[fresh_at[keys[i]] for i in todo]]
+            out[name] = np.empty((len(keys), *value.shape[1:]), value.dtype)
+            out[name][todo] = value
+            if len(rows):
+                out[name][rows] = ns.get([keys[i] for i in rows], name)
+        return {name: out[name] for name in self.features}, out[TRUNCATED], tuple(targets)
+
+    def _extract_missing(self, texts: list[str], first: dict, desc: str | None, instruction: str = "") -> dict:
+        try:
+            fresh, fresh_truncated = self._extract([texts[i] for i in first.values()], desc, instruction)
+        except NonFiniteFeatureError as err:  # name the texts by their index in this call, not in the subset
+            raise err.reindexed(list(first.values())) from None
+        fresh[TRUNCATED] = fresh_truncated
+        return fresh
+
+    def _extract(self, texts: list[str], desc: str | None, instruction: str = ""):
+        lm = get_model(self.model_cfg)
+        max_length = int(self.model_cfg.get("max_length", 512))
+        check_max_length(lm.model.config, max_length)  # a hub config unreadable before the load is checked here
+        prompted = prompt_texts(texts, self.template, lm.tokenizer, max_length, self.normalize, instruction,
+                                self.text_mode)
+        feats = extract(
+            lm,
+            prompted.texts,
+            batch_size=int(self.model_cfg.get("batch_size", 32)),
+            max_length=max_length,
+            padding_side=self.model_cfg.get("padding_side", "left"),
+            features=self.features,
+            desc=desc,
+            progress=self.progress,
+            truncate=self.text_mode != "paper",
+        )
+        return feats, np.array(prompted.truncated or [False] * len(texts), dtype=bool)

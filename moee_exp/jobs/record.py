@@ -1,0 +1,233 @@
+"""Results of a job: local files first (one JSON per dataset, written atomically), then W&B.
+
+Job dir layout:  config.yaml (resolved)  results/<task>.json  results.csv  predictions/  wandb/ (offline runs)
+Scores are stored as mteb reports them (0..1); tables show them x100 like the paper.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import netrc
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pandas as pd
+
+from ..faults import is_write_fault, write_error
+
+log = logging.getLogger(__name__)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write via a temp file and rename, so a killed job never leaves a half-written file. A write that fails (full
+    disk, quota, file-size limit, unwritable dir) removes its temp file, keeps the old file and raises WriteError."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException as err:  # also a signal (moee_exp.faults.Preempted) mid-write: no temp file left
+        with suppress(OSError):
+            tmp.unlink()
+        if is_write_fault(err):
+            raise write_error(path, err) from None
+        raise
+
+
+def write_row(job_dir: Path, row: Mapping) -> Path:
+    path = Path(job_dir) / "results" / f"{row['task']}.json"
+    atomic_write(path, json.dumps(row, indent=1, default=str))
+    return path
+
+
+def read_rows(job_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((Path(job_dir) / "results").glob("*.json"))]
+
+
+def summarize(rows: list[Mapping]) -> tuple[pd.DataFrame, pd.Series, float]:
+    """Per-dataset table (x100), per-type averages, and Avg = mean of the type averages (the paper's Avg)."""
+    df = pd.DataFrame(rows)[["task_type", "task", "main_score_name", "main_score"]]
+    df = df.assign(score=df.main_score * 100).drop(columns="main_score").sort_values(["task_type", "task"])
+    by_type = df.groupby("task_type")["score"].mean()
+    return df.reset_index(drop=True), by_type, float(by_type.mean())
+
+
+def format_summary(rows: list[Mapping]) -> str:
+    df, by_type, avg = summarize(rows)
+    types = by_type.to_frame("score").reset_index()
+    return (
+        f"{df.to_string(index=False, float_format='%.2f')}\n\n"
+        f"{types.to_string(index=False, float_format='%.2f')}\n\nAvg (mean of task types): {avg:.2f}"
+    )
+
+
+def write_table(job_dir: Path, rows: list[Mapping]) -> Path:
+    path = Path(job_dir) / "results.csv"
+    df = pd.DataFrame(rows).drop(columns=["scores", "identity"], errors="ignore")
+    if "alpha_info" in df:  # how α was chosen (spreads, dev scores), as JSON in its cell
+        df["alpha_info"] = [json.dumps(v, sort_keys=True) if isinstance(v, Mapping) else v for v in df.alpha_info]
+    atomic_write(path, df.to_csv(index=False))
+    return path
+
+
+# ---------------------------------------------------------------- W&B
+
+
+SECRET_ENV = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+
+
+def redact(text: str) -> str:
+    """``text`` with the value of every secret environment variable replaced by ***."""
+    for name in SECRET_ENV:
+        value = os.environ.get(name)
+        if value and len(value) >= 8:
+            text = text.replace(value, "***")
+    return text
+
+
+def _has_wandb_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def _flatten(d: Mapping, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+class WandbLogger:
+    """One W&B run per job. Offline unless asked for online *and* a key is present; never prompts, never blocks.
+
+    The run is opened on the first call, which comes after the job's first result file is on disk, so W&B is never
+    called before a result is safe; if it cannot be opened, the job goes on with local results only.
+    """
+
+    def __init__(self, open_run):
+        self._open, self.run, self._failed = open_run, None, False
+
+    def _ready(self) -> bool:
+        if self.run is None and not self._failed:
+            self.run = self._open()
+            self._failed = self.run is None
+        return self.run is not None
+
+    def log_row(self, row: Mapping) -> None:
+        if self._ready():
+            data = {f"{row['task_type']}/{row['task']}": row["main_score"] * 100}
+            if row.get("alpha") is not None:  # the α this dataset was scored with (per task for weights auto/dev)
+                data[f"alpha/{row['task']}"] = row["alpha"]
+            self.run.log(data)
+
+    def log_summary(self, rows: list[Mapping]) -> None:
+        if not self._ready():
+            return
+        import wandb
+
+        df, by_type, avg = summarize(rows)
+        for r in df.itertuples():
+            self.run.summary[f"score/{r.task}"] = r.score
+        for row in rows:  # the α each dataset was scored with (per task for weights auto/dev)
+            if row.get("alpha") is not None:
+                self.run.summary[f"alpha/{row['task']}"] = row["alpha"]
+        for task_type, score in by_type.items():
+            self.run.summary[f"type/{task_type}"] = score
+        self.run.summary["avg"] = avg
+        self.run.log({"scores": wandb.Table(dataframe=df)})
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+
+
+def _open_run(logger_cfg: Mapping, kwargs: dict):
+    """A wandb run (online if asked and possible, else offline), or None if W&B cannot be used at all."""
+    mode = logger_cfg["mode"]
+    if mode == "online" and not _has_wandb_key():
+        log.warning("logger.mode=online but no W&B API key (WANDB_API_KEY or `wandb login`): logging offline")
+        mode = "offline"
+    os.environ["WANDB_MODE"] = mode  # the env var, not only the init argument, keeps offline runs off the network
+    run, error = None, None
+    try:
+        import wandb
+
+        _move_wandb_staging_dirs(kwargs["dir"])
+        run = wandb.init(mode=mode, **kwargs)
+    except Exception as err:  # noqa: BLE001  online but unreachable (after WANDB_INIT_TIMEOUT, default 90 s)
+        error = err
+    if run is None and mode == "online":
+        log.warning("W&B online init failed (%s): logging offline", error.__class__.__name__)
+        os.environ["WANDB_MODE"] = "offline"
+        try:
+            run = wandb.init(mode="offline", **kwargs)
+        except Exception as err:  # noqa: BLE001
+            error = err
+    if run is None:  # W&B trouble never costs a result: the job goes on with local results only
+        log.warning("W&B unavailable (%s: %s): results are local only", error.__class__.__name__, redact(str(error)))
+    return run
+
+
+@contextmanager
+def wandb_logger(logger_cfg: Mapping, *, config: Mapping, job_dir: Path, group: str, name: str):
+    if logger_cfg["backend"] != "wandb":
+        yield None
+        return
+    kwargs = dict(
+        project=logger_cfg["project"],
+        entity=logger_cfg.get("entity"),
+        group=group[-128:],
+        name=name,
+        tags=[t[:64] for t in logger_cfg.get("tags") or []],
+        config=_flatten(config),
+        dir=str(job_dir),
+    )
+    logger = WandbLogger(lambda: _open_run(logger_cfg, kwargs))
+    try:
+        yield logger
+    finally:
+        logger.finish()
+        shutil.rmtree(Path(job_dir) / "wandb" / STAGING, ignore_errors=True)  # empty: wandb moved their files
+
+
+STAGING = ".staging"
+
+
+def _wandb_staging_dirs() -> list[tuple[str, tempfile.TemporaryDirectory]]:
+    """wandb's process-wide staging dirs (tempfile.TemporaryDirectory objects made when wandb is imported):
+    {tmp}/tmp*wandb-media and {tmp}/tmp*wandb-artifacts. wandb removes them only at a clean interpreter exit, so a
+    job killed by a launcher, a timeout or SIGKILL leaves them in the system temp dir."""
+    private = sys.modules.get("wandb.sdk.data_types._private")
+    artifact = sys.modules.get("wandb.sdk.artifacts.artifact")
+    found = {"media": getattr(private, "MEDIA_TMP", None),
+             "artifacts": getattr(getattr(artifact, "Artifact", None), "_TMP_DIR", None)}
+    return [(name, tmp) for name, tmp in found.items() if isinstance(tmp, tempfile.TemporaryDirectory)]
+
+
+def _move_wandb_staging_dirs(job_dir) -> None:
+    """Point wandb's staging dirs into the job's wandb/ dir for this job (wandb reads their path at every use), so
+    even a killed job leaves nothing in the system temp dir; the dirs wandb made at import are removed."""
+    for name, tmp in _wandb_staging_dirs():
+        target = Path(job_dir) / "wandb" / STAGING / name
+        if tmp.name != str(target):
+            finalizer = getattr(tmp, "_finalizer", None)
+            if finalizer is not None:  # its at-exit cleanup would fail on a dir removed here; we remove it instead
+                finalizer.detach()
+            shutil.rmtree(tmp.name, ignore_errors=True)
+            tmp.name = str(target)
+        target.mkdir(parents=True, exist_ok=True)

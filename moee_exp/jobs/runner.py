@@ -1,0 +1,220 @@
+"""One Hydra job: config → featurizer → encoder → mteb on every task → local results → W&B → printed table."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from ..errors import ConfigError
+from ..faults import Preempted, preemptible, resume_hint
+from ..features.cache import open_cache
+from ..features.featurize import Featurizer
+from ..features.instructions import Instructions
+from ..features.loading import check_model
+from ..integrations.mteb_model import runner_model_meta
+from ..scoring.encoder import MoEEEncoder
+from ..scoring.evaluate import evaluate_tasks, main_score
+from ..scoring.paper_scoring import MAIN_SCORES, evaluate_paper_sum
+from ..scoring.tasks import check_prediction_types, describe_data, tasks_from_config
+from ..scoring.weights import AlphaChooser
+from . import resume
+from .config import check_here, template_of, validate
+from .record import atomic_write, format_summary, wandb_logger, write_row, write_table
+
+log = logging.getLogger(__name__)
+
+
+def row_labels(cfg) -> dict:
+    """The fields that name a result row: what was run, independent of where. For moee_sum, ``alpha`` is the
+    configured α (weights fixed/grid) or None until each task's α is chosen (auto/dev; moee_exp.scoring.weights)."""
+    sum_ = cfg.emb.kind == "moee_sum"
+    fixed = cfg.weights.name in ("fixed", "grid")
+    return {
+        "model": cfg.model.name,
+        "model_name_or_path": cfg.model.name_or_path or f"tiny:{cfg.model.tiny.model_type}",
+        "emb": cfg.emb.kind,
+        "weights": cfg.weights.name if sum_ else None,
+        "alpha": float(cfg.weights.alpha) if sum_ and fixed else None,
+        "rw_activation": cfg.emb.rw_activation,
+        "standardize": cfg.emb.standardize,
+        "hs_feature": cfg.emb.hs_feature,
+        "rw_feature": cfg.emb.rw_feature,
+        "prompt": cfg.prompt.name,
+        # the computation: paper (the public code's) or clean, and the protocol settings not already listed
+        "protocol": cfg.protocol.name,
+        "instructions": cfg.protocol.instructions,
+        "text_handling": cfg.protocol.text,
+        "sum_scoring": cfg.protocol.sum_scoring if sum_ else None,
+        "quantization": cfg.model.quantization,
+        "quantize_routers": bool(cfg.model.quantize_routers) if cfg.model.quantization != "none" else None,
+        "task_set": cfg.tasks.name,
+        "task_data": cfg.tasks.get("data", "real"),  # synthetic: a dry run on generated data (scores mean nothing)
+    }
+
+
+def run_name(ident: dict) -> str:
+    alpha = f"-a{ident['alpha']:g}" if ident["alpha"] is not None else ""
+    if ident.get("weights") in ("auto", "dev"):
+        alpha = f"-{ident['weights']}"
+    return f"{ident['model']}-{ident['emb']}{alpha}-{ident['prompt']}-{ident['protocol']}"
+
+
+def quiet_libraries() -> None:
+    """Keep our per-dataset progress bars and table readable: mteb's INFO lines and datasets' bars are noise here."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    for name in ("mteb", "datasets", "transformers", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
+    validate(cfg)
+    check_here(cfg)  # the device exists on this machine; the dirs the job writes into are writable
+    quiet_libraries()
+    check_model(cfg.model)  # a missing dir, a dense model or a missing bitsandbytes fail before any data is read
+    tasks = tasks_from_config(cfg.tasks)  # unknown names fail before the model is loaded
+    check_prediction_types(cfg.get("predictions"))
+    job_dir = Path(job_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    # Rows already in this job dir whose key matches what would be computed now are reused (moee_exp.jobs.resume).
+    overwrite = bool(cfg.get("overwrite", False))
+    # protocol=paper's MoEE(sum) is scored outside mteb.evaluate (moee_exp.scoring.paper_scoring): no mteb predictions
+    paper_sum = cfg.emb.kind == "moee_sum" and cfg.protocol.sum_scoring == "paper"
+    prediction_types = () if paper_sum else tuple(cfg.get("predictions") or ())
+
+    # Optional: mteb's own result layout (a ResultCache root: results/<model>/<revision>/<task>.json + model_meta.json)
+    # beside our rows, with the model's real metadata (moee_exp.integrations.mteb_model), for mteb's tooling to load.
+    mteb_cache = mteb_meta = None
+    if cfg.get("mteb_results") and paper_sum:
+        log.warning("mteb_results: not written for protocol.sum_scoring=paper (scored outside mteb.evaluate)")
+    if cfg.get("mteb_results") and not paper_sum:
+        import mteb
+
+
+        mteb_cache = mteb.ResultCache(Path(cfg.mteb_results).expanduser())
+        mteb_meta = runner_model_meta(resolved, template_of(cfg.prompt))
+
+    def required(task):  # a reused row also needs the predictions (and mteb result file) this run asks for
+        files = []
+        if task.metadata.type in prediction_types:
+            files.append(job_dir / "predictions" / f"{task.metadata.name}_predictions.json")
+        if mteb_cache is not None:
+            files.append(mteb_cache.get_task_result_path(task.metadata.name, mteb_meta))
+        return files
+
+    plan_ident = resume.job_identity(resolved, template_of(cfg.prompt))
+    foreign = resume.foreign_rows(job_dir, plan_ident)  # rows of another config: never replaced silently
+    if foreign and not overwrite:
+        fields = sorted({f for fs in foreign.values() for f in fs})
+        raise ConfigError(
+            f"{job_dir} holds results of another config for {len(foreign)} dataset(s) ({', '.join(foreign)}; "
+            f"changed: {', '.join(fields)}); nothing was replaced: run into a new dir, or add overwrite=true to move "
+            f"them to {job_dir / 'replaced'}/ and compute this config there"
+        )
+    if foreign:
+        log.warning("overwrite=true: %d result(s) of another config moved to %s", len(foreign),
+                    resume.set_aside(job_dir, foreign))
+    plan = resume.plan(job_dir, tasks, plan_ident, overwrite, required)
+    atomic_write(job_dir / "config.yaml", OmegaConf.to_yaml(resolved))
+
+    featurizer = Featurizer(
+        resolved["model"],
+        template_of(cfg.prompt),
+        cfg.prompt.normalize,
+        progress=cfg.progress,
+        features=(cfg.emb.hs_feature, cfg.emb.rw_feature),
+        cache=open_cache(resolved.get("cache")),
+        text_mode=cfg.protocol.text,
+    )
+    protocol = resolved["protocol"]
+    instructions = Instructions(protocol["instructions"], protocol["instruction_table"], protocol["instruction_format"])
+    ident = row_labels(cfg)
+    # The emb group mirrors fuse(); its α comes from the weights group, per task for auto/dev (moee_exp.scoring.weights).
+    emb = {k: v for k, v in resolved["emb"].items() if k not in ("kind", "alpha")}
+    encoder = MoEEEncoder(
+        featurizer, cfg.emb.kind, name=f"moee/{run_name(ident)}", revision=cfg.model.revision,
+        alpha=float(cfg.weights.alpha), instructions=instructions, **emb,
+    )
+    chooser = None
+    if cfg.emb.kind == "moee_sum":
+        # model × prompt (× protocol: its text handling and instructions change the features)
+        features_of = {k: plan_ident[k] for k in ("model", "max_length", "prompt", "features", "protocol")}
+        chooser = AlphaChooser(
+            resolved["weights"], emb, encoder, featurizer,
+            # weights=dev scores its α grid as the job scores: mteb's similarity sum, or the public code's scoring
+            score=(lambda task, split: paper_sum_scorer(encoder)(task, split)[0]) if paper_sum
+            else (lambda task, split: main_score(encoder, task, split, cfg.model.batch_size)),
+            calibration_key=resume.row_key(features_of),
+        )
+    if mteb_meta is not None:
+        encoder.mteb_model_meta = mteb_meta
+    rows = list(plan.reused.values())
+    wb_config = {**resolved, "resume": plan.summary()}  # the W&B run records what was reused
+    order = [t.metadata.name for t in tasks]
+    # SIGTERM / SIGUSR1 (or submitit's requeue) abandon the dataset in flight and keep the finished rows
+    with preemptible(), wandb_logger(cfg.logger, config=wb_config, job_dir=job_dir, group=group,
+                                     name=run_name(ident)) as wb, _kept_on_stop(job_dir, rows, order, wb):
+        for row in rows:
+            if wb:
+                wb.log_row(row)
+        truncated_before = featurizer.n_truncated
+        for row in evaluate_tasks(
+            encoder,
+            plan.todo,
+            batch_size=cfg.model.batch_size,
+            progress=cfg.progress,
+            prediction_folder=job_dir / "predictions",
+            prediction_types=prediction_types,
+            prepare=chooser,
+            result_cache=mteb_cache,
+            score=paper_sum_scorer(encoder) if paper_sum else None,
+        ):
+            n_truncated, truncated_before = featurizer.n_truncated - truncated_before, featurizer.n_truncated
+            row = {**ident, **row, "n_truncated": n_truncated, **plan.stamp(row["task"])}
+            write_row(job_dir, row)  # local first: W&B trouble never costs a result
+            rows.append(row)
+            if wb:
+                wb.log_row(row)
+        rows.sort(key=lambda r: order.index(r["task"]))
+        write_table(job_dir, rows)
+        if wb:
+            wb.log_summary(rows)
+    print(f"\n{run_name(ident)}  ({cfg.tasks.name} tasks, {describe_data(cfg.tasks)}; scores x100)\n{format_summary(rows)}")
+    print(f"results: {job_dir / 'results'}/ and {job_dir / 'results.csv'}")
+    return rows
+
+
+@contextmanager
+def _kept_on_stop(job_dir: Path, rows: list[dict], order: list[str], wb):
+    """On SIGTERM / SIGUSR1 (faults.Preempted) or submitit's requeue (SystemExit): the dataset in flight is
+    abandoned; results.csv and the W&B run get the finished rows; one line says so."""
+    try:
+        yield
+    except (Preempted, SystemExit) as stop:
+        done = sorted(rows, key=lambda r: order.index(r["task"]))
+        if done:  # (further SIGTERM / SIGUSR1 are ignored from here on: faults.preemptible)
+            write_table(job_dir, done)
+            if wb:
+                wb.log_summary(done)
+        why = f"stopped by {stop.name}" if isinstance(stop, Preempted) else "stopped for submitit's requeue"
+        then = (f"run the same command with {resume_hint(job_dir)} to resume" if isinstance(stop, Preempted)
+                else "the requeued job resumes from them")
+        print(f"{why}: kept {len(done)} of {len(order)} dataset(s) in {job_dir / 'results'} (and results.csv); {then}",
+              file=sys.stderr, flush=True)
+        raise
+
+
+def paper_sum_scorer(encoder):
+    """MoEE(sum) scored as the public code does per task type (moee_exp.scoring.paper_scoring): (task, split) -> (main
+    score, scores), from the encoder's two standardized blocks and its current α (set per task by the chooser)."""
+
+    def score(task, split):
+        return evaluate_paper_sum(task, encoder.encode_blocks, float(encoder.fuse_kwargs["alpha"]), split=split)
+
+    score.main_score_name = lambda task: MAIN_SCORES[task.metadata.type]  # the fork's (Reranking: map)
+    return score

@@ -4,7 +4,11 @@ import os
 import tempfile
 from pathlib import Path
 
-_TMP = Path(tempfile.mkdtemp(prefix="moee-tests-"))
+# One dir per test run, shared by pytest-xdist's workers (same PYTEST_XDIST_TESTRUNUID): each tiny model is built and
+# each feature cached once per run, not once per worker (both are safe under concurrent jobs, as on a cluster).
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+_TMP = Path(tempfile.gettempdir()) / f"moee-tests-{_RUN}" if _RUN else Path(tempfile.mkdtemp(prefix="moee-tests-"))
+_TMP.mkdir(exist_ok=True)
 os.environ.update(
     HF_HUB_OFFLINE="1",
     HF_DATASETS_OFFLINE="1",

@@ -9,7 +9,7 @@ from hydra.types import RunMode
 
 from moee_exp.errors import USER_ERRORS, error_line
 from moee_exp.faults import Preempted, is_write_fault, write_error
-from moee_exp.jobs.config import check_here, register, validate
+from moee_exp.jobs.config import read_job, register
 from moee_exp.jobs.preflight import check_reachable
 
 register()
@@ -41,18 +41,17 @@ def job(cfg, job_dir, group: str, run: bool = True) -> int:
     tests/test_fuzz.py calls this in-process on configs from Hydra's compose API: the same path as the command.
     """
     try:
-        validate(cfg)  # config and model mistakes fail in seconds, before the heavy imports below
-        data = "synthetic data: a dry run, scores mean nothing" if cfg.tasks.data == "synthetic" else "real data"
+        spec = read_job(cfg)  # config and model mistakes fail in seconds, before the heavy imports below
+        data = "synthetic data: a dry run, scores mean nothing" if spec.tasks.data == "synthetic" else "real data"
         origin = task_set_origin(HydraConfig.get()) if HydraConfig.initialized() else "composed config"
-        log.info("tasks=%s: %d dataset(s), %s (%s)", cfg.tasks.name, len(cfg.tasks.names), data, origin)
-        check_here(cfg)
-        check_reachable(cfg)  # a model that can be neither loaded nor read from the feature cache: before any data
+        log.info("tasks=%s: %d dataset(s), %s (%s)", spec.tasks.name, len(spec.tasks.names), data, origin)
+        check_reachable(spec)  # a model that can be neither loaded nor read from the feature cache: before any data
         if run:
             from moee_exp.jobs.runner import (
                 run_job,  # heavy imports after Hydra has parsed the command line
             )
 
-            run_job(cfg, job_dir, group)
+            run_job(spec, job_dir, group)
     except USER_ERRORS as err:  # a mistake in the command or config: one line, no traceback
         print(error_line(err), file=sys.stderr)
         return 2

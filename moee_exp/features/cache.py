@@ -44,6 +44,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 
@@ -51,7 +52,7 @@ import numpy as np
 
 from ..errors import LockWaitTimeout
 from ..faults import pid_alive
-from .loading import resolve_device, resolve_dtype
+from .loading import ModelConfig, model_config, resolve_device, resolve_dtype
 from .tiny import spec_hash
 
 try:
@@ -71,6 +72,17 @@ LOCK_FIRST_LOG_S = 2.0  # a job waiting for the extraction lock says who holds i
 LOCK_LOG_EVERY_S = 60.0  # ... and then this often
 LOCK_POLL_S = 0.25
 GATHER_ROWS = 128  # rows copied per step of a read: a step's block (1 MB at 2048 dims) stays in the CPU's cache
+
+
+@dataclass
+class CacheConfig:
+    enabled: bool = True  # false: every job extracts its features again (the public code's behaviour)
+    dir: str = "${paths.cache_dir}/features"  # shared by concurrent jobs (joblib, SLURM arrays) on one filesystem
+    dtype: str = "float32"  # float32 | float16 (half the disk; features rounded to float16)
+    lock: bool = True  # concurrent jobs take turns to extract, so each text is extracted once (moee_exp.features.cache)
+    # a holder of the extraction lock that has not refreshed it for this long (hung, stopped, dead node) is taken over
+    lock_stale_s: int = field(default=300, metadata={"min": 1})
+    lock_wait_s: int = field(default=0, metadata={"min": 0})  # give up waiting for the lock after this long; 0: never
 
 
 class CacheMiss(KeyError):
@@ -475,16 +487,19 @@ class FeatureCache:
 _caches: dict[tuple, FeatureCache] = {}
 
 
-def open_cache(cfg: Mapping | None) -> FeatureCache | None:
-    """The process-wide FeatureCache for a ``cache`` config node ({enabled, dir, dtype, lock}); None when off.
+def open_cache(cfg: CacheConfig | Mapping | None) -> FeatureCache | None:
+    """The process-wide FeatureCache for a cache config (or a mapping of its fields: ``{"dir": ...}``); None when off.
 
     The same instance (and so the same in-memory index) serves every job of a sweep run in this process.
     """
-    if not cfg or not cfg.get("enabled", True):
+    if cfg is None:
         return None
-    root = Path(str(cfg["dir"])).expanduser().absolute()
-    key = (str(root), str(cfg.get("dtype", "float32")), bool(cfg.get("lock", True)),
-           float(cfg.get("lock_stale_s", 300)), float(cfg.get("lock_wait_s", 0)))
+    if not isinstance(cfg, CacheConfig):
+        cfg = CacheConfig(**cfg)
+    if not cfg.enabled:
+        return None
+    root = Path(str(cfg.dir)).expanduser().absolute()
+    key = (str(root), str(cfg.dtype), bool(cfg.lock), float(cfg.lock_stale_s), float(cfg.lock_wait_s))
     if key not in _caches:
         _caches[key] = FeatureCache(root, *key[1:])
         if not writable(root):  # a lab's shared cache: serves every job whose features it holds
@@ -530,33 +545,33 @@ def _hub_commit(repo_id: str, revision: str | None) -> str | None:
     return _hub_commits[key]
 
 
-def model_identity(model_cfg: Mapping) -> dict:
+def model_identity(model: ModelConfig | Mapping) -> dict:
     """What identifies a model's feature values, computed without building or loading anything."""
-
-    device = resolve_device(str(model_cfg.get("device") or "auto"))
+    model = model_config(model)
+    device = resolve_device(str(model.device or "auto"))
     ident = {
-        "dtype": str(resolve_dtype(str(model_cfg.get("dtype") or "auto"), device)),
-        "quantization": str(model_cfg.get("quantization") or "none"),
+        "dtype": str(resolve_dtype(str(model.dtype or "auto"), device)),
+        "quantization": str(model.quantization or "none"),
         "device_type": device.type,
-        "trust_remote_code": bool(model_cfg.get("trust_remote_code", False)),
-        "revision": model_cfg.get("revision"),
+        "trust_remote_code": bool(model.trust_remote_code),
+        "revision": model.revision,
         # routers rounded through NF4 (protocol=paper): only recorded when on, so older keys stay valid
-        **({"nf4_double_quant": True} if str(model_cfg.get("quantization")) == "4bit" else {}),
-        **({"quantize_routers": True} if model_cfg.get("quantize_routers") and
-           str(model_cfg.get("quantization") or "none") != "none" else {}),
+        **({"nf4_double_quant": True} if str(model.quantization) == "4bit" else {}),
+        **({"quantize_routers": True} if model.quantize_routers and
+           str(model.quantization or "none") != "none" else {}),
         "torch": _version("torch"),
         "transformers": _version("transformers"),
     }
-    if model_cfg.get("tiny"):
-        spec = dict(model_cfg["tiny"])
+    if model.tiny:
+        spec = dict(model.tiny)
         ident["model"] = f"tiny/{spec['model_type']}-{spec_hash(spec)}"  # the tiny dir's name: spec + tokenizer
         return ident
-    name = str(model_cfg.get("name_or_path") or "")
+    name = str(model.name_or_path or "")
     local = Path(name).expanduser()
     if local.is_dir():
         ident["model"] = str(local.resolve())
         ident["files"] = _dir_fingerprint(local)
     else:
         ident["model"] = name
-        ident["commit"] = _hub_commit(name, model_cfg.get("revision"))
+        ident["commit"] = _hub_commit(name, model.revision)
     return ident

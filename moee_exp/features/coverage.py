@@ -199,7 +199,6 @@ def build_tiny(model_type: str, out: Path) -> Path:
 
 
 def _routers_or_none(model):
-
     try:
         return find_routers(model)
     except NotAMoEModelError:
@@ -267,7 +266,6 @@ def check_family(model_type: str, workdir: str | Path | None = None) -> Row:
     """Build, load, extract and compare one family; the row says how it went."""
     from transformers import AutoModel, AutoModelForCausalLM
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp, _quiet():
         path = Path(tmp) / model_type

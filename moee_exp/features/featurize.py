@@ -24,7 +24,13 @@ from .extract import (
     extract,
     prompt_texts,
 )
-from .loading import LoadedModel, check_max_length, load_model
+from .loading import (
+    LoadedModel,
+    ModelConfig,
+    check_max_length,
+    load_model,
+    model_config,
+)
 from .prompts import check_template
 from .tiny import ensure_tiny_model
 
@@ -37,25 +43,27 @@ _loaded: dict[tuple, LoadedModel] = {}
 load_count = 0  # how many times a model was actually constructed in this process (tests assert on it)
 
 
-def model_path(model_cfg: Mapping) -> str:
+def model_path(model: ModelConfig | Mapping) -> str:
     """The checkpoint to load: the configured hub id / dir, or the tiny model built on first use."""
-    if model_cfg.get("tiny"):
-        return str(ensure_tiny_model(dict(model_cfg["tiny"]), model_cfg["cache_dir"]))  # spec checked by check_model
-    if not model_cfg.get("name_or_path"):
+    model = model_config(model)
+    if model.tiny:
+        return str(ensure_tiny_model(dict(model.tiny), model.cache_dir))  # spec checked by check_model
+    if not model.name_or_path:
         raise ValueError("model.name_or_path is empty: give a hub id (e.g. allenai/OLMoE-1B-7B-0924) or a local dir")
-    return str(model_cfg["name_or_path"])
+    return str(model.name_or_path)
 
 
-def get_model(model_cfg: Mapping) -> LoadedModel:
+def get_model(model: ModelConfig | Mapping) -> LoadedModel:
     global load_count
-    path = model_path(model_cfg)
-    key = (path,) + tuple(str(model_cfg.get(k)) for k in LOAD_KEYS[1:])
+    model = model_config(model)
+    path = model_path(model)
+    key = (path,) + tuple(str(getattr(model, k)) for k in LOAD_KEYS[1:])
     if key not in _loaded:
         _loaded.clear()  # one model at a time: free the previous one before loading the next
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        kwargs = {k: model_cfg[k] for k in LOAD_KEYS[1:] if model_cfg.get(k) is not None}
+        kwargs = {k: getattr(model, k) for k in LOAD_KEYS[1:] if getattr(model, k) is not None}
         _loaded[key] = load_model(path, **kwargs)
         load_count += 1
     return _loaded[key]
@@ -68,7 +76,7 @@ class Featurizer:
 
     def __init__(
         self,
-        model_cfg: Mapping,
+        model: ModelConfig | Mapping,
         template: str,
         normalize: bool = True,
         progress: bool = True,
@@ -76,7 +84,7 @@ class Featurizer:
         cache: FeatureCache | None = None,
         text_mode: str = "clean",
     ):
-        self.model_cfg = dict(model_cfg)
+        self.model = model_config(model)
         self.cache = cache
         self._namespaces: dict[str, object] = {}
         self.text_mode = text_mode  # clean | paper: moee_exp.features.prompts.apply_prompt
@@ -92,10 +100,10 @@ class Featurizer:
         when not the defaults, so caches written before they existed stay valid)."""
         if instruction not in self._namespaces:
             identity = {
-                "model": model_identity(self.model_cfg),
+                "model": model_identity(self.model),
                 "template": self.template,
                 "normalize": bool(self.normalize),
-                "max_length": int(self.model_cfg.get("max_length", 512)),
+                "max_length": int(self.model.max_length),
                 "extraction_version": EXTRACTION_VERSION,
             }
             if instruction:
@@ -124,7 +132,7 @@ class Featurizer:
                         raise
         n_truncated = int(np.count_nonzero(truncated))
         if n_truncated:
-            max_length = int(self.model_cfg.get("max_length", 512))
+            max_length = int(self.model.max_length)
             log.warning("%s: %d text(s) truncated to max_length=%d", desc or "", n_truncated, max_length)
         self.n_truncated += n_truncated
         if sink is not None and not sent:  # not read from the cache: the values in hand go to the sink
@@ -189,17 +197,17 @@ class Featurizer:
         return fresh
 
     def _extract(self, texts: list[str], desc: str | None, instruction: str = ""):
-        lm = get_model(self.model_cfg)
-        max_length = int(self.model_cfg.get("max_length", 512))
+        lm = get_model(self.model)
+        max_length = int(self.model.max_length)
         check_max_length(lm.model.config, max_length)  # a hub config unreadable before the load is checked here
         prompted = prompt_texts(texts, self.template, lm.tokenizer, max_length, self.normalize, instruction,
                                 self.text_mode)
         feats = extract(
             lm,
             prompted.texts,
-            batch_size=int(self.model_cfg.get("batch_size", 32)),
+            batch_size=int(self.model.batch_size),
             max_length=max_length,
-            padding_side=self.model_cfg.get("padding_side", "left"),
+            padding_side=self.model.padding_side,
             features=self.features,
             desc=desc,
             progress=self.progress,

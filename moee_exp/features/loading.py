@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -16,6 +18,48 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 QUANTIZATIONS = ("none", "4bit", "8bit")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "model"  # short name used in results, tables and W&B
+    name_or_path: str | None = None  # hub id or local dir
+    tiny: Any = None  # {model_type, seed, vocab_size, config}: build a tiny random model instead
+    revision: str | None = None
+    dtype: str = "auto"  # auto = float32 on CPU, bfloat16 on GPU
+    quantization: str = "none"  # none | 4bit (nf4) | 8bit, via bitsandbytes
+    device: str = "auto"
+    max_length: int = field(default=512, metadata={"min": 8})  # at most the model's max_position_embeddings
+    batch_size: int = field(default=32, metadata={"min": 1})
+    padding_side: str = "left"
+    trust_remote_code: bool = False
+    experts_implementation: str = "auto"  # auto (fastest per device type) | eager | grouped_mm | batched_mm | ...
+    cache_dir: str = "${paths.cache_dir}"
+    # The checkpoint's config.json values (facts, for sizing it without the hub: scripts/model_sizes.py)
+    hub_config: Any = None
+    # 4bit: also round the routers' weights through NF4 (double quant), as the public code's quantized gates are;
+    # false keeps them exact (RW read from full-precision routers). Set by protocol=paper.
+    quantize_routers: bool = False
+    # Per-model facts of the public code, read by protocol=paper (conf/protocol/paper.yaml):
+    paper_rw_activation: str = "logits"  # what its gate returns as RW: logits (OLMoE, Qwen) | softmax (DeepSeekMoE)
+    paper_quantization: str = "4bit"  # how it loads the model (NF4 4-bit); tiny models: none (CPU smoke runs)
+    paper_quantize_routers: bool = True  # its gate is an nn.Linear, so bitsandbytes quantizes it (DeepSeekMoE: no)
+
+
+def model_config(model) -> ModelConfig:
+    """A ModelConfig from itself or from a mapping of its fields (a plain dict, or a config node), for callers of
+    the feature path that are not the runner; an unknown key is an error, not ignored."""
+    if isinstance(model, ModelConfig):
+        return model
+    if hasattr(model, "_get_node"):  # an omegaconf DictConfig: its resolved values
+        from omegaconf import OmegaConf
+
+        model = OmegaConf.to_container(model, resolve=True)
+    names = {f.name for f in fields(ModelConfig)}
+    unknown = sorted(set(model) - names)
+    if unknown:
+        raise ConfigError(f"model: unknown key(s) {', '.join(unknown)}; the keys are those of conf/model/tiny.yaml")
+    return ModelConfig(**dict(model))
 
 
 @dataclass
@@ -149,24 +193,25 @@ def _require_bitsandbytes(quantization: str) -> None:
         ) from err
 
 
-def check_model(model_cfg, reachable: bool = False) -> None:
+def check_model(model: ModelConfig | Mapping, reachable: bool = False) -> None:
     """Fail fast, before any dataset is read, on a model that cannot work: a local dir that does not exist or
     has no config.json, a dense model, or 4/8-bit asked for without bitsandbytes. A hub id whose config cannot be
     read now (no hub, not in the HF cache) is left to the load (its features may all be in the feature cache, and
     then it is never loaded), unless ``reachable``: then it raises the ModelNotFoundError the load would."""
-    quantization = model_cfg.get("quantization") or "none"
+    model = model_config(model)
+    quantization = model.quantization or "none"
     if quantization != "none":
         _require_bitsandbytes(quantization)
-    max_length = int(model_cfg.get("max_length") or 512)
-    if model_cfg.get("tiny"):
-        check_max_length(tiny_config(model_cfg["tiny"]), max_length)
+    max_length = int(model.max_length or 512)
+    if model.tiny:
+        check_max_length(tiny_config(model.tiny), max_length)
         return
-    name = model_cfg.get("name_or_path")
+    name = model.name_or_path
     if not name:
         return
-    trust = bool(model_cfg.get("trust_remote_code", False))
+    trust = bool(model.trust_remote_code)
     try:
-        config = _load_config(str(name), model_cfg.get("revision"), trust)
+        config = _load_config(str(name), model.revision, trust)
     except ModelNotFoundError:
         if reachable or _looks_local(str(name)):
             raise

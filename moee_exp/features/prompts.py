@@ -6,6 +6,16 @@ Templates are literal: their double quotes belong to them, so ``none`` wraps the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+
+@dataclass
+class PromptConfig:
+    name: str = "none"
+    template: str | None = None  # None: the paper's template for `name`
+    normalize: bool = True  # the public code's clean-up of the text (moee_exp.features.prompts.normalize_text)
+
+
 TEMPLATES: dict[str, str] = {
     "none": '"{text}"',
     "prompteol": 'This sentence : "{text}" means in one word:"',

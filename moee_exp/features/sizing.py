@@ -50,7 +50,6 @@ def size_of(config) -> Size:
     from accelerate import init_empty_weights
     from transformers import AutoModel
 
-
     with init_empty_weights():
         model = AutoModel.from_config(config)
     routers = find_routers(model)

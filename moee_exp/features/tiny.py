@@ -64,7 +64,6 @@ def ensure_tiny_model(spec: dict, cache_dir: str | Path) -> Path:
         return out
     from transformers import AutoConfig, AutoModelForCausalLM
 
-
     register_own_models()  # model types this project owns (e.g. deepseek) must be registered
 
     tokenizer = _train_tokenizer(spec.get("vocab_size", 512))

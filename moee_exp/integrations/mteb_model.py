@@ -14,6 +14,7 @@ active parameters (routed experts counted at top-k / n_experts). The loader retu
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -22,11 +23,11 @@ from mteb.models.model_meta import ModelMeta, ScoringFunction
 from ..features.cache import _hub_commit
 from ..features.featurize import Featurizer, model_path
 from ..features.instructions import Instructions
-from ..features.loading import register_own_models
+from ..features.loading import ModelConfig, register_own_models
 from ..features.prompts import TEMPLATES, check_template
 from ..features.routers import find_routers, text_config
-from ..jobs.config import EmbConfig, ModelConfig, ProtocolConfig
-from ..scoring.encoder import MoEEEncoder
+from ..jobs.config import ProtocolConfig
+from ..scoring.encoder import EmbConfig, MoEEEncoder
 from ..scoring.fuse import KINDS
 
 PAPER = "https://arxiv.org/abs/2410.10814"
@@ -47,7 +48,6 @@ MODEL_KEYS = tuple(
 def architecture_facts(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False) -> dict:
     """Parameter counts and RW shape of a checkpoint, from its config alone (a weightless copy on the meta device)."""
     from transformers import AutoConfig, AutoModel
-
 
     register_own_models()
     config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
@@ -203,17 +203,15 @@ def get_moee_model(model_name_or_path: str, **kwargs) -> MoEEEncoder:
     return moee_model_meta(model_name_or_path, **kwargs).load_model()
 
 
-def runner_model_meta(resolved: Mapping, template: str) -> ModelMeta:
-    """The same metadata for a runner job's resolved config (model / emb / prompt groups)."""
-    model_cfg = dict(resolved["model"])
-    path = model_path(model_cfg)  # the tiny model's dir, built on first use
-    kwargs = {k: model_cfg[k] for k in MODEL_KEYS if k in model_cfg}
-    prompt = resolved["prompt"]
+def runner_model_meta(job) -> ModelMeta:
+    """The same metadata for a runner job (a moee_exp.jobs.config.Job: its model, emb, prompt, protocol, weights)."""
+    path = model_path(job.model)  # the tiny model's dir, built on first use
+    kwargs = {k: getattr(job.model, k) for k in MODEL_KEYS}
+    protocol = {f.name: getattr(job.protocol, f.name) for f in fields(job.protocol) if f.name != "sum_scoring"}
     return moee_model_meta(
-        path, prompt=prompt["name"], template=template if prompt.get("template") else None,
-        normalize=prompt["normalize"], name=model_cfg["name"], **kwargs,
-        protocol={k: v for k, v in (resolved.get("protocol") or {}).items() if k != "sum_scoring"},
-        **{k: v for k, v in resolved["emb"].items() if k in EMB_KEYS and k != "alpha"}, alpha=job_alpha(resolved),
+        path, prompt=job.prompt.name, template=job.template if job.prompt.template else None,
+        normalize=job.prompt.normalize, name=job.model.name, **kwargs, protocol=protocol,
+        **{k: getattr(job.emb, k) for k in EMB_KEYS if k != "alpha"}, alpha=job_alpha(job.resolved),
     )  # fmt: skip
 
 

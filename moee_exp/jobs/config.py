@@ -18,74 +18,21 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from ..errors import ConfigError
-from ..features.cache import CACHE_DTYPES
+from ..features.cache import CACHE_DTYPES, CacheConfig
 from ..features.extract import FEATURES
-from ..features.instructions import FORMATS, MODES
-from ..features.loading import DTYPES, QUANTIZATIONS, check_device
-from ..features.prompts import TEMPLATES, TEXT_MODES, check_template
+from ..features.instructions import FORMATS, MODES, Instructions
+from ..features.loading import DTYPES, QUANTIZATIONS, ModelConfig, check_device
+from ..features.prompts import TEMPLATES, TEXT_MODES, PromptConfig, check_template
+from ..scoring.encoder import EmbConfig
 from ..scoring.fuse import KINDS, RW_ACTIVATIONS, STANDARDIZE
-from ..scoring.weights import CRITERIA, OPTIONS
+from ..scoring.tasks import TasksConfig
+from ..scoring.weights import CRITERIA, OPTIONS, WeightsConfig
+from .record import LoggerConfig
 
 TASK_DATA = ("real", "synthetic")
 PROTOCOLS = ("paper", "clean")
 SUM_SCORINGS = ("similarity", "paper")
 SYNTHETIC_SIZES = ("small", "real")  # moee_exp.scoring.synthetic_tasks.SIZES (not imported here: it imports datasets)
-
-
-@dataclass
-class ModelConfig:
-    name: str = "model"  # short name used in results, tables and W&B
-    name_or_path: str | None = None  # hub id or local dir
-    tiny: Any = None  # {model_type, seed, vocab_size, config}: build a tiny random model instead
-    revision: str | None = None
-    dtype: str = "auto"  # auto = float32 on CPU, bfloat16 on GPU
-    quantization: str = "none"  # none | 4bit (nf4) | 8bit, via bitsandbytes
-    device: str = "auto"
-    max_length: int = field(default=512, metadata={"min": 8})  # at most the model's max_position_embeddings
-    batch_size: int = field(default=32, metadata={"min": 1})
-    padding_side: str = "left"
-    trust_remote_code: bool = False
-    experts_implementation: str = "auto"  # auto (fastest per device type) | eager | grouped_mm | batched_mm | ...
-    cache_dir: str = "${paths.cache_dir}"
-    # The checkpoint's config.json values (facts, for sizing it without the hub: scripts/model_sizes.py)
-    hub_config: Any = None
-    # 4bit: also round the routers' weights through NF4 (double quant), as the public code's quantized gates are;
-    # false keeps them exact (RW read from full-precision routers). Set by protocol=paper.
-    quantize_routers: bool = False
-    # Per-model facts of the public code, read by protocol=paper (conf/protocol/paper.yaml):
-    paper_rw_activation: str = "logits"  # what its gate returns as RW: logits (OLMoE, Qwen) | softmax (DeepSeekMoE)
-    paper_quantization: str = "4bit"  # how it loads the model (NF4 4-bit); tiny models: none (CPU smoke runs)
-    paper_quantize_routers: bool = True  # its gate is an nn.Linear, so bitsandbytes quantizes it (DeepSeekMoE: no)
-
-
-@dataclass
-class EmbConfig:
-    kind: str = "moee_sum"
-    alpha: float | None = None  # moved to weights.alpha (the `weights` group); set here it is an error naming that
-    rw_activation: str = "logits"  # logits (public code's OLMoE/Qwen numbers) | softmax (the paper's text)
-    standardize: str = "none"  # none | text | batch (public code, batch-dependent)
-    standardize_batch_size: int = field(default=128, metadata={"min": 1})
-    hs_feature: str = "hs"  # pooling of the HS block: hs | hs_mean_tokens | hs_mean_layers | hs_mean_tokens_layers
-    rw_feature: str = "rw"  # pooling of the RW block: rw | rw_mean_tokens
-
-
-@dataclass
-class WeightsConfig:
-    """How MoEE(sum)'s similarity weight α (similarity = cos HS + α cos RW) is chosen: moee_exp.scoring.weights."""
-
-    name: str = "fixed"  # fixed | grid | auto | dev: recorded in every row as `weights`
-    alpha: float = 1.0  # fixed, grid: this job's α (grid sweeps it under -m); auto, dev: unused
-    criterion: str = "calibration"  # auto: calibration (per model x prompt, fixed unlabeled texts) | spread (per task)
-    sample: int = 512  # auto: at most this many distinct texts (picked by hash) whose pairs measure the spreads
-    grid: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 11)])  # dev: candidates
-    dev_fraction: float = 0.2  # dev, Classification: share of the training split held out to score the grid
-
-
-@dataclass
-class PromptConfig:
-    name: str = "none"
-    template: str | None = None  # None: the paper's template for `name`
-    normalize: bool = True  # the public code's clean-up of the text (moee_exp.features.prompts.normalize_text)
 
 
 @dataclass
@@ -101,46 +48,6 @@ class ProtocolConfig:
     text: str = "clean"  # clean (strip, empty -> '.', cut at max_length) | paper (none of these: prompts.apply_prompt)
     sum_scoring: str = "similarity"  # moee_sum: similarity (a true similarity sum) | paper (moee_exp.scoring.paper_scoring)
     standardize_by_kind: dict[str, str] = field(default_factory=dict)  # emb kind -> emb.standardize (paper)
-
-
-@dataclass
-class SyntheticDataConfig:
-    size: str = "small"  # small (a few rows per split) | real (the real data's counts and text lengths)
-    seed: int = 0
-
-
-@dataclass
-class TasksConfig:
-    name: str = "custom"
-    names: list[str] = field(default_factory=list)
-    # An mteb benchmark (mteb.get_benchmark name): its tasks are taken as the benchmark defines them (its language
-    # subsets and splits, e.g. STS17 en-en only in MTEB(eng, v2)), not as mteb.get_task(name) gives them.
-    benchmark: str | None = None
-    # real: each task's own data (HF hub or cache). synthetic: the same mteb task classes (splits, subsets,
-    # evaluators, main scores) on generated data of their schema, offline: a dry run of a task set
-    # (moee_exp/scoring/synthetic_tasks.py). Its scores mean nothing.
-    data: str = "real"
-    synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
-
-
-@dataclass
-class CacheConfig:
-    enabled: bool = True  # false: every job extracts its features again (the public code's behaviour)
-    dir: str = "${paths.cache_dir}/features"  # shared by concurrent jobs (joblib, SLURM arrays) on one filesystem
-    dtype: str = "float32"  # float32 | float16 (half the disk; features rounded to float16)
-    lock: bool = True  # concurrent jobs take turns to extract, so each text is extracted once (moee_exp.features.cache)
-    # a holder of the extraction lock that has not refreshed it for this long (hung, stopped, dead node) is taken over
-    lock_stale_s: int = field(default=300, metadata={"min": 1})
-    lock_wait_s: int = field(default=0, metadata={"min": 0})  # give up waiting for the lock after this long; 0: never
-
-
-@dataclass
-class LoggerConfig:
-    backend: str = "none"  # wandb | none
-    project: str = "moee"
-    entity: str | None = None
-    mode: str = "offline"  # offline | online
-    tags: list[str] = field(default_factory=list)
 
 
 def register() -> None:
@@ -258,7 +165,6 @@ def template_of(prompt_cfg) -> str:
 
 
 def validate_weights(w) -> None:
-
     _choice(w.name, OPTIONS, "weights.name")
     _choice(w.criterion, CRITERIA, "weights.criterion")
     if w.alpha < 0:
@@ -272,7 +178,6 @@ def validate_weights(w) -> None:
 
 
 def validate_protocol(p) -> None:
-
     _choice(p.name, PROTOCOLS, "protocol.name")
     _choice(p.instructions, MODES, "protocol.instructions")
     _choice(p.instruction_format, tuple(FORMATS), "protocol.instruction_format")
@@ -373,3 +278,59 @@ def _check_cache_dir(path) -> None:
     if p.is_dir() and os.access(p, os.R_OK | os.X_OK):
         return
     _check_writable_dir(path, "cache.dir")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job's config, read once (``read_job``): the typed, validated pieces each stage receives.
+
+    ``resolved`` is the whole config as plain values, kept for the records that hold all of it (the job dir's
+    config.yaml, the W&B run's config, the rows' identity); no stage reads its settings from it.
+    """
+
+    model: ModelConfig
+    emb: EmbConfig
+    weights: WeightsConfig
+    prompt: PromptConfig
+    template: str  # the prompt's template, checked: prompt.template, or the paper's for prompt.name
+    protocol: ProtocolConfig
+    instructions: Instructions
+    tasks: TasksConfig
+    logger: LoggerConfig
+    cache: CacheConfig
+    overwrite: bool
+    progress: bool
+    predictions: tuple[str, ...]  # task types whose per-item predictions are saved
+    mteb_results: str | None  # a dir for mteb's own result layout, or None
+    resolved: dict
+
+    @property
+    def paper_sum(self) -> bool:
+        """protocol=paper's MoEE(sum): scored outside mteb.evaluate, as the public code does (scoring.paper_scoring)."""
+        return self.emb.kind == "moee_sum" and self.protocol.sum_scoring == "paper"
+
+
+def read_job(cfg, here: bool = True) -> Job:
+    """The one place a composed Hydra config becomes a Job: ``validate`` (and, with ``here``, ``check_here``), then
+    each group as its schema's dataclass. Raises ConfigError (one line) for any mistake."""
+    validate(cfg)
+    if here:
+        check_here(cfg)
+    # (hydra's own node, present in a sweep callback's config, resolves only inside a job)
+    resolved = {key: OmegaConf.to_container(cfg[key], resolve=True) if isinstance(cfg[key], (DictConfig, ListConfig))
+                else cfg[key] for key in cfg if key != "hydra"}
+    typed = {group: OmegaConf.to_object(cfg[group]) for group in schemas() if group in cfg}
+    for group, schema in schemas().items():  # a group composed without its schema (a hand-made config)
+        if not isinstance(typed.get(group), schema):
+            typed[group] = schema(**(resolved.get(group) or {}))
+    protocol = typed["protocol"]
+    return Job(
+        **typed,
+        template=template_of(typed["prompt"]),
+        instructions=Instructions(protocol.instructions, protocol.instruction_table, protocol.instruction_format),
+        overwrite=bool(cfg.get("overwrite", False)),
+        progress=bool(cfg.get("progress", True)),
+        predictions=tuple(cfg.get("predictions") or ()),
+        mteb_results=cfg.get("mteb_results"),
+        resolved=resolved,
+    )

@@ -17,21 +17,23 @@ import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 from ..errors import USER_ERRORS, ModelNotFoundError, error_line
+from ..features.cache import CacheConfig
 from ..features.loading import check_model
 from ..scoring.tasks import check_prediction_types, tasks_from_config
-from .config import _check_writable_dir, validate
+from .config import Job, _check_writable_dir, read_job
 
 log = logging.getLogger(__name__)
 
 
-def _cached_models(cache_cfg) -> set[str]:
+def _cached_models(cache: CacheConfig) -> set[str]:
     """The models (hub ids / dirs) that have a namespace in the feature cache (its meta.json says whose)."""
-    if not cache_cfg or not cache_cfg.get("enabled", True):
+    if not cache.enabled:
         return set()
     found = set()
-    for meta in Path(str(cache_cfg.dir)).expanduser().glob("*/meta.json"):
+    for meta in Path(str(cache.dir)).expanduser().glob("*/meta.json"):
         try:
             found.add(str(json.loads(meta.read_text())["model"]["model"]))
         except (OSError, ValueError, KeyError, TypeError):
@@ -39,15 +41,14 @@ def _cached_models(cache_cfg) -> set[str]:
     return found
 
 
-def check_reachable(cfg) -> None:
+def check_reachable(job: Job) -> None:
     """Raise ModelNotFoundError (the load's own message) when the model can be neither loaded now (no local dir,
     not on the hub, not in the HF cache; HF_HUB_OFFLINE counts) nor served from the feature cache. With features of
     this model in the cache a job may never need it: then only a warning (a job that misses a text fails as usual)."""
-
     try:
-        check_model(cfg.model, reachable=True)
+        check_model(job.model, reachable=True)
     except ModelNotFoundError as err:
-        if str(cfg.model.name_or_path) in _cached_models(cfg.get("cache")):
+        if str(job.model.name_or_path) in _cached_models(job.cache):
             log.warning("%s; going on: the feature cache holds features of this model", err)
             return
         raise
@@ -56,15 +57,11 @@ def check_reachable(cfg) -> None:
 def check_output_dir(config, key: str) -> None:
     """Hydra creates the job's (or sweep's) dir before any job code runs: a dir that cannot be created would end
     in Hydra's traceback, so it is checked here, in the callback that runs first."""
-    from omegaconf import OmegaConf
-
-
     _check_writable_dir(OmegaConf.select(config, key), key)
 
 
 class Preflight(Callback):
     def on_run_start(self, config, **kwargs) -> None:
-
         try:
             check_output_dir(config, "hydra.run.dir")
         except USER_ERRORS as err:
@@ -72,14 +69,12 @@ class Preflight(Callback):
             sys.exit(2)
 
     def on_multirun_start(self, config, **kwargs) -> None:
-
         try:
             check_output_dir(config, "hydra.sweep.dir")
-            validate(config)
-            check_reachable(config)
-
-            tasks_from_config(config.tasks)
-            check_prediction_types(config.get("predictions"))
+            job = read_job(config, here=False)  # the sweep may be launched from a login node: no device check
+            check_reachable(job)
+            tasks_from_config(job.tasks)
+            check_prediction_types(job.predictions)
         except USER_ERRORS as err:
             print(error_line(err), file=sys.stderr)
             sys.exit(2)

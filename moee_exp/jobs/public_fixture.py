@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,11 +19,11 @@ import numpy as np
 
 from ..features.extract import prompt_texts
 from ..features.featurize import Featurizer
-from ..features.instructions import DEMO_NAMESAKES, Instructions
+from ..features.instructions import DEMO_NAMESAKES
 from ..scoring.demo_tasks import DEMO_TASKS
 from ..scoring.encoder import MoEEEncoder
 from ..scoring.fuse import fuse
-from .config import register, template_of
+from .config import read_job, register
 from .runner import run_job
 
 FIXTURE = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "public_code"
@@ -74,28 +75,22 @@ def encoder_for(family: str, embed_method: str, emb: str, batch_size: int):
     """Our runner's encoder (protocol=paper, fp32) for one fixture key's family x prompt x emb ("HS", "RW", "MoEE",
     or "MoEE_sum_HS" / "MoEE_sum_RW": the blocks the public code's MoEE(sum) compares)."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
 
     register()
     emb_info, ensemble = ("MoEE", True) if emb.startswith("MoEE_sum") else (emb, False)
     conf = Path(__file__).resolve().parents[2] / "conf"
     with initialize_config_dir(str(conf), version_base=None):
         cfg = compose("config", overrides=overrides(family, embed_method, emb_info, ensemble, 1.0, batch_size))
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    p = resolved["protocol"]
-    featurizer = Featurizer(resolved["model"], template_of(cfg.prompt), cfg.prompt.normalize, progress=False,
-                            text_mode=p["text"])  # fmt: skip
-    fuse_kwargs = {k: v for k, v in resolved["emb"].items() if k not in ("kind", "alpha")}
-    return MoEEEncoder(featurizer, resolved["emb"]["kind"], alpha=1.0, **fuse_kwargs,
-                       instructions=Instructions(p["instructions"], p["instruction_table"], p["instruction_format"]))
+    job = read_job(cfg)
+    featurizer = Featurizer(job.model, job.template, job.prompt.normalize, progress=False, text_mode=job.protocol.text)
+    fuse_kwargs = {k: v for k, v in asdict(job.emb).items() if k not in ("kind", "alpha")}
+    return MoEEEncoder(featurizer, job.emb.kind, alpha=1.0, **fuse_kwargs, instructions=job.instructions)
 
 
 def our_embedding(key: str, batch_size: int) -> tuple[np.ndarray, list[str]]:
     """Our embedding of one stored encode call (key "<family>/<embed_method>/<emb>/<task>/<call>") and our prompted
     strings of its texts."""
     import mteb
-
 
     family, embed_method, emb, task, call = key.split("/")
     enc = encoder_for(family, embed_method, emb, batch_size)
@@ -126,7 +121,6 @@ def as_namesakes():
     code (EmotionClassification: 16 samples per label; SummEval: mteb's DeprecatedSummarizationEvaluator)."""
     import mteb
 
-
     saved = []
     for demo, name in DEMO_NAMESAKES.items():
         cls, paper = DEMO_TASKS[demo], mteb.get_task(name)
@@ -150,7 +144,6 @@ _MISSING = object()
 def run_ours(rows: list[dict], tmp: Path) -> list[dict]:
     """Our main score for each fixture row (one runner job per family x prompt x emb, all six tasks)."""
     from hydra import compose, initialize_config_dir
-
 
     register()
     jobs: dict[tuple, list[dict]] = {}

@@ -15,6 +15,7 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -23,6 +24,15 @@ import pandas as pd
 from ..faults import is_write_fault, write_error
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoggerConfig:
+    backend: str = "none"  # wandb | none
+    project: str = "moee"
+    entity: str | None = None
+    mode: str = "offline"  # offline | online
+    tags: list[str] = field(default_factory=list)
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -156,9 +166,9 @@ class WandbLogger:
             self.run.finish()
 
 
-def _open_run(logger_cfg: Mapping, kwargs: dict):
+def _open_run(logger: LoggerConfig, kwargs: dict):
     """A wandb run (online if asked and possible, else offline), or None if W&B cannot be used at all."""
-    mode = logger_cfg["mode"]
+    mode = logger.mode
     if mode == "online" and not _has_wandb_key():
         log.warning("logger.mode=online but no W&B API key (WANDB_API_KEY or `wandb login`): logging offline")
         mode = "offline"
@@ -184,24 +194,25 @@ def _open_run(logger_cfg: Mapping, kwargs: dict):
 
 
 @contextmanager
-def wandb_logger(logger_cfg: Mapping, *, config: Mapping, job_dir: Path, group: str, name: str):
-    if logger_cfg["backend"] != "wandb":
+def wandb_logger(logger: LoggerConfig | Mapping, *, config: Mapping, job_dir: Path, group: str, name: str):
+    logger = logger if isinstance(logger, LoggerConfig) else LoggerConfig(**logger)
+    if logger.backend != "wandb":
         yield None
         return
     kwargs = dict(
-        project=logger_cfg["project"],
-        entity=logger_cfg.get("entity"),
+        project=logger.project,
+        entity=logger.entity,
         group=group[-128:],
         name=name,
-        tags=[t[:64] for t in logger_cfg.get("tags") or []],
+        tags=[t[:64] for t in logger.tags or []],
         config=_flatten(config),
         dir=str(job_dir),
     )
-    logger = WandbLogger(lambda: _open_run(logger_cfg, kwargs))
+    run = WandbLogger(lambda: _open_run(logger, kwargs))
     try:
-        yield logger
+        yield run
     finally:
-        logger.finish()
+        run.finish()
         shutil.rmtree(Path(job_dir) / "wandb" / STAGING, ignore_errors=True)  # empty: wandb moved their files
 
 

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+import mteb
 from omegaconf import OmegaConf
 
 from ..errors import ConfigError
 from ..faults import Preempted, preemptible, resume_hint
 from ..features.cache import open_cache
 from ..features.featurize import Featurizer
-from ..features.instructions import Instructions
 from ..features.loading import check_model
 from ..integrations.mteb_model import runner_model_meta
 from ..scoring.encoder import MoEEEncoder
@@ -22,37 +23,38 @@ from ..scoring.paper_scoring import MAIN_SCORES, evaluate_paper_sum
 from ..scoring.tasks import check_prediction_types, describe_data, tasks_from_config
 from ..scoring.weights import AlphaChooser
 from . import resume
-from .config import check_here, template_of, validate
+from .config import Job, read_job
 from .record import atomic_write, format_summary, wandb_logger, write_row, write_table
 
 log = logging.getLogger(__name__)
 
 
-def row_labels(cfg) -> dict:
+def row_labels(job: Job) -> dict:
     """The fields that name a result row: what was run, independent of where. For moee_sum, ``alpha`` is the
     configured α (weights fixed/grid) or None until each task's α is chosen (auto/dev; moee_exp.scoring.weights)."""
-    sum_ = cfg.emb.kind == "moee_sum"
-    fixed = cfg.weights.name in ("fixed", "grid")
+    model, emb, weights, protocol = job.model, job.emb, job.weights, job.protocol
+    sum_ = emb.kind == "moee_sum"
+    fixed = weights.name in ("fixed", "grid")
     return {
-        "model": cfg.model.name,
-        "model_name_or_path": cfg.model.name_or_path or f"tiny:{cfg.model.tiny.model_type}",
-        "emb": cfg.emb.kind,
-        "weights": cfg.weights.name if sum_ else None,
-        "alpha": float(cfg.weights.alpha) if sum_ and fixed else None,
-        "rw_activation": cfg.emb.rw_activation,
-        "standardize": cfg.emb.standardize,
-        "hs_feature": cfg.emb.hs_feature,
-        "rw_feature": cfg.emb.rw_feature,
-        "prompt": cfg.prompt.name,
+        "model": model.name,
+        "model_name_or_path": model.name_or_path or f"tiny:{model.tiny['model_type']}",
+        "emb": emb.kind,
+        "weights": weights.name if sum_ else None,
+        "alpha": float(weights.alpha) if sum_ and fixed else None,
+        "rw_activation": emb.rw_activation,
+        "standardize": emb.standardize,
+        "hs_feature": emb.hs_feature,
+        "rw_feature": emb.rw_feature,
+        "prompt": job.prompt.name,
         # the computation: paper (the public code's) or clean, and the protocol settings not already listed
-        "protocol": cfg.protocol.name,
-        "instructions": cfg.protocol.instructions,
-        "text_handling": cfg.protocol.text,
-        "sum_scoring": cfg.protocol.sum_scoring if sum_ else None,
-        "quantization": cfg.model.quantization,
-        "quantize_routers": bool(cfg.model.quantize_routers) if cfg.model.quantization != "none" else None,
-        "task_set": cfg.tasks.name,
-        "task_data": cfg.tasks.get("data", "real"),  # synthetic: a dry run on generated data (scores mean nothing)
+        "protocol": protocol.name,
+        "instructions": protocol.instructions,
+        "text_handling": protocol.text,
+        "sum_scoring": protocol.sum_scoring if sum_ else None,
+        "quantization": model.quantization,
+        "quantize_routers": bool(model.quantize_routers) if model.quantization != "none" else None,
+        "task_set": job.tasks.name,
+        "task_data": job.tasks.data,  # synthetic: a dry run on generated data (scores mean nothing)
     }
 
 
@@ -72,32 +74,30 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
-    validate(cfg)
-    check_here(cfg)  # the device exists on this machine; the dirs the job writes into are writable
+def run_job(job: Job, job_dir: Path, group: str) -> list[dict]:
+    """Run one job (a Job, or a composed config read here by ``read_job``) into ``job_dir``; return its rows."""
+    if not isinstance(job, Job):
+        job = read_job(job)  # validated, and checked on this machine (device, writable dirs)
     quiet_libraries()
-    check_model(cfg.model)  # a missing dir, a dense model or a missing bitsandbytes fail before any data is read
-    tasks = tasks_from_config(cfg.tasks)  # unknown names fail before the model is loaded
-    check_prediction_types(cfg.get("predictions"))
+    check_model(job.model)  # a missing dir, a dense model or a missing bitsandbytes fail before any data is read
+    tasks = tasks_from_config(job.tasks)  # unknown names fail before the model is loaded
+    check_prediction_types(job.predictions)
     job_dir = Path(job_dir)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = job.resolved
     # Rows already in this job dir whose key matches what would be computed now are reused (moee_exp.jobs.resume).
-    overwrite = bool(cfg.get("overwrite", False))
+    overwrite = job.overwrite
     # protocol=paper's MoEE(sum) is scored outside mteb.evaluate (moee_exp.scoring.paper_scoring): no mteb predictions
-    paper_sum = cfg.emb.kind == "moee_sum" and cfg.protocol.sum_scoring == "paper"
-    prediction_types = () if paper_sum else tuple(cfg.get("predictions") or ())
+    paper_sum = job.paper_sum
+    prediction_types = () if paper_sum else job.predictions
 
     # Optional: mteb's own result layout (a ResultCache root: results/<model>/<revision>/<task>.json + model_meta.json)
     # beside our rows, with the model's real metadata (moee_exp.integrations.mteb_model), for mteb's tooling to load.
     mteb_cache = mteb_meta = None
-    if cfg.get("mteb_results") and paper_sum:
+    if job.mteb_results and paper_sum:
         log.warning("mteb_results: not written for protocol.sum_scoring=paper (scored outside mteb.evaluate)")
-    if cfg.get("mteb_results") and not paper_sum:
-        import mteb
-
-
-        mteb_cache = mteb.ResultCache(Path(cfg.mteb_results).expanduser())
-        mteb_meta = runner_model_meta(resolved, template_of(cfg.prompt))
+    if job.mteb_results and not paper_sum:
+        mteb_cache = mteb.ResultCache(Path(job.mteb_results).expanduser())
+        mteb_meta = runner_model_meta(job)
 
     def required(task):  # a reused row also needs the predictions (and mteb result file) this run asks for
         files = []
@@ -107,7 +107,7 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
             files.append(mteb_cache.get_task_result_path(task.metadata.name, mteb_meta))
         return files
 
-    plan_ident = resume.job_identity(resolved, template_of(cfg.prompt))
+    plan_ident = resume.job_identity(resolved, job.template)
     foreign = resume.foreign_rows(job_dir, plan_ident)  # rows of another config: never replaced silently
     if foreign and not overwrite:
         fields = sorted({f for fs in foreign.values() for f in fs})
@@ -123,32 +123,30 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
     atomic_write(job_dir / "config.yaml", OmegaConf.to_yaml(resolved))
 
     featurizer = Featurizer(
-        resolved["model"],
-        template_of(cfg.prompt),
-        cfg.prompt.normalize,
-        progress=cfg.progress,
-        features=(cfg.emb.hs_feature, cfg.emb.rw_feature),
-        cache=open_cache(resolved.get("cache")),
-        text_mode=cfg.protocol.text,
+        job.model,
+        job.template,
+        job.prompt.normalize,
+        progress=job.progress,
+        features=(job.emb.hs_feature, job.emb.rw_feature),
+        cache=open_cache(job.cache),
+        text_mode=job.protocol.text,
     )
-    protocol = resolved["protocol"]
-    instructions = Instructions(protocol["instructions"], protocol["instruction_table"], protocol["instruction_format"])
-    ident = row_labels(cfg)
+    ident = row_labels(job)
     # The emb group mirrors fuse(); its α comes from the weights group, per task for auto/dev (moee_exp.scoring.weights).
-    emb = {k: v for k, v in resolved["emb"].items() if k not in ("kind", "alpha")}
+    emb = {k: v for k, v in dataclasses.asdict(job.emb).items() if k not in ("kind", "alpha")}
     encoder = MoEEEncoder(
-        featurizer, cfg.emb.kind, name=f"moee/{run_name(ident)}", revision=cfg.model.revision,
-        alpha=float(cfg.weights.alpha), instructions=instructions, **emb,
+        featurizer, job.emb.kind, name=f"moee/{run_name(ident)}", revision=job.model.revision,
+        alpha=float(job.weights.alpha), instructions=job.instructions, **emb,
     )
     chooser = None
-    if cfg.emb.kind == "moee_sum":
+    if job.emb.kind == "moee_sum":
         # model × prompt (× protocol: its text handling and instructions change the features)
         features_of = {k: plan_ident[k] for k in ("model", "max_length", "prompt", "features", "protocol")}
         chooser = AlphaChooser(
-            resolved["weights"], emb, encoder, featurizer,
+            job.weights, emb, encoder, featurizer,
             # weights=dev scores its α grid as the job scores: mteb's similarity sum, or the public code's scoring
             score=(lambda task, split: paper_sum_scorer(encoder)(task, split)[0]) if paper_sum
-            else (lambda task, split: main_score(encoder, task, split, cfg.model.batch_size)),
+            else (lambda task, split: main_score(encoder, task, split, job.model.batch_size)),
             calibration_key=resume.row_key(features_of),
         )
     if mteb_meta is not None:
@@ -157,7 +155,7 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
     wb_config = {**resolved, "resume": plan.summary()}  # the W&B run records what was reused
     order = [t.metadata.name for t in tasks]
     # SIGTERM / SIGUSR1 (or submitit's requeue) abandon the dataset in flight and keep the finished rows
-    with preemptible(), wandb_logger(cfg.logger, config=wb_config, job_dir=job_dir, group=group,
+    with preemptible(), wandb_logger(job.logger, config=wb_config, job_dir=job_dir, group=group,
                                      name=run_name(ident)) as wb, _kept_on_stop(job_dir, rows, order, wb):
         for row in rows:
             if wb:
@@ -166,8 +164,8 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
         for row in evaluate_tasks(
             encoder,
             plan.todo,
-            batch_size=cfg.model.batch_size,
-            progress=cfg.progress,
+            batch_size=job.model.batch_size,
+            progress=job.progress,
             prediction_folder=job_dir / "predictions",
             prediction_types=prediction_types,
             prepare=chooser,
@@ -184,7 +182,7 @@ def run_job(cfg, job_dir: Path, group: str) -> list[dict]:
         write_table(job_dir, rows)
         if wb:
             wb.log_summary(rows)
-    print(f"\n{run_name(ident)}  ({cfg.tasks.name} tasks, {describe_data(cfg.tasks)}; scores x100)\n{format_summary(rows)}")
+    print(f"\n{run_name(ident)}  ({job.tasks.name} tasks, {describe_data(job.tasks)}; scores x100)\n{format_summary(rows)}")
     print(f"results: {job_dir / 'results'}/ and {job_dir / 'results.csv'}")
     return rows
 

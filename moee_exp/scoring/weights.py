@@ -25,6 +25,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,6 +33,18 @@ from .demo_tasks import DEMO_TASKS, get_demo_tasks
 from .fuse import fuse, l2_normalize
 
 log = logging.getLogger(__name__)
+
+@dataclass
+class WeightsConfig:
+    """How MoEE(sum)'s similarity weight α (similarity = cos HS + α cos RW) is chosen: moee_exp.scoring.weights."""
+
+    name: str = "fixed"  # fixed | grid | auto | dev: recorded in every row as `weights`
+    alpha: float = 1.0  # fixed, grid: this job's α (grid sweeps it under -m); auto, dev: unused
+    criterion: str = "calibration"  # auto: calibration (per model x prompt, fixed unlabeled texts) | spread (per task)
+    sample: int = 512  # auto: at most this many distinct texts (picked by hash) whose pairs measure the spreads
+    grid: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 11)])  # dev: candidates
+    dev_fraction: float = 0.2  # dev, Classification: share of the training split held out to score the grid
+
 
 OPTIONS = ("fixed", "grid", "auto", "dev")
 CRITERIA = ("spread", "calibration")
@@ -182,7 +195,6 @@ def identity(weights: Mapping) -> dict:
             "dev": ["grid", "dev_fraction", "criterion", "sample"]}[w["name"]]
     out = {"name": w["name"], **{k: w[k] for k in keys}}
     if "criterion" in keys and w["criterion"] == "calibration":
-
         out["calibration_data"] = sorted(str(t.metadata.dataset["revision"]) for t in DEMO_TASKS.values())
     return out
 
@@ -191,7 +203,6 @@ _calibration: dict[str, tuple[float, dict]] = {}  # α per model × prompt × em
 
 
 def calibration_texts() -> list[str]:
-
     return [t for task in get_demo_tasks() for t in task_texts(task)]
 
 
@@ -201,19 +212,20 @@ class AlphaChooser:
     ``score(task, split)`` returns the task's main score on ``split`` with the encoder as it is (dev only).
     """
 
-    def __init__(self, weights: Mapping, emb: Mapping, encoder, featurizer, score: Callable | None = None,
-                 calibration_key: str = ""):
-        self.w, self.emb, self.encoder, self.featurizer = dict(weights), dict(emb), encoder, featurizer
+    def __init__(self, weights: WeightsConfig | Mapping, emb: Mapping, encoder, featurizer,
+                 score: Callable | None = None, calibration_key: str = ""):
+        self.w = weights if isinstance(weights, WeightsConfig) else WeightsConfig(**weights)
+        self.emb, self.encoder, self.featurizer = dict(emb), encoder, featurizer
         self.score = score
         # calibration α is cached per model × prompt: the runner passes its model/prompt identity; by default the
         # featurizer's own settings (never a key shared by two models)
         self.calibration_key = calibration_key or repr((
-            getattr(featurizer, "model_cfg", id(featurizer)), getattr(featurizer, "template", None),
+            getattr(featurizer, "model", id(featurizer)), getattr(featurizer, "template", None),
             getattr(featurizer, "normalize", None)))
 
     @property
     def fixed(self) -> bool:
-        return self.w["name"] in ("fixed", "grid")
+        return self.w.name in ("fixed", "grid")
 
     def _features(self, texts, desc):
         before = self.featurizer.n_truncated
@@ -223,7 +235,7 @@ class AlphaChooser:
             self.featurizer.n_truncated = before  # the job counts truncation of the texts it scores, not of these
 
     def auto(self, task) -> tuple[float, str, dict]:
-        criterion, n = self.w["criterion"], int(self.w["sample"])
+        criterion, n = self.w.criterion, int(self.w.sample)
         if criterion == "calibration":
             key = f"{self.calibration_key}|{n}|{sorted(self.emb.items())}"
             if key not in _calibration:
@@ -238,13 +250,13 @@ class AlphaChooser:
         return alpha, f"auto:{criterion}", info
 
     def dev(self, task) -> tuple[float, str, dict]:
-        held, where = dev_task(task, float(self.w["dev_fraction"]))
+        held, where = dev_task(task, float(self.w.dev_fraction))
         if held is None:
             alpha, source, info = self.auto(task)
             return alpha, f"{source} (dev: {where})", info
         scores = {}
         try:
-            for a in self.w["grid"]:
+            for a in self.w.grid:
                 self.encoder.fuse_kwargs["alpha"] = float(a)
                 scores[float(a)] = float(self.score(held, held.eval_splits[0]))
         except Exception as err:  # noqa: BLE001  e.g. a held-out part too small for mteb's evaluator
@@ -256,9 +268,9 @@ class AlphaChooser:
         return best, f"dev:{where}", {"dev_scores": scores}
 
     def __call__(self, task) -> dict:
-        name = self.w["name"]
+        name = self.w.name
         if self.fixed:
-            alpha, source, info = float(self.w["alpha"]), "config", {}
+            alpha, source, info = float(self.w.alpha), "config", {}
         else:
             start = time.perf_counter()
             alpha, source, info = getattr(self, name)(task)

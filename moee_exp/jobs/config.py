@@ -1,7 +1,11 @@
-"""Typed schemas for the conf/ groups (Hydra ConfigStore) and the checks Hydra's types cannot express.
+"""The one place a composed Hydra config becomes a typed job: schemas registered, values checked, pieces typed.
 
-Each conf/<group>/*.yaml starts from its schema (``defaults: [base_<group>]``), so a misspelt key or a value of
-the wrong type fails at composition, and ``validate`` turns the remaining mistakes into one-line errors.
+Each conf/<group>/*.yaml starts from its schema (``defaults: [base_<group>]``), so a misspelt key or a value of the
+wrong type fails at composition. A schema lives beside the stage it configures (ModelConfig in features.loading,
+CacheConfig in features.cache, PromptConfig in features.prompts, EmbConfig in scoring.encoder, WeightsConfig in
+scoring.weights, TasksConfig in scoring.tasks, LoggerConfig in jobs.record; ProtocolConfig, which spans stages,
+here). ``validate`` turns the mistakes types cannot catch into one-line errors, and ``read_job`` returns the Job
+whose typed pieces the runner hands to each stage: nothing downstream reads the DictConfig again.
 """
 
 from __future__ import annotations
@@ -302,12 +306,9 @@ class Job:
     progress: bool
     predictions: tuple[str, ...]  # task types whose per-item predictions are saved
     mteb_results: str | None  # a dir for mteb's own result layout, or None
+    # protocol=paper's MoEE(sum): scored outside mteb.evaluate, as the public code does (scoring.paper_scoring)
+    paper_sum: bool
     resolved: dict
-
-    @property
-    def paper_sum(self) -> bool:
-        """protocol=paper's MoEE(sum): scored outside mteb.evaluate, as the public code does (scoring.paper_scoring)."""
-        return self.emb.kind == "moee_sum" and self.protocol.sum_scoring == "paper"
 
 
 def read_job(cfg, here: bool = True) -> Job:
@@ -332,5 +333,6 @@ def read_job(cfg, here: bool = True) -> Job:
         progress=bool(cfg.get("progress", True)),
         predictions=tuple(cfg.get("predictions") or ()),
         mteb_results=cfg.get("mteb_results"),
+        paper_sum=typed["emb"].kind == "moee_sum" and protocol.sum_scoring == "paper",
         resolved=resolved,
     )

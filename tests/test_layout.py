@@ -1,0 +1,152 @@
+"""The package shows its pipeline and keeps it: floors that import only downward, user errors on the ground floor,
+the config read once per job, and the public import paths users already have."""
+
+import ast
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+PKG = ROOT / "moee_exp"
+# Floor of each part of the package: a module imports only from its own floor or lower ones.
+FLOORS = {"errors": 0, "faults": 0, "data": 0, "features": 1, "scoring": 2, "jobs": 3, "integrations": 3}
+# The one call up the floors that the design keeps: the runner asks the mteb-model module for a job's metadata.
+ALLOWED_UP = {("moee_exp.jobs.runner", "moee_exp.integrations.mteb_model")}
+ALIASES = ("embed", "st", "mteb_model", "dashboard", "api")  # moee_exp.<alias> is moee_exp.integrations.<alias>
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> list[tuple[str, bool]]:
+    """(imported moee_exp module, at function level?) for every import of ours in the file."""
+    name, out = module_name(path), []
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        base = ".".join(package[: len(package) - node.level + 1]) if node.level else ""
+        target = ".".join(p for p in (base, node.module or "") if p)
+        if not target.startswith("moee_exp"):
+            continue
+        for alias in node.names:  # `from . import x` imports the module x
+            full = f"{target}.{alias.name}"
+            module = full if (ROOT / Path(*full.split("."))).with_suffix(".py").exists() or \
+                (ROOT / Path(*full.split("."))).is_dir() else target
+            out.append((module, node.col_offset > 0))
+    return out
+
+
+def floor(module: str) -> int:
+    parts = module.split(".")
+    return FLOORS[parts[1]] if len(parts) > 1 and parts[1] in FLOORS else 4  # moee_exp/__init__ and the aliases
+
+
+MODULES = {module_name(p): p for p in PKG.rglob("*.py")}
+STAGE_MODULES = {m: p for m, p in MODULES.items() if floor(m) < 4}
+
+
+def test_imports_only_go_down_the_floors():
+    up = sorted((m, t) for m, p in STAGE_MODULES.items() for t, _ in imports(p)
+                if floor(t) > floor(m) and (m, t) not in ALLOWED_UP)
+    assert not up, f"imports up the floors: {up}"
+
+
+def test_no_import_circle_even_through_function_level_imports():
+    edges = {m: {t for t, _ in imports(p) if t in MODULES and t != m} for m, p in MODULES.items()}
+    state: dict[str, int] = {}
+
+    def visit(m, path):
+        state[m] = 1
+        for t in edges.get(m, ()):
+            if state.get(t) == 1:
+                raise AssertionError(f"import circle: {' -> '.join(path[path.index(t):] + [t])}")
+            if t not in state:
+                visit(t, path + [t])
+        state[m] = 2
+
+    for m in sorted(edges):
+        if m not in state:
+            visit(m, [m])
+
+
+def test_function_level_imports_of_ours_are_the_two_lazy_ones():
+    """A function-level import of our own modules exists only where importing at the top would cost every user of
+    the module a heavy import (datasets, transformers' model registry), never to dodge a circle."""
+    lazy = sorted((m, t) for m, p in STAGE_MODULES.items() for t, fn in imports(p) if fn)
+    assert lazy == [("moee_exp.features.loading", "moee_exp.features.models"),
+                    ("moee_exp.scoring.tasks", "moee_exp.scoring.synthetic_tasks")]
+
+
+def test_every_user_facing_exception_is_defined_on_the_ground_floor():
+    from moee_exp.errors import USER_ERRORS, UnsupportedRouterError
+
+    ours = [e for e in (*USER_ERRORS, UnsupportedRouterError) if e is not ImportError]
+    assert {e.__module__ for e in ours} == {"moee_exp.errors"}
+    errors_imports = imports(PKG / "errors.py")
+    assert not errors_imports, "errors.py imports nothing of ours: every stage can import it"
+
+
+@pytest.mark.parametrize("sub", ["features", "scoring", "jobs", "integrations"])
+def test_each_subpackage_says_what_enters_and_what_leaves(sub):
+    doc = importlib.import_module(f"moee_exp.{sub}").__doc__ or ""
+    assert "Enters:" in doc and ("Leaves:" in doc or "leaves" in doc.lower()), doc
+
+
+@pytest.mark.parametrize("alias", ALIASES)
+def test_public_import_paths_are_kept(alias):
+    assert importlib.import_module(f"moee_exp.{alias}") is importlib.import_module(f"moee_exp.integrations.{alias}")
+
+
+def test_python_m_embed_still_runs():
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-m", "moee_exp.embed", "--help"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert out.returncode == 0 and "--model" in out.stdout, out.stderr
+
+
+def test_a_job_enters_the_config_module_once_and_climbs_up_at_most_three_times(tmp_path):
+    """Follow one job through every Python call: the config module is entered once (read_job), and calls from a
+    lower floor into a higher one (callbacks the runner hands down) are at most 3 distinct edges."""
+    from hydra import compose, initialize_config_dir
+
+    from moee_exp.jobs.config import register
+    from moee_exp.jobs.runner import run_job
+
+    register()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["tasks.names=[MoEEDemoSTS]", "logger=none", "progress=false",
+                                           "predictions=[]", f"paths.cache_dir={tmp_path / 'cache'}"])
+    run_job(cfg, tmp_path / "warm", "g")  # imports, the tiny model and the features: not what is followed
+    config_file = str(PKG / "jobs" / "config.py")
+    entries, climbs = [], set()
+
+    def module_of(code) -> str | None:
+        try:
+            return module_name(Path(code.co_filename).resolve())
+        except ValueError:
+            return None
+
+    def profile(frame, event, arg):
+        if event != "call" or frame.f_back is None:
+            return
+        callee, caller = module_of(frame.f_code), module_of(frame.f_back.f_code)
+        if callee is None or caller is None or not caller.startswith("moee_exp") or not callee.startswith("moee_exp"):
+            return
+        if frame.f_code.co_filename == config_file and frame.f_back.f_code.co_filename != config_file:
+            entries.append(f"{caller} -> {frame.f_code.co_name}")
+        if floor(callee) > floor(caller):
+            climbs.add((caller, callee))
+
+    sys.setprofile(profile)
+    try:
+        run_job(cfg, tmp_path / "followed", "g")
+    finally:
+        sys.setprofile(None)
+    assert entries == ["moee_exp.jobs.runner -> read_job"], entries
+    assert len(climbs) <= 3, sorted(climbs)

@@ -74,12 +74,15 @@ def test_no_import_circle_even_through_function_level_imports():
             visit(m, [m])
 
 
-def test_function_level_imports_of_ours_are_the_two_lazy_ones():
+def test_function_level_imports_of_ours_are_the_lazy_ones():
     """A function-level import of our own modules exists only where importing at the top would cost every user of
-    the module a heavy import (datasets, transformers' model registry), never to dodge a circle."""
+    the module a heavy import (datasets; transformers' model registry; mteb's task classes, which the config checks
+    must not wait for), never to dodge a circle."""
     lazy = sorted((m, t) for m, p in STAGE_MODULES.items() for t, fn in imports(p) if fn)
     assert lazy == [("moee_exp.features.loading", "moee_exp.features.models"),
-                    ("moee_exp.scoring.tasks", "moee_exp.scoring.synthetic_tasks")]
+                    ("moee_exp.scoring.tasks", "moee_exp.scoring.synthetic_tasks"),
+                    ("moee_exp.scoring.weights", "moee_exp.scoring.demo_tasks"),
+                    ("moee_exp.scoring.weights", "moee_exp.scoring.demo_tasks")]
 
 
 def test_every_user_facing_exception_is_defined_on_the_ground_floor():
@@ -150,3 +153,12 @@ def test_a_job_enters_the_config_module_once_and_climbs_up_at_most_three_times(t
         sys.setprofile(None)
     assert entries == ["moee_exp.jobs.runner -> read_job"], entries
     assert len(climbs) <= 3, sorted(climbs)
+
+
+def test_the_config_checks_do_not_wait_for_mteb():
+    """run.py reads and checks the config before the heavy imports: a config mistake is reported in seconds."""
+    import subprocess
+
+    code = "import sys, moee_exp.jobs.config; print(sorted({'mteb', 'datasets', 'wandb'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -27,8 +27,8 @@ from ..features.loading import ModelConfig, register_own_models
 from ..features.prompts import TEMPLATES, check_template
 from ..features.routers import find_routers, text_config
 from ..jobs.config import ProtocolConfig
-from ..scoring.encoder import EmbConfig, MoEEEncoder
-from ..scoring.fuse import KINDS
+from ..scoring.encoder import MoEEEncoder
+from ..scoring.fuse import KINDS, EmbConfig
 
 PAPER = "https://arxiv.org/abs/2410.10814"
 CITATION = """@inproceedings{li2025moee,

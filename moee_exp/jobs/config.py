@@ -2,9 +2,9 @@
 
 Each conf/<group>/*.yaml starts from its schema (``defaults: [base_<group>]``), so a misspelt key or a value of the
 wrong type fails at composition. A schema lives beside the stage it configures (ModelConfig in features.loading,
-CacheConfig in features.cache, PromptConfig in features.prompts, EmbConfig in scoring.encoder, WeightsConfig in
-scoring.weights, TasksConfig in scoring.tasks, LoggerConfig in jobs.record; ProtocolConfig, which spans stages,
-here). ``validate`` turns the mistakes types cannot catch into one-line errors, and ``read_job`` returns the Job
+CacheConfig in features.cache, PromptConfig in features.prompts, EmbConfig in scoring.fuse (the emb group mirrors fuse()), WeightsConfig in
+scoring.weights, LoggerConfig in jobs.record; here ProtocolConfig, which spans stages, and TasksConfig, whose module
+imports mteb). ``validate`` turns the mistakes types cannot catch into one-line errors, and ``read_job`` returns the Job
 whose typed pieces the runner hands to each stage: nothing downstream reads the DictConfig again.
 """
 
@@ -27,9 +27,7 @@ from ..features.extract import FEATURES
 from ..features.instructions import FORMATS, MODES, Instructions
 from ..features.loading import DTYPES, QUANTIZATIONS, ModelConfig, check_device
 from ..features.prompts import TEMPLATES, TEXT_MODES, PromptConfig, check_template
-from ..scoring.encoder import EmbConfig
-from ..scoring.fuse import KINDS, RW_ACTIVATIONS, STANDARDIZE
-from ..scoring.tasks import TasksConfig
+from ..scoring.fuse import KINDS, RW_ACTIVATIONS, STANDARDIZE, EmbConfig
 from ..scoring.weights import CRITERIA, OPTIONS, WeightsConfig
 from .record import LoggerConfig
 
@@ -37,6 +35,26 @@ TASK_DATA = ("real", "synthetic")
 PROTOCOLS = ("paper", "clean")
 SUM_SCORINGS = ("similarity", "paper")
 SYNTHETIC_SIZES = ("small", "real")  # moee_exp.scoring.synthetic_tasks.SIZES (not imported here: it imports datasets)
+
+
+@dataclass
+class SyntheticDataConfig:
+    size: str = "small"  # small (a few rows per split) | real (the real data's counts and text lengths)
+    seed: int = 0
+
+
+@dataclass
+class TasksConfig:
+    name: str = "custom"
+    names: list[str] = field(default_factory=list)
+    # An mteb benchmark (mteb.get_benchmark name): its tasks are taken as the benchmark defines them (its language
+    # subsets and splits, e.g. STS17 en-en only in MTEB(eng, v2)), not as mteb.get_task(name) gives them.
+    benchmark: str | None = None
+    # real: each task's own data (HF hub or cache). synthetic: the same mteb task classes (splits, subsets,
+    # evaluators, main scores) on generated data of their schema, offline: a dry run of a task set
+    # (moee_exp/scoring/synthetic_tasks.py). Its scores mean nothing.
+    data: str = "real"
+    synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
 
 
 @dataclass

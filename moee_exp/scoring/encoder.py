@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 from mteb.models.abs_encoder import AbsEncoder
@@ -11,17 +10,6 @@ from mteb.models.model_meta import ModelMeta, ScoringFunction
 
 from ..features.instructions import Instructions
 from .fuse import blocks, fuse, sink_for
-
-
-@dataclass
-class EmbConfig:
-    kind: str = "moee_sum"
-    alpha: float | None = None  # moved to weights.alpha (the `weights` group); set here it is an error naming that
-    rw_activation: str = "logits"  # logits (public code's OLMoE/Qwen numbers) | softmax (the paper's text)
-    standardize: str = "none"  # none | text | batch (public code, batch-dependent)
-    standardize_batch_size: int = field(default=128, metadata={"min": 1})
-    hs_feature: str = "hs"  # pooling of the HS block: hs | hs_mean_tokens | hs_mean_layers | hs_mean_tokens_layers
-    rw_feature: str = "rw"  # pooling of the RW block: rw | rw_mean_tokens
 
 
 class MoEEEncoder(AbsEncoder):

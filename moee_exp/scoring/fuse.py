@@ -19,6 +19,7 @@ Standardization of each block (``standardize``):
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -26,6 +27,18 @@ import numpy as np
 KINDS = ("hs", "rw", "moee_concat", "moee_sum")
 STANDARDIZE = ("none", "text", "batch")
 RW_ACTIVATIONS = ("logits", "softmax")
+
+
+
+@dataclass
+class EmbConfig:
+    kind: str = "moee_sum"
+    alpha: float | None = None  # moved to weights.alpha (the `weights` group); set here it is an error naming that
+    rw_activation: str = "logits"  # logits (public code's OLMoE/Qwen numbers) | softmax (the paper's text)
+    standardize: str = "none"  # none | text | batch (public code, batch-dependent)
+    standardize_batch_size: int = field(default=128, metadata={"min": 1})
+    hs_feature: str = "hs"  # pooling of the HS block: hs | hs_mean_tokens | hs_mean_layers | hs_mean_tokens_layers
+    rw_feature: str = "rw"  # pooling of the RW block: rw | rw_mean_tokens
 
 
 def rw_block(rw: np.ndarray, activation: str = "logits") -> np.ndarray:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
 
 import mteb
 
@@ -12,26 +11,6 @@ from ..errors import (
     UnknownTaskError,  # noqa: F401  (defined there so run.py need not import mteb to catch it)
 )
 from .demo_tasks import DEMO_TASKS
-
-
-@dataclass
-class SyntheticDataConfig:
-    size: str = "small"  # small (a few rows per split) | real (the real data's counts and text lengths)
-    seed: int = 0
-
-
-@dataclass
-class TasksConfig:
-    name: str = "custom"
-    names: list[str] = field(default_factory=list)
-    # An mteb benchmark (mteb.get_benchmark name): its tasks are taken as the benchmark defines them (its language
-    # subsets and splits, e.g. STS17 en-en only in MTEB(eng, v2)), not as mteb.get_task(name) gives them.
-    benchmark: str | None = None
-    # real: each task's own data (HF hub or cache). synthetic: the same mteb task classes (splits, subsets,
-    # evaluators, main scores) on generated data of their schema, offline: a dry run of a task set
-    # (moee_exp/scoring/synthetic_tasks.py). Its scores mean nothing.
-    data: str = "real"
-    synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
 
 
 def get_tasks(names, data: str = "real", size: str = "small", seed: int = 0, benchmark: str | None = None) -> list:
@@ -46,8 +25,8 @@ def get_tasks(names, data: str = "real", size: str = "small", seed: int = 0, ben
     return tasks
 
 
-def tasks_from_config(tasks: TasksConfig) -> list:
-    """The tasks of a task set (conf/tasks/)."""
+def tasks_from_config(tasks) -> list:
+    """The tasks of a task set (conf/tasks/; a moee_exp.jobs.config.TasksConfig)."""
     return get_tasks(tasks.names, tasks.data, tasks.synthetic.size, tasks.synthetic.seed, tasks.benchmark)
 
 
@@ -70,7 +49,7 @@ def benchmark_tasks(benchmark: str, names) -> list:
     return tasks
 
 
-def describe_data(tasks: TasksConfig) -> str:
+def describe_data(tasks) -> str:
     """'real data' or 'synthetic data (size small, seed 0)', for logs and printed tables."""
     if tasks.data != "synthetic":
         return "real data"

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .demo_tasks import DEMO_TASKS, get_demo_tasks
 from .fuse import fuse, l2_normalize
 
 log = logging.getLogger(__name__)
@@ -195,6 +194,10 @@ def identity(weights: Mapping) -> dict:
             "dev": ["grid", "dev_fraction", "criterion", "sample"]}[w["name"]]
     out = {"name": w["name"], **{k: w[k] for k in keys}}
     if "criterion" in keys and w["criterion"] == "calibration":
+        from .demo_tasks import (
+            DEMO_TASKS,  # mteb's task classes: not imported by the config checks (jobs.config)
+        )
+
         out["calibration_data"] = sorted(str(t.metadata.dataset["revision"]) for t in DEMO_TASKS.values())
     return out
 
@@ -203,6 +206,8 @@ _calibration: dict[str, tuple[float, dict]] = {}  # α per model × prompt × em
 
 
 def calibration_texts() -> list[str]:
+    from .demo_tasks import get_demo_tasks  # (as above)
+
     return [t for task in get_demo_tasks() for t in task_texts(task)]
 
 

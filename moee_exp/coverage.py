@@ -55,6 +55,27 @@ SMALL = {
 # Unset (None) by default in families whose MoE is optional (Gemma 4) or set per checkpoint (DeepSeek-V2, dots1).
 NULLABLE = {"num_experts_per_tok", "top_k_experts", "moe_intermediate_size", "n_shared_experts", "head_dim",
             "first_k_dense_replace"}
+# What the generic shrinking cannot guess, per family: its values replace the config's wherever the key occurs
+# (top level or sub-config). One line of why each.
+FAMILY: dict[str, dict] = {
+    "gemma4": {"enable_moe_block": True},  # MoE is optional in Gemma 4 (off by default)
+    "dbrx": {"attn_config": {"rope_theta": 500000.0}},  # DBRX's attention reads a rope_theta its config lacks
+    "lfm2_moe": {"layer_types": ["conv", "full_attention", "conv", "full_attention"],  # unset by default
+                 "num_dense_layers": 1},
+    "deepseek_ocr2": {"mlp_layer_types": ["dense", "sparse", "sparse", "sparse"]},  # unset by default
+    "step3p7": {"sliding_window": 64},  # its layer types use sliding attention, but the window is unset
+    "zaya": {"num_experts_per_tok": 1, "router_hidden_size": 32},  # ZAYA supports top-1 only
+    "granitemoehybrid": {"mamba_n_heads": 4, "mamba_d_head": 32, "mamba_d_state": 16, "mamba_chunk_size": 16,
+                         "shared_intermediate_size": 32},  # Mamba heads x head dim = 2 x hidden
+    "mistral4": {"head_dim": 16},  # its head_dim is qk_nope + qk_rope (the rotary fraction is of that)
+    "longcat_flash": {"moe_topk": 2},
+    "glm5_next": {"num_key_value_heads": 4, "linear_head_dim": 16, "linear_num_heads": 4, "index_head_dim": 16,
+                  "index_n_heads": 4, "index_topk": 16},  # as many KV heads as query heads
+    "glm4v_moe": {"rope_parameters": {"rope_type": "default", "mrope_section": [2, 1, 1]}},  # sums to rotary dim/2
+    "hy_v4_vl": {"rope_parameters": {"rope_type": "default", "mrope_section": [2, 1, 1]}},  # sums to qk_rope/2
+}
+for _mt in ("gemma4", "glm5_next", "glm4v_moe", "hy_v4_vl"):  # their text-only configs: the same values
+    FAMILY[_mt + "_text"] = FAMILY[_mt]
 LAYER_COUNT_ATTRS = ("num_hidden_layers", "n_layers", "num_layers")
 log = logging.getLogger(__name__)
 
@@ -106,26 +127,39 @@ def moe_model_types() -> list[str]:
     return out
 
 
-def _shrink(cfg: dict, n_layers_before: int | None = None) -> dict:
-    """Overrides making ``cfg`` (a config's to_dict) tiny; per-layer lists and patterns are cut to N_LAYERS."""
+def _shrink(cfg: dict, n_layers_before: int | None = None, family: dict | None = None) -> dict:
+    """Overrides making ``cfg`` (a config's to_dict) tiny; per-layer lists and patterns are cut to N_LAYERS.
+
+    ``family`` (a FAMILY entry) sets its values wherever the key occurs, before anything else."""
     over: dict = {}
+    family = family or {}
     layers = next((cfg[k] for k in LAYER_COUNT_ATTRS if isinstance(cfg.get(k), int)), n_layers_before)
     for key, value in cfg.items():
-        if key in SMALL and (type(value) is type(SMALL[key]) or (value is None and key in NULLABLE)):
+        if key in family:
+            extra = family[key]
+            over[key] = {**value, **_shrink(value, layers), **extra} if isinstance(value, dict) else extra
+        elif key in SMALL and (type(value) is type(SMALL[key]) or (value is None and key in NULLABLE)):
             over[key] = SMALL[key]
         elif key in LAYER_COUNT_ATTRS and isinstance(value, int):
             over[key] = min(value, N_LAYERS)
         elif key in EXPERT_COUNT_ATTRS and (value is None or isinstance(value, int)):  # HunYuan defaults to 1
             over[key] = N_EXPERTS
+        elif key == "per_layer_config" and isinstance(value, dict):  # heterogeneous layers: those kept, shrunk
+            over[key] = {i: {**v, **_shrink(v, layers)} for i, v in value.items() if int(i) < N_LAYERS}
         elif isinstance(value, dict):
-            sub = _shrink(value, layers)
+            sub = _shrink(value, layers, family)
             if sub:
                 over[key] = {**value, **sub}
         elif layers and isinstance(value, (list, str)) and len(value) == layers and layers > N_LAYERS \
                 and key not in ("model_type", "architectures"):
             over[key] = value[:N_LAYERS]
-    if "head_dim" in over and "qk_rope_head_dim" in over:  # MLA: head_dim is the rotary part's width
+    if "head_dim" in over and "qk_rope_head_dim" in over and "head_dim" not in family:  # MLA: head_dim is the rotary part's width
         over["head_dim"] = over["qk_rope_head_dim"]
+    if "kv_lora_rank" in over:  # MLA expands its latent to every query head: as many KV heads as query heads
+        if "num_key_value_heads" in cfg:
+            over["num_key_value_heads"] = over.get("num_attention_heads", cfg.get("num_attention_heads"))
+        if "qk_head_dim" in cfg:  # derived in some configs, but serialized: recomputed for the shrunk parts
+            over["qk_head_dim"] = over.get("qk_nope_head_dim", 0) + over.get("qk_rope_head_dim", 0)
     return over
 
 
@@ -133,8 +167,12 @@ def tiny_config(model_type: str, vocab_size: int, special_ids: dict):
     from transformers import CONFIG_MAPPING
 
     cls = CONFIG_MAPPING[model_type]
-    base = cls().to_dict()
-    over = _shrink(base)
+    family = FAMILY.get(model_type, {})
+    try:
+        base = cls().to_dict()
+    except Exception:  # noqa: BLE001 a default config its own validation rejects: the family's values make it valid
+        base = cls(**family).to_dict()
+    over = _shrink(base, family=family)
     over.update({k: v for k, v in special_ids.items() if k in base})
     for key in ("vocab_size",):
         if key in base:

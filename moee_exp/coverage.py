@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .router_check import is_probabilities
 from .routers import EXPERT_COUNT_ATTRS, NotAMoEModelError, UnsupportedRouterError
 
 TOL = 1e-5
@@ -50,7 +51,8 @@ SMALL = {
     "n_group": 2, "num_expert_group": 2, "topk_group": 1, "first_k_dense_replace": 1, "decoder_sparse_step": 1,
     "moe_layer_freq": 1, "mlp_only_layers": [], "kv_lora_rank": 16, "q_lora_rank": 32, "qk_rope_head_dim": 8,
     "qk_nope_head_dim": 8, "v_head_dim": 16, "zero_expert_num": 0, "sliding_window": 64, "num_shared_experts": 1,
-    "n_shared_experts": 1, "moe_num_shared_experts": 1, "router_aux_loss_coef": 0.0,
+    "n_shared_experts": 1, "moe_num_shared_experts": 1, "router_aux_loss_coef": 0.0, "moe_topk": 2,
+    "hidden_size_per_layer_input": 16,
 }
 # Unset (None) by default in families whose MoE is optional (Gemma 4) or set per checkpoint (DeepSeek-V2, dots1).
 NULLABLE = {"num_experts_per_tok", "top_k_experts", "moe_intermediate_size", "n_shared_experts", "head_dim",
@@ -59,7 +61,7 @@ NULLABLE = {"num_experts_per_tok", "top_k_experts", "moe_intermediate_size", "n_
 # (top level or sub-config). One line of why each.
 FAMILY: dict[str, dict] = {
     "gemma4": {"enable_moe_block": True},  # MoE is optional in Gemma 4 (off by default)
-    "dbrx": {"attn_config": {"rope_theta": 500000.0}},  # DBRX's attention reads a rope_theta its config lacks
+    "dbrx": {"attn_config": {"rope_theta": 500000.0, "clip_qkv": 8.0}},  # its attention reads both, unset by default
     "lfm2_moe": {"layer_types": ["conv", "full_attention", "conv", "full_attention"],  # unset by default
                  "num_dense_layers": 1},
     "deepseek_ocr2": {"mlp_layer_types": ["dense", "sparse", "sparse", "sparse"]},  # unset by default
@@ -68,7 +70,6 @@ FAMILY: dict[str, dict] = {
     "granitemoehybrid": {"mamba_n_heads": 4, "mamba_d_head": 32, "mamba_d_state": 16, "mamba_chunk_size": 16,
                          "shared_intermediate_size": 32},  # Mamba heads x head dim = 2 x hidden
     "mistral4": {"head_dim": 16},  # its head_dim is qk_nope + qk_rope (the rotary fraction is of that)
-    "longcat_flash": {"moe_topk": 2},
     "glm5_next": {"num_key_value_heads": 4, "linear_head_dim": 16, "linear_num_heads": 4, "index_head_dim": 16,
                   "index_n_heads": 4, "index_topk": 16},  # as many KV heads as query heads
     "glm4v_moe": {"rope_parameters": {"rope_type": "default", "mrope_section": [2, 1, 1]}},  # sums to rotary dim/2
@@ -76,6 +77,7 @@ FAMILY: dict[str, dict] = {
 }
 for _mt in ("gemma4", "glm5_next", "glm4v_moe", "hy_v4_vl"):  # their text-only configs: the same values
     FAMILY[_mt + "_text"] = FAMILY[_mt]
+VOCAB_KEYS = ("vocab_size", "vocab_size_per_layer_input", "unpadded_vocab_size")  # all = the tokenizer's
 LAYER_COUNT_ATTRS = ("num_hidden_layers", "n_layers", "num_layers")
 log = logging.getLogger(__name__)
 
@@ -174,12 +176,10 @@ def tiny_config(model_type: str, vocab_size: int, special_ids: dict):
         base = cls(**family).to_dict()
     over = _shrink(base, family=family)
     over.update({k: v for k, v in special_ids.items() if k in base})
-    for key in ("vocab_size",):
-        if key in base:
-            over[key] = vocab_size
+    over.update({k: vocab_size for k in VOCAB_KEYS if k in base})
     for sub in ("text_config",):
         if isinstance(over.get(sub), dict):
-            over[sub]["vocab_size"] = vocab_size
+            over[sub].update({k: vocab_size for k in VOCAB_KEYS if k in over[sub]})
             over[sub].update({k: v for k, v in special_ids.items() if k in over[sub]})
     return cls(**{k: v for k, v in base.items() if k not in ("transformers_version", "model_type")} | over)
 
@@ -255,6 +255,8 @@ def _reference(model, tokenizer, routers_in_ref: list[torch.nn.Module]) -> tuple
             recorded = getattr(out, "router_logits", None)
             if recorded and all(isinstance(t, torch.Tensor) for t in recorded):
                 logits = [t.reshape(-1, t.shape[-1])[-1] for t in recorded]
+                if all(is_probabilities(t) for t in logits):  # compared with softmax(RW) then
+                    how = "router_logits (post-softmax)"
             else:
                 how = "router hooks"
                 logits = [t.reshape(-1, t.shape[-1])[-1] for t in captured]
@@ -334,6 +336,8 @@ def check_family(model_type: str, workdir: str | Path | None = None) -> Row:
             for side in ("left", "right"):
                 for batch in (1, 7):
                     feats = extract(lm, TEXTS, batch_size=batch, padding_side=side, progress=False)
+                    if "post-softmax" in how:
+                        feats["rw"] = torch.from_numpy(feats["rw"]).softmax(-1).numpy()
                     for name, ref in (("hs", hs), ("rw", rw)):
                         want = np.stack([r.numpy() for r in ref])
                         if feats[name].shape != want.shape:

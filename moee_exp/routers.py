@@ -35,12 +35,14 @@ def text_config(config):
 
 
 def expert_count(config) -> int | None:
+    """The (text) config's expert count, also from a nested config of its own (DBRX: ``ffn_config``)."""
     cfg = text_config(config)
     for attr in EXPERT_COUNT_ATTRS:
         value = getattr(cfg, attr, None)
         if isinstance(value, int) and value > 1:
             return value
-    return None
+    nested = [v for v in vars(cfg).values() if hasattr(v, "to_dict") and v is not cfg]
+    return next((n for v in nested if (n := expert_count(v)) is not None), None)
 
 
 def find_routers(model: torch.nn.Module) -> list[Router]:

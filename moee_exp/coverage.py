@@ -53,6 +53,9 @@ SMALL = {
     "qk_nope_head_dim": 8, "v_head_dim": 16, "zero_expert_num": 0, "sliding_window": 64, "num_shared_experts": 1,
     "n_shared_experts": 1, "moe_num_shared_experts": 1, "router_aux_loss_coef": 0.0, "moe_topk": 2,
     "hidden_size_per_layer_input": 16,
+    # multimodal towers: their width where it meets the text tower, and their heads
+    "text_hidden_size": 64, "out_hidden_size": 64, "audio_hidden_size": 64, "output_dim": 64,
+    "projection_hidden_dim": 64, "projector_hidden_size": 64, "encoder_attention_heads": 4, "encoder_ffn_dim": 64,
 }
 # Unset (None) by default in families whose MoE is optional (Gemma 4) or set per checkpoint (DeepSeek-V2, dots1).
 NULLABLE = {"num_experts_per_tok", "top_k_experts", "moe_intermediate_size", "n_shared_experts", "head_dim",
@@ -66,7 +69,6 @@ FAMILY: dict[str, dict] = {
                  "num_dense_layers": 1},
     "deepseek_ocr2": {"mlp_layer_types": ["dense", "sparse", "sparse", "sparse"]},  # unset by default
     "step3p7": {"sliding_window": 64},  # its layer types use sliding attention, but the window is unset
-    "zaya": {"num_experts_per_tok": 1, "router_hidden_size": 32},  # ZAYA supports top-1 only
     "granitemoehybrid": {"mamba_n_heads": 4, "mamba_d_head": 32, "mamba_d_state": 16, "mamba_chunk_size": 16,
                          "shared_intermediate_size": 32},  # Mamba heads x head dim = 2 x hidden
     "mistral4": {"head_dim": 16},  # its head_dim is qk_nope + qk_rope (the rotary fraction is of that)
@@ -74,8 +76,18 @@ FAMILY: dict[str, dict] = {
                   "index_n_heads": 4, "index_topk": 16},  # as many KV heads as query heads
     "glm4v_moe": {"rope_parameters": {"rope_type": "default", "mrope_section": [2, 1, 1]}},  # sums to rotary dim/2
     "hy_v4_vl": {"rope_parameters": {"rope_type": "default", "mrope_section": [2, 1, 1]}},  # sums to qk_rope/2
+    # its forward reads these ids, absent from its default config; out of our vocabulary, so never matched
+    "qwen3_omni_moe_thinker": {"vision_start_token_id": 10**6, "audio_start_token_id": 10**6 + 1},
+    "nemo_speechlm": {"blank_token_id": 511},  # the ASR head's blank class must lie in the (tiny) vocabulary
+    "dots3_note": {"head_dim": 16, "index_head_dim": 16, "index_n_heads": 4, "index_topk": 16,  # SWA head_dim =
+                   "shared_experts_intermediate_size": 32, "adapter_in_dim": 64, "adapter_input_size": 64},  # qk_nope + qk_rope
+    "qwen4_exp": {"indexer_n_heads": 2, "indexer_kv_heads": 1, "indexer_head_dim": 16, "indexer_budget": 16,
+                  "indexer_compress_ratio": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
+                  "linear_num_key_heads": 2, "linear_num_value_heads": 4, "ple_embed_dim": 32, "ngram_vocab_size_base": 1024,
+                  "split_ngram_parts": 4, "hc_lowrank": 16},  # its sparse-attention indexer is unset by default
+    "zaya": {"num_experts_per_tok": 1, "router_hidden_size": 32},  # ZAYA supports top-1 only
 }
-for _mt in ("gemma4", "glm5_next", "glm4v_moe", "hy_v4_vl"):  # their text-only configs: the same values
+for _mt in ("gemma4", "glm5_next", "glm4v_moe", "hy_v4_vl", "dots3_note", "qwen4_exp"):  # their text-only configs: the same values
     FAMILY[_mt + "_text"] = FAMILY[_mt]
 VOCAB_KEYS = ("vocab_size", "vocab_size_per_layer_input", "unpadded_vocab_size")  # all = the tokenizer's
 LAYER_COUNT_ATTRS = ("num_hidden_layers", "n_layers", "num_layers")
@@ -165,6 +177,10 @@ def _shrink(cfg: dict, n_layers_before: int | None = None, family: dict | None =
     return over
 
 
+def _has_key(cfg: dict, key: str) -> bool:
+    return key in cfg or any(_has_key(v, key) for v in cfg.values() if isinstance(v, dict))
+
+
 def tiny_config(model_type: str, vocab_size: int, special_ids: dict):
     from transformers import CONFIG_MAPPING
 
@@ -175,6 +191,7 @@ def tiny_config(model_type: str, vocab_size: int, special_ids: dict):
     except Exception:  # noqa: BLE001 a default config its own validation rejects: the family's values make it valid
         base = cls(**family).to_dict()
     over = _shrink(base, family=family)
+    over.update({k: v for k, v in family.items() if not _has_key(base, k)})  # a value the defaults lack
     over.update({k: v for k, v in special_ids.items() if k in base})
     over.update({k: vocab_size for k in VOCAB_KEYS if k in base})
     for sub in ("text_config",):

@@ -62,8 +62,8 @@ def check_routers(lm) -> str:
         return "not checked (the model records no router logits)"
     if missed := [r.name for r, o in zip(lm.routers, ours) if o is None]:
         raise UnsupportedRouterError(
-            f"{name}: router {missed[0]} is never called as a module (the model reads its weight directly), so "
-            "MoEE cannot read the hidden state it routes; it refuses this family rather than guess"
+            f"{name}: router-shaped {missed[0]} is not called on text (its weight is read directly, or it routes "
+            "another modality), so MoEE cannot read its input; it refuses this family rather than guess"
         )
     if len(recorded) != len(lm.routers):
         raise UnsupportedRouterError(

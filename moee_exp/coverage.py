@@ -80,13 +80,15 @@ FAMILY: dict[str, dict] = {
     # its forward reads these ids, absent from its default config; out of our vocabulary, so never matched
     "qwen3_omni_moe_thinker": {"vision_start_token_id": 10**6, "audio_start_token_id": 10**6 + 1},
     "nemo_speechlm": {"blank_token_id": 511},  # the ASR head's blank class must lie in the (tiny) vocabulary
-    "dots3_note": {"head_dim": 16, "index_head_dim": 16, "index_n_heads": 4, "index_topk": 16,  # SWA head_dim =
+    # its sliding-window layers' head_dim must be qk_nope + qk_rope; the vision adapter meets the text width
+    "dots3_note": {"head_dim": 16, "index_head_dim": 16, "index_n_heads": 4, "index_topk": 16,
                    "shared_experts_intermediate_size": 32, "adapter_in_dim": 64, "adapter_input_size": 64,
-                   "adapter_out_dim": 64},  # qk_nope + qk_rope
+                   "adapter_out_dim": 64},
+    # its sparse-attention indexer is unset by default; linear-attention value heads a multiple of key heads
     "qwen4_exp": {"indexer_n_heads": 2, "indexer_kv_heads": 1, "indexer_head_dim": 16, "indexer_budget": 16,
                   "indexer_compress_ratio": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
-                  "linear_num_key_heads": 2, "linear_num_value_heads": 4, "ple_embed_dim": 32, "ngram_vocab_size_base": 1024,
-                  "split_ngram_parts": 4, "hc_lowrank": 16},  # its sparse-attention indexer is unset by default
+                  "linear_num_key_heads": 2, "linear_num_value_heads": 4, "ple_embed_dim": 32,
+                  "ngram_vocab_size_base": 1024, "split_ngram_parts": 4, "hc_lowrank": 16},
     "zaya": {"num_experts_per_tok": 1, "router_hidden_size": 32},  # ZAYA supports top-1 only
     "ernie4_5_vl_moe": {"rope_parameters": {"rope_type": "default", "mrope_section": [3, 3, 2]},  # sums to head/2
                         "moe_intermediate_size": [32, 32], "depth": 2},  # text and vision experts' widths
@@ -179,13 +181,14 @@ def _shrink(cfg: dict, n_layers_before: int | None = None, family: dict | None =
         elif layers and isinstance(value, (list, str)) and len(value) == layers and layers > N_LAYERS \
                 and key not in ("model_type", "architectures"):
             over[key] = value[:N_LAYERS]
-    if "head_dim" in over and "qk_rope_head_dim" in over and "head_dim" not in family:  # MLA: head_dim is the rotary part's width
+    if "head_dim" in over and "qk_rope_head_dim" in over and "head_dim" not in family:
+        # MLA: head_dim is the rotary part's width
         over["head_dim"] = over["qk_rope_head_dim"]
     if "kv_lora_rank" in over:  # MLA expands its latent to every query head: as many KV heads as query heads
-        if "num_key_value_heads" in cfg:
+        if "num_key_value_heads" in cfg and "num_key_value_heads" not in family:
             over["num_key_value_heads"] = over.get("num_attention_heads", cfg.get("num_attention_heads"))
         if "qk_head_dim" in cfg:  # derived in some configs, but serialized: recomputed for the shrunk parts
-            over["qk_head_dim"] = over.get("qk_nope_head_dim", 0) + over.get("qk_rope_head_dim", 0)
+            over["qk_head_dim"] = sum(over.get(k, cfg.get(k) or 0) for k in ("qk_nope_head_dim", "qk_rope_head_dim"))
     return over
 
 

@@ -390,7 +390,7 @@ def _why(model_type: str, error: str) -> str:
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     text = re.sub(r"/\S*/", "", text)  # no machine paths in the table
-    return f"{type(err).__name__}: {text[:160]}"
+    return f"{type(err).__name__}: {text[:220]}"
 
 
 def table(rows: list[Row]) -> str:

@@ -64,8 +64,9 @@ def find_routers(model: torch.nn.Module) -> list[Router]:
     ]
     if not routers:
         raise NotAMoEModelError(
-            f"{name}: config says {n_experts} experts but no module has a ({n_experts}, {hidden}) router weight; "
-            "if the model is quantized, its routers must be left unquantized (see moee_exp.loading)."
+            f"{name}: config says {n_experts} experts but no module has a ({n_experts}, {hidden}) router weight: "
+            "its router is not one linear map of the hidden state (e.g. a small MLP), or the model is quantized "
+            "and its routers must be left unquantized (see moee_exp.loading)."
         )
     return routers
 

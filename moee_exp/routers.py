@@ -65,8 +65,8 @@ def find_routers(model: torch.nn.Module) -> list[Router]:
     if not routers:
         raise NotAMoEModelError(
             f"{name}: config says {n_experts} experts but no module has a ({n_experts}, {hidden}) router weight: "
-            "its router is not one linear map of the hidden state (e.g. a small MLP), or the model is quantized "
-            "and its routers must be left unquantized (see moee_exp.loading)."
+            "its router is not one linear map to a logit per expert (an MLP or product keys?), or the model is "
+            "quantized and its routers must be left unquantized (see moee_exp.loading)."
         )
     return routers
 

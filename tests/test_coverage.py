@@ -51,3 +51,31 @@ def test_router_self_check_refuses_a_wrong_router(tiny_lm):
                      lm.device, lm.settings)
     with pytest.raises(UnsupportedRouterError, match="refuses this family"):
         check_routers(extra)
+
+
+def test_expert_count_read_from_a_nested_config():
+    """DBRX names its expert count in ffn_config only: without it the family would be called dense."""
+    from transformers import DbrxConfig
+
+    from moee_exp.routers import expert_count
+
+    assert expert_count(DbrxConfig(ffn_config={"moe_num_experts": 6})) == 6
+
+
+def test_router_check_refuses_encoder_decoder_and_uncalled_routers(tiny_lm):
+    """Routers split over an encoder and a decoder, or a router-shaped module the forward never calls, are refused."""
+    lm = tiny_lm("tiny")
+    split = [Router(("encoder." if i % 2 else "decoder.") + r.name, r.module) for i, r in enumerate(lm.routers)]
+    with pytest.raises(UnsupportedRouterError, match="encoder-decoder"):
+        check_routers(type(lm)(lm.model, lm.tokenizer, split, lm.name_or_path, lm.device, lm.settings))
+    uncalled = lm.routers + [Router("unused", torch.nn.Linear(4, 4))]
+    with pytest.raises(UnsupportedRouterError, match="not called on text"):
+        check_routers(type(lm)(lm.model, lm.tokenizer, uncalled, lm.name_or_path, lm.device, lm.settings))
+
+
+def test_post_softmax_router_logits_are_recognised():
+    """Gemma 4 records softmax(logits) as router_logits: compared as probabilities, never mistaken for logits."""
+    from moee_exp.router_check import is_probabilities
+
+    logits = torch.randn(3, 6)
+    assert is_probabilities(logits.softmax(-1)) and not is_probabilities(logits)

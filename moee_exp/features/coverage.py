@@ -27,6 +27,7 @@ import torch
 from ..errors import NotAMoEModelError, UnsupportedRouterError
 from .extract import decoder_layers, extract
 from .loading import load_model
+from .router_check import is_probabilities
 from .routers import EXPERT_COUNT_ATTRS, find_routers, text_config
 from .tiny import _train_tokenizer
 
@@ -54,11 +55,59 @@ SMALL = {
     "n_group": 2, "num_expert_group": 2, "topk_group": 1, "first_k_dense_replace": 1, "decoder_sparse_step": 1,
     "moe_layer_freq": 1, "mlp_only_layers": [], "kv_lora_rank": 16, "q_lora_rank": 32, "qk_rope_head_dim": 8,
     "qk_nope_head_dim": 8, "v_head_dim": 16, "zero_expert_num": 0, "sliding_window": 64, "num_shared_experts": 1,
-    "n_shared_experts": 1, "moe_num_shared_experts": 1, "router_aux_loss_coef": 0.0,
+    "n_shared_experts": 1, "moe_num_shared_experts": 1, "router_aux_loss_coef": 0.0, "moe_topk": 2,
+    "hidden_size_per_layer_input": 16,
+    # multimodal towers: their width where it meets the text tower, and their heads
+    "text_hidden_size": 64, "out_hidden_size": 64, "audio_hidden_size": 64, "output_dim": 64,
+    "projection_hidden_dim": 64, "projector_hidden_size": 64, "encoder_attention_heads": 4, "encoder_ffn_dim": 64,
 }
 # Unset (None) by default in families whose MoE is optional (Gemma 4) or set per checkpoint (DeepSeek-V2, dots1).
 NULLABLE = {"num_experts_per_tok", "top_k_experts", "moe_intermediate_size", "n_shared_experts", "head_dim",
             "first_k_dense_replace"}
+# What the generic shrinking cannot guess, per family: its values replace the config's wherever the key occurs
+# (top level or sub-config). One line of why each.
+FAMILY: dict[str, dict] = {
+    "gemma4": {"enable_moe_block": True},  # MoE is optional in Gemma 4 (off by default)
+    "dbrx": {"attn_config": {"rope_theta": 500000.0, "clip_qkv": 8.0}},  # its attention reads both, unset by default
+    "lfm2_moe": {"layer_types": ["conv", "full_attention", "conv", "full_attention"],  # unset by default
+                 "num_dense_layers": 1},
+    "deepseek_ocr2": {"mlp_layer_types": ["dense", "sparse", "sparse", "sparse"]},  # unset by default
+    "step3p7": {"sliding_window": 64},  # its layer types use sliding attention, but the window is unset
+    "granitemoehybrid": {"mamba_n_heads": 4, "mamba_d_head": 32, "mamba_d_state": 16, "mamba_chunk_size": 16,
+                         "shared_intermediate_size": 32},  # Mamba heads x head dim = 2 x hidden
+    "mistral4": {"head_dim": 16},  # its head_dim is qk_nope + qk_rope (the rotary fraction is of that)
+    "glm5_next": {"num_key_value_heads": 4, "linear_head_dim": 16, "linear_num_heads": 4, "index_head_dim": 16,
+                  "index_n_heads": 4, "index_topk": 16, "qk_rope_head_dim": 0,
+                  "qk_nope_head_dim": 16, "head_dim": 16},  # as many KV heads as query heads; NoPE DSA layers
+    "glm4v_moe": {"rope_parameters": {"rope_type": "default", "mrope_section": [2, 1, 1]}},  # sums to rotary dim/2
+    "hy_v4_vl": {"rope_parameters": {"rope_type": "default", "mrope_section": [2, 1, 1]}},  # sums to qk_rope/2
+    # its forward reads these ids, absent from its default config; out of our vocabulary, so never matched
+    "qwen3_omni_moe_thinker": {"vision_start_token_id": 10**6, "audio_start_token_id": 10**6 + 1},
+    "nemo_speechlm": {"blank_token_id": 511},  # the ASR head's blank class must lie in the (tiny) vocabulary
+    # its sliding-window layers' head_dim must be qk_nope + qk_rope; the vision adapter meets the text width
+    "dots3_note": {"head_dim": 16, "index_head_dim": 16, "index_n_heads": 4, "index_topk": 16,
+                   "shared_experts_intermediate_size": 32, "adapter_in_dim": 64, "adapter_input_size": 64,
+                   "adapter_out_dim": 64},
+    # its sparse-attention indexer is unset by default; linear-attention value heads a multiple of key heads
+    "qwen4_exp": {"indexer_n_heads": 2, "indexer_kv_heads": 1, "indexer_head_dim": 16, "indexer_budget": 16,
+                  "indexer_compress_ratio": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
+                  "linear_num_key_heads": 2, "linear_num_value_heads": 4, "ple_embed_dim": 32,
+                  "ngram_vocab_size_base": 1024, "split_ngram_parts": 4, "hc_lowrank": 16},
+    "zaya": {"num_experts_per_tok": 1, "router_hidden_size": 32},  # ZAYA supports top-1 only
+    "ernie4_5_vl_moe": {"rope_parameters": {"rope_type": "default", "mrope_section": [3, 3, 2]},  # sums to head/2
+                        "moe_intermediate_size": [32, 32], "depth": 2},  # text and vision experts' widths
+    # a dense drafter for Gemma 4 (its validation forbids MoE): built as such, to show it is refused
+    "gemma4_assistant": {"text_config": {"hidden_size_per_layer_input": 0, "vocab_size_per_layer_input": 0,
+                                         "num_experts": None, "enable_moe_block": False, "num_kv_shared_layers": 0}},
+}
+for _mt in ("gemma4", "glm5_next", "glm4v_moe", "hy_v4_vl", "dots3_note", "qwen4_exp"):  # text-only configs: the same
+    FAMILY[_mt + "_text"] = FAMILY[_mt]
+# Families whose tiny build fails for a reason outside MoEE, in words (the row shows it with the error's type).
+WHY_NOT_BUILT = {
+    "nemo_speechlm": "its audio tower's weights do not load back after saving at tiny sizes (transformers' "
+                     "checkpoint conversion of q/k/v), so its MoE text tower is never reached",
+}
+VOCAB_KEYS = ("vocab_size", "vocab_size_per_layer_input", "unpadded_vocab_size")  # all = the tokenizer's
 LAYER_COUNT_ATTRS = ("num_hidden_layers", "n_layers", "num_layers")
 log = logging.getLogger(__name__)
 
@@ -113,42 +162,63 @@ def moe_model_types() -> list[str]:
     return out
 
 
-def _shrink(cfg: dict, n_layers_before: int | None = None) -> dict:
-    """Overrides making ``cfg`` (a config's to_dict) tiny; per-layer lists and patterns are cut to N_LAYERS."""
+def _shrink(cfg: dict, n_layers_before: int | None = None, family: dict | None = None) -> dict:
+    """Overrides making ``cfg`` (a config's to_dict) tiny; per-layer lists and patterns are cut to N_LAYERS.
+
+    ``family`` (a FAMILY entry) sets its values wherever the key occurs, before anything else."""
     over: dict = {}
+    family = family or {}
     layers = next((cfg[k] for k in LAYER_COUNT_ATTRS if isinstance(cfg.get(k), int)), n_layers_before)
     for key, value in cfg.items():
-        if key in SMALL and (type(value) is type(SMALL[key]) or (value is None and key in NULLABLE)):
+        if key in family:
+            extra = family[key]
+            over[key] = {**value, **_shrink(value, layers), **extra} if isinstance(value, dict) else extra
+        elif key in SMALL and (type(value) is type(SMALL[key]) or (value is None and key in NULLABLE)):
             over[key] = SMALL[key]
         elif key in LAYER_COUNT_ATTRS and isinstance(value, int):
             over[key] = min(value, N_LAYERS)
         elif key in EXPERT_COUNT_ATTRS and (value is None or isinstance(value, int)):  # HunYuan defaults to 1
             over[key] = N_EXPERTS
+        elif key == "per_layer_config" and isinstance(value, dict):  # heterogeneous layers: those kept, shrunk
+            over[key] = {i: {**v, **_shrink(v, layers)} for i, v in value.items() if int(i) < N_LAYERS}
         elif isinstance(value, dict):
-            sub = _shrink(value, layers)
+            sub = _shrink(value, layers, family)
             if sub:
                 over[key] = {**value, **sub}
         elif layers and isinstance(value, (list, str)) and len(value) == layers and layers > N_LAYERS \
                 and key not in ("model_type", "architectures"):
             over[key] = value[:N_LAYERS]
-    if "head_dim" in over and "qk_rope_head_dim" in over:  # MLA: head_dim is the rotary part's width
+    if "head_dim" in over and "qk_rope_head_dim" in over and "head_dim" not in family:
+        # MLA: head_dim is the rotary part's width
         over["head_dim"] = over["qk_rope_head_dim"]
+    if "kv_lora_rank" in over:  # MLA expands its latent to every query head: as many KV heads as query heads
+        if "num_key_value_heads" in cfg and "num_key_value_heads" not in family:
+            over["num_key_value_heads"] = over.get("num_attention_heads", cfg.get("num_attention_heads"))
+        if "qk_head_dim" in cfg:  # derived in some configs, but serialized: recomputed for the shrunk parts
+            over["qk_head_dim"] = sum(over.get(k, cfg.get(k) or 0) for k in ("qk_nope_head_dim", "qk_rope_head_dim"))
     return over
+
+
+def _has_key(cfg: dict, key: str) -> bool:
+    return key in cfg or any(_has_key(v, key) for v in cfg.values() if isinstance(v, dict))
 
 
 def tiny_config(model_type: str, vocab_size: int, special_ids: dict):
     from transformers import CONFIG_MAPPING
 
     cls = CONFIG_MAPPING[model_type]
-    base = cls().to_dict()
-    over = _shrink(base)
+    family = FAMILY.get(model_type, {})
+    try:
+        base = cls().to_dict()
+    except Exception:  # noqa: BLE001 a default config its own validation rejects: the family's values make it valid
+        base = cls(**family).to_dict()
+    over = _shrink(base, family=family)
+    over.update({k: v for k, v in family.items() if not _has_key(base, k)})  # a value the defaults lack
     over.update({k: v for k, v in special_ids.items() if k in base})
-    for key in ("vocab_size",):
-        if key in base:
-            over[key] = vocab_size
+    over.update({k: vocab_size for k in VOCAB_KEYS if k in base and not _has_key(family, k)})
     for sub in ("text_config",):
         if isinstance(over.get(sub), dict):
-            over[sub]["vocab_size"] = vocab_size
+            over[sub].update({k: vocab_size for k in VOCAB_KEYS if k in over[sub] and not _has_key(family, k)})
             over[sub].update({k: v for k, v in special_ids.items() if k in over[sub]})
     return cls(**{k: v for k, v in base.items() if k not in ("transformers_version", "model_type")} | over)
 
@@ -221,6 +291,8 @@ def _reference(model, tokenizer, routers_in_ref: list[torch.nn.Module]) -> tuple
             recorded = getattr(out, "router_logits", None)
             if recorded and all(isinstance(t, torch.Tensor) for t in recorded):
                 logits = [t.reshape(-1, t.shape[-1])[-1] for t in recorded]
+                if all(is_probabilities(t) for t in logits):  # compared with softmax(RW) then
+                    how = "router_logits (post-softmax)"
             else:
                 how = "router hooks"
                 logits = [t.reshape(-1, t.shape[-1])[-1] for t in captured]
@@ -272,13 +344,13 @@ def check_family(model_type: str, workdir: str | Path | None = None) -> Row:
         try:
             build_tiny(model_type, path)
         except Exception as err:  # noqa: BLE001 a config we cannot shrink: reported, not hidden
-            return Row(model_type, "not built", notes=_one_line(err))
+            return Row(model_type, "not built", notes=_why(model_type, _one_line(err)))
         try:
             lm = load_model(str(path), dtype="float32", device="cpu")
         except (NotAMoEModelError, UnsupportedRouterError) as err:
             return Row(model_type, "error", notes=_one_line(err))
         except Exception as err:  # noqa: BLE001
-            return Row(model_type, "not built", notes="load: " + _one_line(err))
+            return Row(model_type, "not built", notes=_why(model_type, "load: " + _one_line(err)))
         routers = f"{len(lm.routers)} x {lm.n_experts}"
         dims = str(len(lm.routers) * lm.n_experts)
         auto = AutoModelForCausalLM if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModel
@@ -295,6 +367,8 @@ def check_family(model_type: str, workdir: str | Path | None = None) -> Row:
             for side in ("left", "right"):
                 for batch in (1, 7):
                     feats = extract(lm, TEXTS, batch_size=batch, padding_side=side, progress=False)
+                    if "post-softmax" in how:
+                        feats["rw"] = torch.from_numpy(feats["rw"]).softmax(-1).numpy()
                     for name, ref in (("hs", hs), ("rw", rw)):
                         want = np.stack([r.numpy() for r in ref])
                         if feats[name].shape != want.shape:
@@ -307,10 +381,15 @@ def check_family(model_type: str, workdir: str | Path | None = None) -> Row:
         return Row(model_type, "differs" if bad else "ok", routers, dims, how, "; ".join(bad + notes))
 
 
+def _why(model_type: str, error: str) -> str:
+    why = WHY_NOT_BUILT.get(model_type)
+    return f"{why} ({error.split(':')[0]})" if why else error
+
+
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     text = re.sub(r"/\S*/", "", text)  # no machine paths in the table
-    return f"{type(err).__name__}: {text[:160]}"
+    return f"{type(err).__name__}: {text[:220]}"
 
 
 def table(rows: list[Row]) -> str:

@@ -25,9 +25,21 @@ PROBE = "Routers are checked against the model's own router logits."
 RTOL = 0.05
 
 
+def is_probabilities(t: torch.Tensor) -> bool:
+    """Rows that are a distribution: what a family records when its "router_logits" are post-softmax."""
+    return bool((t >= 0).all()) and bool(torch.allclose(t.sum(-1), torch.ones(()), atol=1e-4))
+
+
 @torch.inference_mode()
 def check_routers(lm) -> str:
     """Raise UnsupportedRouterError where our RW is not the model's router logits; return how it was checked."""
+    name = lm.name_or_path
+    stacks = {part for r in lm.routers for part in r.name.split(".") if part in ("encoder", "decoder")}
+    if getattr(lm.model.config, "is_encoder_decoder", False) or len(stacks) > 1:
+        raise UnsupportedRouterError(
+            f"{name}: an encoder-decoder model (routers in {' and '.join(sorted(stacks)) or 'both stacks'}); MoEE "
+            "embeds with a decoder-only LM's last token and routers, so it refuses this family rather than guess"
+        )
     ids = lm.tokenizer(PROBE, return_tensors="pt")["input_ids"].to(lm.device)
     ours: list = [None] * len(lm.routers)
 
@@ -49,8 +61,12 @@ def check_routers(lm) -> str:
     recorded = getattr(out, "router_logits", None)
     if not recorded or not all(isinstance(t, torch.Tensor) for t in recorded):
         return "not checked (the model records no router logits)"
-    name = lm.name_or_path
-    if len(recorded) != len(lm.routers) or any(o is None for o in ours):
+    if missed := [r.name for r, o in zip(lm.routers, ours) if o is None]:
+        raise UnsupportedRouterError(
+            f"{name}: router-shaped {missed[0]} is not called on text (its weight is read directly, or it routes "
+            "another modality), so MoEE cannot read its input; it refuses this family rather than guess"
+        )
+    if len(recorded) != len(lm.routers):
         raise UnsupportedRouterError(
             f"{name}: {len(lm.routers)} modules have a router-shaped weight ({', '.join(r.name for r in lm.routers[:3])}"
             f"{', ...' if len(lm.routers) > 3 else ''}) but the model reports {len(recorded)} router outputs per "
@@ -61,7 +77,10 @@ def check_routers(lm) -> str:
         if theirs.shape != mine.shape:
             raise UnsupportedRouterError(f"{name}: router {router.name} gives {tuple(mine.shape)} logits, the model "
                                          f"reports {tuple(theirs.shape)}; RW would be wrong, so the family is refused")
-        err = float((mine.to(theirs.device) - theirs).abs().max())
+        mine = mine.to(theirs.device)
+        if is_probabilities(theirs):  # some families (Gemma 4) record softmax(logits) as "router_logits"
+            mine = mine.softmax(-1)
+        err = float((mine - theirs).abs().max())
         scale = float(theirs.abs().max()) + 1e-6
         if err > RTOL * scale:
             raise UnsupportedRouterError(

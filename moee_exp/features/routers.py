@@ -29,12 +29,14 @@ def text_config(config):
 
 
 def expert_count(config) -> int | None:
+    """The (text) config's expert count, also from a nested config of its own (DBRX: ``ffn_config``)."""
     cfg = text_config(config)
     for attr in EXPERT_COUNT_ATTRS:
         value = getattr(cfg, attr, None)
         if isinstance(value, int) and value > 1:
             return value
-    return None
+    nested = [v for v in vars(cfg).values() if hasattr(v, "to_dict") and v is not cfg]
+    return next((n for v in nested if (n := expert_count(v)) is not None), None)
 
 
 def find_routers(model: torch.nn.Module) -> list[Router]:
@@ -56,8 +58,9 @@ def find_routers(model: torch.nn.Module) -> list[Router]:
     ]
     if not routers:
         raise NotAMoEModelError(
-            f"{name}: config says {n_experts} experts but no module has a ({n_experts}, {hidden}) router weight; "
-            "if the model is quantized, its routers must be left unquantized (see moee_exp.features.loading)."
+            f"{name}: config says {n_experts} experts but no module has a ({n_experts}, {hidden}) router weight: "
+            "its router is not one linear map to a logit per expert (an MLP or product keys?), or the model is "
+            "quantized and its routers must be left unquantized (see moee_exp.features.loading)."
         )
     return routers
 

@@ -57,7 +57,7 @@ def test_expert_count_read_from_a_nested_config():
     """DBRX names its expert count in ffn_config only: without it the family would be called dense."""
     from transformers import DbrxConfig
 
-    from moee_exp.routers import expert_count
+    from moee_exp.features.routers import expert_count
 
     assert expert_count(DbrxConfig(ffn_config={"moe_num_experts": 6})) == 6
 
@@ -75,7 +75,7 @@ def test_router_check_refuses_encoder_decoder_and_uncalled_routers(tiny_lm):
 
 def test_post_softmax_router_logits_are_recognised():
     """Gemma 4 records softmax(logits) as router_logits: compared as probabilities, never mistaken for logits."""
-    from moee_exp.router_check import is_probabilities
+    from moee_exp.features.router_check import is_probabilities
 
     logits = torch.randn(3, 6)
     assert is_probabilities(logits.softmax(-1)) and not is_probabilities(logits)

@@ -155,7 +155,7 @@ class Featurizer:
                     for name in names:
                         ns.put(list(first), name, fresh[name])
         log.info("%s: %d text(s), %d from the feature cache, %d extracted", desc or "features", len(texts),
-                 len(texts) - int(np.count_nonzero(missing[inverse])) if first else len(texts), len(first))
+                 len(texts) - int(np.count_nonzero(missing[inverse])), len(first))
         # Read back what was just stored, so this call returns exactly what a later cache hit will.
         if first:
             locs = {name: ns.locate(keys, name) for name in names}

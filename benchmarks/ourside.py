@@ -107,7 +107,7 @@ def section(args, log=print) -> dict:
         texts = make_case(Path(tmp))
         inputs = [{"text": texts[i : i + 32]} for i in range(0, len(texts), 32)]  # mteb's batches of 32
         featurizer = Featurizer({"max_length": 512}, "{text}", progress=False, cache=FeatureCache(tmp))
-        featurizer._namespace = featurizer.cache.namespace(IDENTITY)  # the case's namespace (no model identity)
+        featurizer._namespaces[""] = featurizer.cache.namespace(IDENTITY)  # the case's namespace (no model identity)
         encoder = MoEEEncoder(featurizer, kind, alpha=alpha)
         before_ns = FeatureCache(tmp).namespace(IDENTITY)
 

@@ -125,7 +125,8 @@ def unit_rows(x: np.ndarray, scale: float = 1.0, inplace: bool = False) -> np.nd
     float64 where float32 cannot hold it). Within ~1 float32 ulp of the float64 fusion: no main score moved (BENCHMARKS).
     ``inplace``: written over ``x`` when it is float32 (a block the caller owns: no new array per block)."""
     flat = x.reshape(len(x), -1).astype(np.float32, copy=False)
-    sq = np.vecdot(flat, flat)  # (a BLAS dot per row: twice einsum's speed)
+    with np.errstate(over="ignore"):  # an overflow is caught below
+        sq = np.vecdot(flat, flat)  # (a dot per row: twice einsum's speed)
     if not np.isfinite(sq).all():
         sq = np.einsum("ij,ij->i", flat, flat, dtype=np.float64)
     norm = np.sqrt(sq, dtype=np.float64)

@@ -27,8 +27,9 @@ Layout (``cache.dir``, default ``${paths.cache_dir}/features``)::
   model loaded) once per model × prompt even when the jobs of a sweep start together; ``cache.lock=false`` turns
   this off (each job extracts its own misses).
 - The index (key → shard, row) is kept in memory per namespace for the life of the process, so the jobs of a
-  sweep run in one process (Hydra's basic launcher) read each shard's keys once; values are read with mmap,
-  each shard's rows in file order (several times faster than in the texts' order).
+  sweep run in one process (Hydra's basic launcher) read each shard's keys once; values are read from each
+  shard's memory map, kept open for the life of the process (its pages mapped once, not once per job), each
+  shard's rows in file order. ``locate`` finds keys once for both the check and the read.
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ def unit_rows(x: np.ndarray, scale: float = 1.0, inplace: bool = False) -> np.nd
         sq = np.einsum("ij,ij->i", flat, flat, dtype=np.float64)
     norm = np.sqrt(sq, dtype=np.float64)
     factor = (scale / np.where(norm > 0, norm, 1.0)).astype(np.float32)[:, None]
-    if inplace and flat.dtype == np.float32 and np.shares_memory(flat, x):
+    if inplace and np.may_share_memory(flat, x):  # (flat is x, not a float32 copy of it)
         return np.multiply(flat, factor, out=flat).reshape(x.shape)
     return (flat * factor).reshape(x.shape)
 

@@ -82,6 +82,25 @@ def test_partial_hit_extracts_only_what_is_missing(tmp_path, fresh_process, capl
     assert "6 text(s), 6 from the feature cache, 0 extracted" in caplog.text
 
 
+def test_repeated_texts_are_extracted_once_and_each_gets_its_row(tmp_path, fresh_process, caplog):
+    """Each distinct text is hashed, looked up and extracted once; every occurrence gets its features, in order."""
+    plain = make()(TEXTS[:6])
+    cache = FeatureCache(tmp_path)
+    make(cache)(TEXTS[:3])
+    order = [4, 0, 4, 5, 1, 0, 4, 3]
+    caplog.set_level(logging.INFO, logger="moee_exp.features.featurize")
+    feats = make(cache)([TEXTS[i] for i in order])
+    assert "8 text(s), 3 from the feature cache, 3 extracted" in caplog.text  # 4, 5, 3 once each
+    assert sum(len(np.load(p)) for p in shards(tmp_path, "hs")) == 6
+    featurize._loaded.clear()
+    loads = fresh_process()
+    again = make(FeatureCache(tmp_path))([TEXTS[i] for i in order])
+    assert fresh_process() == loads
+    for name in ("hs", "rw"):
+        np.testing.assert_allclose(feats[name], plain[name][order], rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(again[name], feats[name])
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip_byte", "garbage"])
 def test_bad_shard_is_detected_removed_and_recomputed(tmp_path, fresh_process, caplog, damage):
     good = make(FeatureCache(tmp_path))(TEXTS)

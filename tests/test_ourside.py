@@ -89,6 +89,28 @@ def test_get_returns_the_values_in_the_keys_order(small_blocks, tmp_path):
         ns.get(keys, "hs", out)
 
 
+def test_locate_then_read_and_what_is_a_cache_miss(small_blocks, tmp_path):
+    ns, texts, feats = filled_cache(tmp_path)
+    keys = text_keys(texts)
+    locs = ns.locate([*keys, text_key("not cached")], "hs")
+    assert (locs[-1] == -1).all() and (locs[:-1] >= 0).all()
+    np.testing.assert_array_equal(ns.contains([*keys, text_key("not cached")], "hs"), locs[:, 0] >= 0)
+    np.testing.assert_array_equal(ns.read(locs[:-1], "hs"), feats["hs"])
+    with pytest.raises(cache_mod.CacheMiss):  # a key not cached
+        ns.read(locs, "hs")
+    ns._drop("hs", int(locs[0, 0]))
+    with pytest.raises(cache_mod.CacheMiss):  # locations taken before their shard was dropped
+        ns.read(locs[:-1], "hs")
+    # a shard written by this process and gone before its first read: dropped, its texts no longer cached
+    other = FeatureCache(tmp_path / "other").namespace({"t": 2})
+    other.put(keys[:5], "hs", feats["hs"][:5])
+    (shard,) = (tmp_path / "other").glob("*/hs/*.npy")
+    shard.unlink()
+    with pytest.raises(cache_mod.CacheMiss):
+        other.get(keys[:5], "hs")
+    assert not other.contains(keys[:5], "hs").any()
+
+
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
 def test_moee_sum_read_through_the_sink_equals_fuse(small_blocks, tmp_path, alpha):
     ns, texts, feats = filled_cache(tmp_path)

@@ -27,8 +27,9 @@ Layout (``cache.dir``, default ``${paths.cache_dir}/features``)::
   model loaded) once per model × prompt even when the jobs of a sweep start together; ``cache.lock=false`` turns
   this off (each job extracts its own misses).
 - The index (key → shard, row) is kept in memory per namespace for the life of the process, so the jobs of a
-  sweep run in one process (Hydra's basic launcher) read each shard's keys once; values are read with mmap,
-  each shard's rows in file order (several times faster than in the texts' order).
+  sweep run in one process (Hydra's basic launcher) read each shard's keys once; values are read from each
+  shard's memory map, kept open for the life of the process (its pages mapped once, not once per job), each
+  shard's rows in file order. ``locate`` finds keys once for both the check and the read.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, repeat
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,7 @@ _STALE_TMP_S = 24 * 3600  # a temp file this old belongs to a writer that was ki
 LOCK_FIRST_LOG_S = 2.0  # a job waiting for the extraction lock says who holds it after this long ...
 LOCK_LOG_EVERY_S = 60.0  # ... and then this often
 LOCK_POLL_S = 0.25
+_NOWHERE = (-1, -1)  # the location of a key that is not cached
 GATHER_ROWS = 128  # rows copied per step of a read: a step's block (1 MB at 2048 dims) stays in the CPU's cache
 
 
@@ -142,10 +144,14 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 class _Shard:
-    __slots__ = ("path", "dtype", "shape")
+    __slots__ = ("path", "dtype", "shape", "values")
 
-    def __init__(self, path: Path, dtype: np.dtype, shape: tuple):
+    def __init__(self, path: Path, dtype: np.dtype, shape: tuple, values: np.ndarray | None = None):
         self.path, self.dtype, self.shape = path, dtype, shape
+        # the memory-mapped values, kept open for the life of the process once read: a read faults the pages into
+        # this mapping once, not once per job (shards are never changed in place, only replaced or removed, which
+        # leaves a mapping valid)
+        self.values = values
 
 
 class Namespace:
@@ -206,7 +212,7 @@ class Namespace:
                 raise ValueError(f"unexpected record layout {arr.dtype}")
             raw = np.ascontiguousarray(arr["key"]).tobytes()
             value = arr.dtype["value"]
-            shard = _Shard(path, value.base, value.shape)
+            shard = _Shard(path, value.base, value.shape, np.asarray(arr["value"]))  # the mapping is kept
             del arr
         except FileNotFoundError:
             return None, []
@@ -227,9 +233,16 @@ class Namespace:
         return shard, [raw[i : i + KEY_BYTES] for i in range(0, len(raw), KEY_BYTES)]
 
     def contains(self, keys: Sequence[bytes], feature: str) -> np.ndarray:
+        return self.locate(keys, feature)[:, 0] >= 0
+
+    def locate(self, keys: Sequence[bytes], feature: str) -> np.ndarray:
+        """(shard, row) of each key's ``feature`` as an (n, 2) array, (-1, -1) where not cached, after a refresh:
+        ``read`` takes it (one dict lookup per key for both the check and the read)."""
         self.refresh(feature)
-        index = self._index[feature]
-        return np.fromiter(map(index.__contains__, keys), bool, len(keys))
+        with self._lock:
+            index = self._index[feature]
+            flat = np.fromiter(chain.from_iterable(map(index.get, keys, repeat(_NOWHERE))), np.int64, 2 * len(keys))
+        return flat.reshape(len(keys), 2)
 
     def value_shape(self, key: bytes, feature: str) -> tuple:
         """The shape of one cached value of ``feature`` (that of ``key``'s shard: all shards of a feature agree)."""
@@ -238,45 +251,76 @@ class Namespace:
 
     def get(self, keys: Sequence[bytes], feature: str, out: np.ndarray | None = None, rows_fn=None) -> np.ndarray:
         """Cached values of ``keys`` in order (float features as float32). Raises CacheMiss if any is missing.
-
-        ``out`` (n, *value shape), e.g. a view into a larger array, receives the values instead of a new array;
-        ``rows_fn`` maps each block of rows read (float32, in cache order) to what is written (e.g. rows scaled to
-        norm 1: moee_exp.scoring.fuse.SumSink), so a caller's transform costs no second pass over memory.
-        """
+        ``out`` and ``rows_fn``: see ``read``."""
         if not len(keys):
             raise ValueError("get() needs at least one key")
         with self._lock:
-            index, shards = self._index.get(feature, {}), self._shards.get(feature, [])
+            index = self._index.get(feature, {})
             try:  # (shard, row) of every key, flat: one C-level pass over the dict
                 locs = np.fromiter(chain.from_iterable(map(index.__getitem__, keys)), np.int64, 2 * len(keys))
             except KeyError as err:
                 raise CacheMiss(f"{feature}: a key is not cached") from err
-            locs = locs.reshape(len(keys), 2)
-            first = shards[locs[0, 0]]
-            if out is None:
-                out = np.empty((len(keys), *first.shape), np.float32 if first.dtype.kind == "f" else first.dtype)
-            elif out.shape != (len(keys), *first.shape):
-                raise ValueError(f"out has shape {out.shape}, not {(len(keys), *first.shape)}")
-            # Each shard's rows are read in file order, GATHER_ROWS at a time: a memory map read in order is several
-            # times faster than in the texts' order (page faults map runs of pages ahead; a few MB in flight).
-            order = np.lexsort((locs[:, 1], locs[:, 0]))
-            for part in np.split(order, np.flatnonzero(np.diff(locs[order, 0])) + 1):
+            return self.read(locs.reshape(len(keys), 2), feature, out, rows_fn)
+
+    def read(self, locs: np.ndarray, feature: str, out: np.ndarray | None = None, rows_fn=None) -> np.ndarray:
+        """The values at ``locs`` ((n, 2) (shard, row), from ``locate``) in order (float features as float32).
+        Raises CacheMiss if one is not cached or its shard was dropped since.
+
+        ``out`` (n, *value shape), e.g. a view into a larger array, receives the values instead of a new array;
+        ``rows_fn`` maps each block of rows read (float32, in cache order; the block is the caller's to overwrite)
+        to what is written (e.g. rows scaled to norm 1: moee_exp.scoring.fuse.SumSink), so a caller's transform costs no
+        second pass over memory.
+        """
+        if not len(locs):
+            raise ValueError("read() needs at least one location")
+        with self._lock:
+            shards = self._shards.get(feature, [])
+            if locs[:, 0].min() < 0:
+                raise CacheMiss(f"{feature}: a key is not cached")
+            # Each shard's rows are read in file order, GATHER_ROWS at a time, from the shard's kept mapping: in
+            # order, a step's source pages are neighbours (and a text asked for twice is read from the CPU's cache).
+            order = np.argsort(locs[:, 0] * (1 << 40) + locs[:, 1], kind="stable")
+            parts = np.split(order, np.flatnonzero(np.diff(locs[order, 0])) + 1)
+            first = None
+            for part in parts:
                 s = int(locs[part[0], 0])
-                shard = shards[s]
-                try:
-                    if shard.shape != first.shape:
-                        raise ValueError(f"value shape {shard.shape} differs from {first.shape}")
-                    values = np.load(shard.path, mmap_mode="r", allow_pickle=False)["value"]
-                except (OSError, ValueError) as err:
-                    log.warning("feature cache: dropping shard %s: %s", shard.path, err)
-                    self._drop(feature, s)
-                    raise CacheMiss(f"{feature}: shard {shard.path.name} unreadable") from err
-                for j in range(0, len(part), GATHER_ROWS):
-                    at = part[j : j + GATHER_ROWS]
-                    block = values[locs[at, 1]]
-                    out[at] = block if rows_fn is None else rows_fn(block.astype(np.float32, copy=False))
-                del values
+                values = self._values(feature, s)
+                if first is None:
+                    first = shards[s]
+                    if out is None:
+                        kind = np.float32 if first.dtype.kind == "f" else first.dtype
+                        out = np.empty((len(locs), *first.shape), kind)
+                    elif out.shape != (len(locs), *first.shape):
+                        raise ValueError(f"out has shape {out.shape}, not {(len(locs), *first.shape)}")
+                elif shards[s].shape != first.shape:
+                    self._bad(feature, s, f"value shape {shards[s].shape} differs from {first.shape}")
+                rows = locs[part, 1]
+                for j in range(0, len(part), GATHER_ROWS):  # (np.take would copy the whole strided field first)
+                    block = values[rows[j : j + GATHER_ROWS]]
+                    out[part[j : j + GATHER_ROWS]] = block if rows_fn is None else rows_fn(block.astype(np.float32, copy=False))
             return out
+
+    def _values(self, feature: str, s: int) -> np.ndarray:
+        """Shard ``s``'s values, memory-mapped once and kept; a shard dropped or unreadable is a CacheMiss."""
+        shards = self._shards.get(feature, [])
+        shard = shards[s] if s < len(shards) else None
+        if shard is None:
+            raise CacheMiss(f"{feature}: a shard was dropped")
+        if shard.values is None:
+            try:
+                values = np.asarray(np.load(shard.path, mmap_mode="r", allow_pickle=False)["value"])
+                if values.shape[1:] != tuple(shard.shape):
+                    raise ValueError(f"value shape {values.shape[1:]} differs from {shard.shape}")
+            except (OSError, ValueError) as err:
+                self._bad(feature, s, err)
+            shard.values = values
+        return shard.values
+
+    def _bad(self, feature: str, s: int, why) -> None:
+        shard = self._shards[feature][s]
+        log.warning("feature cache: dropping shard %s: %s", shard.path, why)
+        self._drop(feature, s)
+        raise CacheMiss(f"{feature}: shard {shard.path.name} unreadable")
 
     def _drop(self, feature: str, s: int) -> None:
         shard = self._shards[feature][s]

@@ -22,6 +22,9 @@ from analysis import collect as col
 from analysis import complementarity, report, tables
 from analysis import prompt_robustness as pr
 
+# one xdist worker runs this module: its module-scoped fixture is built once, not once per worker
+pytestmark = pytest.mark.xdist_group("test_analysis")
+
 ROOT = Path(__file__).resolve().parents[1]
 TYPES = ["Clustering", "PairClassification", "Reranking", "STS", "Summarization"]
 

@@ -16,6 +16,9 @@ from moee_exp.features.models import DeepseekConfig
 from moee_exp.features.routers import find_routers
 from moee_exp.integrations.api import embed_texts
 
+# one xdist worker runs this module: its module-scoped fixture is built once, not once per worker
+pytestmark = pytest.mark.xdist_group("test_deepseek_moe")
+
 # config.json of deepseek-ai/deepseek-moe-16b-base as published (facts from public copies; the hub is not reachable).
 OFFICIAL_CONFIG = {
     "architectures": ["DeepseekForCausalLM"],

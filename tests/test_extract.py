@@ -8,6 +8,9 @@ from conftest import TINY_FAMILIES
 from moee_exp.features.coverage import TEXTS as COVERAGE_TEXTS
 from moee_exp.features.extract import FEATURES, extract, pooled_positions
 
+# one xdist worker runs this module: its module-scoped fixture is built once, not once per worker
+pytestmark = pytest.mark.xdist_group("test_extract")
+
 TEXTS = COVERAGE_TEXTS  # short, long, one-character and non-Latin texts (shared with the coverage table)
 
 

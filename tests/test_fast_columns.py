@@ -12,6 +12,9 @@ from moee_exp.scoring import evaluate, fast_columns
 from moee_exp.scoring.encoder import MoEEEncoder
 from moee_exp.scoring.tasks import get_tasks
 
+# one xdist worker runs this module: its module-scoped fixture is built once, not once per worker
+pytestmark = pytest.mark.xdist_group("test_fast_columns")
+
 # one real mteb class per paper task type (synthetic data of its schema), and our classification demo task
 TASKS = ["EmotionClassification", "TwentyNewsgroupsClustering", "TwitterSemEval2015", "AskUbuntuDupQuestions",
          "STS12", "SummEval"]

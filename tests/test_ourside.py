@@ -17,6 +17,9 @@ from moee_exp.scoring.encoder import MoEEEncoder  # noqa: E402
 from moee_exp.scoring.fuse import SumSink, fuse, unit_rows  # noqa: E402
 from moee_exp.scoring.tasks import get_tasks  # noqa: E402
 
+# one xdist worker runs this module: its module-scoped fixture is built once, not once per worker
+pytestmark = pytest.mark.xdist_group("test_ourside")
+
 RNG = np.random.default_rng(1)
 cache_mod = importlib.import_module("moee_exp.features.cache")
 fuse_mod = importlib.import_module("moee_exp.scoring.fuse")  # (moee_exp.scoring.fuse the attribute is the function)

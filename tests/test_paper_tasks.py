@@ -21,6 +21,9 @@ import yaml
 from analysis import report
 from moee_exp.scoring.paper_scoring import MAIN_SCORES
 
+# one xdist worker runs this module: its module-scoped fixture is built once, not once per worker
+pytestmark = pytest.mark.xdist_group("test_paper_tasks")
+
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = yaml.safe_load((ROOT / "conf/tasks/paper.yaml").read_text())["names"]
 DRY = ("model=tiny", "tasks.data=synthetic", "logger=none", "progress=false")

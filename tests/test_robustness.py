@@ -18,6 +18,9 @@ import numpy as np
 import pytest
 from conftest import ROOT, tiny_model_cfg
 
+# one xdist worker runs this module: its module-scoped fixture is built once, not once per worker
+pytestmark = pytest.mark.xdist_group("test_robustness")
+
 TASK = "tasks.names=[MoEEDemoSTS]"
 
 

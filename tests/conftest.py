@@ -1,4 +1,4 @@
-"""Test setup: everything offline, every cache in a temp dir, tiny models built once per session."""
+"""Test setup: everything offline, every cache in a temp dir, tiny models built once per test run (all workers)."""
 
 import os
 import tempfile
@@ -9,6 +9,13 @@ from pathlib import Path
 _RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
 _TMP = Path(tempfile.gettempdir()) / f"moee-tests-{_RUN}" if _RUN else Path(tempfile.mkdtemp(prefix="moee-tests-"))
 _TMP.mkdir(exist_ok=True)
+# Each worker's torch (and the subprocesses it starts) takes its share of the cores: N workers x all-core thread
+# pools would oversubscribe the machine and slow every test.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _threads = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, _threads)
 os.environ.update(
     HF_HUB_OFFLINE="1",
     HF_DATASETS_OFFLINE="1",

@@ -14,14 +14,10 @@ import pytest
 from conftest import ROOT, tiny_model_cfg
 
 from moee_exp.features import featurize
-from moee_exp.features.cache import (
-    FeatureCache,
-    identity_hash,
-    model_identity,
-    text_key,
-)
+from moee_exp.features.cache import FeatureCache, identity_hash, text_key
 from moee_exp.features.extract import extract, length_batches, prompt_texts
 from moee_exp.features.featurize import Featurizer
+from moee_exp.features.identity import model_identity
 from moee_exp.features.prompts import TEMPLATES
 
 WORDS = "the cat sat on a mat while dogs ran across green fields under grey skies and rain fell".split()
@@ -184,12 +180,10 @@ def test_namespace_keys_what_changes_features_and_builds_nothing(tmp_path):
 
 WRITER = textwrap.dedent(
     """
-    import importlib.util, sys
+    import sys
     import numpy as np
-    spec = importlib.util.spec_from_file_location("cache", sys.argv[3])  # alone: no torch import, fast start
-    cache = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cache)
-    FeatureCache, text_key = cache.FeatureCache, cache.text_key
+    sys.path.insert(0, sys.argv[3])
+    from moee_exp.features.cache import FeatureCache, text_key  # imports no torch: a fast start
     root, seed = sys.argv[1], int(sys.argv[2])
     rng = np.random.default_rng(seed)
     ns = FeatureCache(root).namespace({"test": "concurrency"})
@@ -204,7 +198,7 @@ WRITER = textwrap.dedent(
 
 
 def test_concurrent_writers_do_not_corrupt(tmp_path, caplog):
-    module = str(ROOT / "moee_exp" / "cache.py")
+    module = str(ROOT)
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(seed), module]) for seed in range(4)]
     caplog.set_level(logging.WARNING)
     reads = 0

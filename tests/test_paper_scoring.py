@@ -199,7 +199,7 @@ def test_encode_calls_follow_the_forks_lists():
     task = get_demo_tasks(["MoEEDemoReranking"])[0]
     ps.evaluate_paper_sum(task, rec, 1.0)
     assert [str(c[1]) for c in rec.calls] == ["query", "document"]
-    rows = json.loads((Path(ps.__file__).parent / "data/demo/reranking.json").read_text())
+    rows = json.loads((Path(ps.__file__).parents[1] / "data/demo/reranking.json").read_text())
     assert rec.calls[0][0] == [r["query"] for r in rows]
     assert rec.calls[1][0] == list(dict.fromkeys(t for r in rows for t in r["positive"] + r["negative"]))
     rec = Recorder()

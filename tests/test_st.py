@@ -9,8 +9,7 @@ from conftest import ROOT
 
 from moee_exp import embed_texts
 from moee_exp.features.featurize import model_path
-from moee_exp.scoring import fuse
-from moee_exp.scoring.fuse import rw_block
+from moee_exp.scoring.fuse import fuse, rw_block
 
 TEXTS = [
     "A cat sits on the mat.",

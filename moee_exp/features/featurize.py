@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import NonFiniteFeatureError, ReadOnlyCacheError
-from .cache import CacheMiss, FeatureCache, model_identity, text_keys, writable
+from .cache import CacheMiss, FeatureCache, text_keys, writable
 from .extract import (
     DEFAULT_FEATURES,
     EXTRACTION_VERSION,
@@ -24,6 +24,7 @@ from .extract import (
     extract,
     prompt_texts,
 )
+from .identity import model_identity
 from .loading import (
     LoadedModel,
     ModelConfig,

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from mteb.models.model_meta import ModelMeta, ScoringFunction
 
-from ..features.cache import _hub_commit
 from ..features.featurize import Featurizer, model_path
+from ..features.identity import hub_commit
 from ..features.instructions import Instructions
 from ..features.loading import ModelConfig, register_own_models
 from ..features.prompts import TEMPLATES, check_template
@@ -147,7 +147,7 @@ def moee_model_meta(
                        "protocol": protocol},
         name=model_name(model_cfg, emb, prompt, protocol),
         # a hub id's revision: the commit it resolves to in the HF cache where known; a local dir has none
-        revision=(_hub_commit(hub_id, model_cfg["revision"]) or model_cfg["revision"] or "main") if hub_id else "local",
+        revision=(hub_commit(hub_id, model_cfg["revision"]) or model_cfg["revision"] or "main") if hub_id else "local",
         release_date=None,
         languages=None,
         n_parameters=facts["n_parameters"],

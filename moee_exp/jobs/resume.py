@@ -3,7 +3,7 @@
 Every row a job writes (``results/<task>.json``, one per dataset, atomically, as soon as it is scored) carries
 ``row_key``: the hash of everything that changes that dataset's score —
 
-- the model: ``cache.model_identity`` (tiny spec hash / local dir fingerprint / hub id + revision + cached commit,
+- the model: ``features.identity.model_identity`` (tiny spec hash / local dir fingerprint / hub id + revision + cached commit,
   resolved dtype, quantization, device type, torch and transformers versions), ``max_length``;
 - the protocol (``protocol.*``: paper / clean, instructions, text handling, MoEE(sum) scoring);
 - the features: prompt template and normalization, ``extract.EXTRACTION_VERSION``, the feature cache's dtype;
@@ -33,8 +33,8 @@ from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from ..features.cache import model_identity
 from ..features.extract import EXTRACTION_VERSION
+from ..features.identity import model_identity
 from ..scoring.weights import identity as weights_identity
 
 log = logging.getLogger(__name__)

@@ -115,7 +115,10 @@ def test_bad_shard_is_detected_removed_and_recomputed(tmp_path, fresh_process, c
     loads = fresh_process()
     caplog.set_level(logging.INFO)
     feats = make(FeatureCache(tmp_path))(TEXTS)
-    assert "bad shard" in caplog.text and bad.name in caplog.text
+    cache_log = logging.getLogger("moee_exp.features.cache")
+    assert "bad shard" in caplog.text and bad.name in caplog.text, (  # (the logging state, should it fail again)
+        f"not logged: disabled={cache_log.disabled}, level={cache_log.getEffectiveLevel()}, "
+        f"logging.disable={logging.root.manager.disable}, shard now exists={bad.exists()}")
     assert ".tmp-1-dead" not in caplog.text
     assert fresh_process() == loads + 1  # the hs of every text was extracted again
     assert np.array_equal(feats["hs"], good["hs"]) and np.array_equal(feats["rw"], good["rw"])

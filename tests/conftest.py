@@ -71,11 +71,12 @@ def tmp_cwd(tmp_path, monkeypatch):
 @pytest.fixture(autouse=True)
 def _logging_as_a_fresh_process():
     """Each test sees our loggers as a fresh process has them, whatever an earlier test in the same xdist worker ran
-    (a library's logging setup may disable existing loggers or raise the process-wide logging.disable level)."""
+    (a library's logging setup may disable existing loggers, set their level, or raise logging.disable)."""
     import logging
 
     logging.disable(logging.NOTSET)
     for name, logger in list(logging.root.manager.loggerDict.items()):
         if name.startswith("moee_exp") and isinstance(logger, logging.Logger):
             logger.disabled = False
+            logger.setLevel(logging.NOTSET)  # (a full run once found one at ERROR: its warnings then never reached)
     yield

@@ -93,6 +93,9 @@ FAMILY: dict[str, dict] = {
                   "indexer_compress_ratio": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
                   "linear_num_key_heads": 2, "linear_num_value_heads": 4, "ple_embed_dim": 32,
                   "ngram_vocab_size_base": 1024, "split_ngram_parts": 4, "hc_lowrank": 16},
+    # linear-attention heads as small as the rest (the CPU fallback's chunked kernel costs ~20 s at 32 x 128)
+    "kimi_linear": {"linear_head_dim": 16, "linear_num_heads": 4},
+    "bailing_hybrid": {"linear_head_dim": 16, "linear_num_heads": 4},
     "zaya": {"num_experts_per_tok": 1, "router_hidden_size": 32},  # ZAYA supports top-1 only
     "ernie4_5_vl_moe": {"rope_parameters": {"rope_type": "default", "mrope_section": [3, 3, 2]},  # sums to head/2
                         "moe_intermediate_size": [32, 32], "depth": 2},  # text and vision experts' widths

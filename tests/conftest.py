@@ -27,8 +27,10 @@ os.environ.update(
     WANDB_DIR=str(_TMP / "wandb"),
     MTEB_CACHE=str(_TMP / "mteb"),  # before mteb is imported: it creates its cache dir at import
     MOEE_CACHE_DIR=str(_TMP / "moee"),
+    HF_HOME=str(_TMP / "hf"),  # an empty HF cache: no test sees a model the machine happens to hold
 )
 
+import prewarmed  # noqa: E402,F401 (its fork server starts with this environment, whatever a test patches later)
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
+import prewarmed
 import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import adjusted_mutual_info_score
@@ -44,8 +44,9 @@ def run_sweep(tmp: Path, name: str) -> int:
     cmd = [sys.executable, str(ROOT / "run.py"), f"+experiment={experiment}", "model=tiny", "logger=none",
            "progress=false", f"hydra.sweep.dir={tmp / name}", *overrides, "-m"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # a tiny model gains nothing from threads; two sweeps share 2 cores
-    with open(tmp / f"{name}.log", "w") as log:
-        return subprocess.run(cmd, cwd=tmp, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=900).returncode
+    proc = prewarmed.run(cmd, cwd=tmp, env=env, timeout=900)
+    (tmp / f"{name}.log").write_text(proc.stdout + proc.stderr)
+    return proc.returncode
 
 
 @pytest.fixture(scope="module")

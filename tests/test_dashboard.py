@@ -3,9 +3,9 @@
 import json
 import os
 import re
-import subprocess
 import sys
 
+import prewarmed
 import pytest
 from conftest import ROOT
 
@@ -14,7 +14,7 @@ pytest.importorskip("wandb_workspaces")
 
 def _leet(run_dir, *flags):
     cmd = [sys.executable, "-m", "wandb", "leet", "inspect", *flags, "--json", str(run_dir)]
-    return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout
+    return prewarmed.run(cmd, check=True, timeout=120).stdout
 
 
 def _references(spec: dict) -> dict[str, set]:
@@ -52,7 +52,7 @@ def test_every_panel_reads_a_key_our_runs_log(tmp_cwd):
         types_from_dirs,
     )
 
-    proc = subprocess.run(
+    proc = prewarmed.run(
         [sys.executable, str(ROOT / "run.py"), "progress=false", "logger.project=moee-dash"], cwd=tmp_cwd,
         env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -88,7 +88,7 @@ def test_every_panel_reads_a_key_our_runs_log(tmp_cwd):
 def test_saving_without_network_or_key_is_one_error_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
     env.update(HOME=str(tmp_path), NETRC=str(tmp_path / "no-netrc"))
-    proc = subprocess.run(
+    proc = prewarmed.run(
         [sys.executable, "-m", "moee_exp.integrations.dashboard", "someone/moee", "--combo", "tiny-olmoe:prompteol"], cwd=ROOT,
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import prewarmed
 import pytest
 from conftest import ROOT, tiny_model_cfg
 
@@ -41,8 +42,7 @@ def unprivileged(cmd: list[str]) -> list[str]:
 
 def python(code: str, *, cwd, unpriv=False, env=None, timeout=600):
     cmd = [sys.executable, "-c", textwrap.dedent(code)]
-    return subprocess.run(unprivileged(cmd) if unpriv else cmd, cwd=cwd, env=env or _env(), capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return prewarmed.run(unprivileged(cmd) if unpriv else cmd, cwd=cwd, env=env or _env(), timeout=timeout)
 
 
 def error_lines(text: str) -> list[str]:
@@ -167,13 +167,7 @@ def test_full_disk_while_writing_a_row_keeps_the_old_file_and_leaves_no_temp_fil
 
 
 def _fsize_limit(kib: int):
-    def limit():
-        import resource
-        import signal
-
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit raises EFBIG instead of killing
-        resource.setrlimit(resource.RLIMIT_FSIZE, (kib * 1024, kib * 1024))
-    return limit
+    return prewarmed.file_size_limit(kib)  # a write past it raises EFBIG (SIGXFSZ ignored) instead of killing
 
 
 def test_file_size_limit_in_the_tiny_model_build_is_one_error_and_leaves_no_half_built_model(tmp_path):
@@ -187,8 +181,8 @@ def test_file_size_limit_in_the_tiny_model_build_is_one_error_and_leaves_no_half
         except USER_ERRORS as err:
             print(error_line(err))
     """
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, env=_env(), text=True,
-                          capture_output=True, timeout=600, preexec_fn=_fsize_limit(6))
+    proc = prewarmed.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, env=_env(), timeout=600,
+                         preexec=_fsize_limit(6))
     (line,) = error_lines(proc.stdout)
     assert f"cannot write {tmp_path / 'models' / 'tiny'}" in line and "file-size limit" in line, proc.stderr[-2000:]
     assert "model.cache_dir" in line
@@ -203,8 +197,7 @@ def test_file_size_limit_in_a_job_is_one_error_line_and_the_rerun_resumes(tmp_pa
     args = [sys.executable, str(ROOT / "run.py"), "tasks.names=[MoEEDemoSTS,MoEEDemoReranking]", "logger=none", "protocol=clean",
             "progress=false", f"cache.dir={tmp_path / 'features'}", f"hydra.run.dir={job}"]
     # 6 KiB: the STS row fits, the reranking row (its per-query scores) does not
-    proc = subprocess.run(args, cwd=tmp_path, env=_env(), text=True, capture_output=True, timeout=600,
-                          preexec_fn=_fsize_limit(6))
+    proc = prewarmed.run(args, cwd=tmp_path, env=_env(), timeout=600, preexec=_fsize_limit(6))
     assert proc.returncode == 2, proc.stderr[-3000:]
     (line,) = error_lines(proc.stderr)
     assert line.startswith(f"error: cannot write {job}") and "file-size limit (ulimit -f)" in line, line
@@ -212,7 +205,7 @@ def test_file_size_limit_in_a_job_is_one_error_line_and_the_rerun_resumes(tmp_pa
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".tmp")]
     kept = sorted(p.stem for p in (job / "results").glob("*.json"))
     assert kept == ["MoEEDemoSTS"]
-    rerun = subprocess.run(args, cwd=tmp_path, env=_env(), text=True, capture_output=True, timeout=600)
+    rerun = prewarmed.run(args, cwd=tmp_path, env=_env(), timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "reusing 1 result(s)" in rerun.stderr + rerun.stdout
     assert sorted(p.stem for p in (job / "results").glob("*.json")) == ["MoEEDemoReranking", "MoEEDemoSTS"]
@@ -227,7 +220,7 @@ def test_output_dir_that_cannot_be_created_is_one_error_line(tmp_path, mode):
     key = "hydra.run.dir" if mode == "run" else "hydra.sweep.dir"
     cmd = [sys.executable, str(ROOT / "run.py"), *(["-m", "emb=hs,rw"] if mode == "sweep" else []), TASK,
            "logger=none", f"{key}={tmp_path / 'a_file' / 'out'}"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), text=True, capture_output=True, timeout=600)
+    proc = prewarmed.run(cmd, cwd=tmp_path, env=_env(), timeout=600)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "NotADirectoryError" not in proc.stderr
     assert error_lines(proc.stderr) == [f"error: {key}='{tmp_path / 'a_file' / 'out'}' cannot be used: "
@@ -238,7 +231,7 @@ def test_unwritable_output_dir_is_one_error_line(tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
     cmd = [sys.executable, str(ROOT / "run.py"), TASK, "logger=none", f"hydra.run.dir={locked / 'out'}"]
-    proc = subprocess.run(unprivileged(cmd), cwd=tmp_path, env=_env(), text=True, capture_output=True, timeout=600)
+    proc = prewarmed.run(unprivileged(cmd), cwd=tmp_path, env=_env(), timeout=600)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert error_lines(proc.stderr) == [f"error: hydra.run.dir='{locked / 'out'}' cannot be used: '{locked}' is not "
                                         "writable; point hydra.run.dir at a writable dir"]

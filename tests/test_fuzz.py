@@ -31,6 +31,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import prewarmed
 import pytest
 import yaml
 from conftest import ROOT
@@ -63,6 +64,36 @@ def _compose(overrides):
     register()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         return compose("config", overrides=list(overrides))
+
+
+_BASES: dict = {}  # group choices -> the config Hydra composed for them
+
+
+def compose_values(overrides):
+    """Hydra's compose, faster for what the fuzzing draws: `key=value` on top of group choices (`logger=wandb`).
+
+    The defaults list, and so the composition, depends only on the group choices; Hydra then applies each value
+    override in order with ConfigLoaderImpl._apply_overrides_to_config (struct mode on). This does exactly that on a
+    copy of the group choices' cached composition, with Hydra's own parser and function: the same config, or the
+    same exception and message (test_fast_compose_is_hydras_compose). Anything else (a sweep, +/~, a package, a
+    hydra key) goes through the full compose."""
+    import copy
+
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    groups = {p.name for p in (ROOT / "conf").iterdir() if p.is_dir()}
+    choices = tuple(o.input_line for o in parsed if o.key_or_group in groups)
+    values = [o for o in parsed if o.key_or_group not in groups]
+    if any(o.is_sweep_override() or o.is_add() or o.is_delete() or o.is_force_add() or o.package is not None
+           or o.key_or_group.split(".")[0] == "hydra" for o in parsed):
+        return _compose(overrides)
+    if choices not in _BASES:
+        _BASES[choices] = _compose(choices)
+    cfg = copy.deepcopy(_BASES[choices])
+    ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+    return cfg
 
 
 def _leaves(node, prefix=""):
@@ -168,7 +199,7 @@ def run_in_process(overrides: dict[str, str], job_dir: Path, run: bool) -> tuple
 
     args = [f"{k}={v}" for k, v in overrides.items()]
     try:
-        cfg = _compose(args)
+        cfg = compose_values(args)
     except CompactHydraException as err:  # printed by Hydra as a message (no traceback), exit 1
         cause = f"\n{err.__cause__}" if err.__cause__ is not None else ""
         return "hydra", 1, f"{err}{cause}"
@@ -217,6 +248,32 @@ def check_outcome(key: str, value: str, kind: str, code: int, message: str, job_
         assert not results, results  # a config mistake: nothing computed
 
 
+FAST_COMPOSE_CASES = [
+    [], ["weights.alpha=0.3"], ["weights.alpha=high"], ["weights.alpha=nan"], ["model.batch_size='x'"],
+    ["emb.alphaa=1"], ["nope=1"], ["model.name='☃ ünï'"], ["model.max_length=${nope}"], ["tasks.names=[]"],
+    ["tasks.names=[MoEEDemoSTS,'x']"], ["prompt.name=null"], ["overwrite=maybe"], ["model.dtype={a: 1}"],
+    ["logger=wandb", "logger.project=''"], ["logger=wandb", "logger.tags=[1,null]"], ["logger=nope"],
+    ["emb=hs", "emb.kind=rw"], ["weights.alpha=0.1,0.2"], ["model.device=cuda:7", "model.max_length=-1"],
+    ["paths.cache_dir='/dev/null/x'"], ["model.max_length=1e309"], ["predictions=[STX]"],
+]
+
+
+@pytest.mark.parametrize("overrides", FAST_COMPOSE_CASES, ids=lambda o: " ".join(o) or "none")
+def test_fast_compose_is_hydras_compose(overrides):
+    """compose_values gives what Hydra's compose gives: the same config, or the same exception and message."""
+    from hydra.errors import HydraException
+
+    def outcome(compose):
+        try:
+            cfg = compose(overrides)
+            return "ok", OmegaConf.to_yaml(cfg), OmegaConf.is_struct(cfg)  # (yaml: NaN equals NaN)
+        except HydraException as err:
+            return type(err).__name__, str(err), str(err.__cause__)
+
+    full, fast = outcome(_compose), outcome(compose_values)
+    assert fast == full
+
+
 @pytest.mark.parametrize("key", sorted(KEYS))
 def test_every_value_of_every_key_succeeds_or_is_one_error_line(key, workdir):
     @given(value=value_texts(key))
@@ -258,7 +315,7 @@ def test_issue_cases_in_process_and_on_the_command_line_give_the_same_line(workd
 
     def command(override):
         cwd = Path(tempfile.mkdtemp(prefix="cli", dir=workdir))
-        proc = subprocess.run([sys.executable, str(ROOT / "run.py"), *(f"{k}={v}" for k, v in BASE.items()),
+        proc = prewarmed.run([sys.executable, str(ROOT / "run.py"), *(f"{k}={v}" for k, v in BASE.items()),
                                override], cwd=cwd, capture_output=True, text=True, timeout=300,
                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL)
         return proc, cwd
@@ -280,7 +337,7 @@ def test_issue_cases_in_process_and_on_the_command_line_give_the_same_line(workd
 
 def test_a_hydra_type_error_is_hydras_message_on_the_command_line_too(workdir):
     kind, code, message = run_in_process({**BASE, "model.batch_size": "'x'"}, workdir / "hydra", run=False)
-    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "model.batch_size='x'", "logger=none"],
+    proc = prewarmed.run([sys.executable, str(ROOT / "run.py"), "model.batch_size='x'", "logger=none"],
                           cwd=workdir, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert (kind, code, proc.returncode) == ("hydra", 1, 1)
     assert "Value 'x' of type 'str' could not be converted to Integer" in message
@@ -401,7 +458,7 @@ def test_every_embed_input_gives_an_npz_or_one_error_line(case, embed_main, work
 def test_latin1_input_names_the_encoding_option_and_is_read_with_it(workdir, embed_main):
     src = workdir / "latin1.txt"
     src.write_bytes("café au lait\r\nnaïve\r\n".encode("latin-1"))
-    proc = subprocess.run([sys.executable, "-m", "moee_exp.integrations.embed", "--model", "tiny", "--cache-dir",
+    proc = prewarmed.run([sys.executable, "-m", "moee_exp.integrations.embed", "--model", "tiny", "--cache-dir",
                            os.environ["MOEE_CACHE_DIR"], "--input", str(src), "--output", str(workdir / "l.npz")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -6,11 +6,11 @@ cache: two jobs extracting the same model x prompt x dataset at once must leave 
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import prewarmed
 from conftest import ROOT
 
 TASK = "tasks.names=[MoEEDemoSTS]"
@@ -18,7 +18,7 @@ TASK = "tasks.names=[MoEEDemoSTS]"
 
 def run(*overrides, cwd, env=None):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd, env=env,
+    return prewarmed.run([sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
 
 

@@ -2,10 +2,10 @@
 
 import json
 import os
-import subprocess
 import sys
 
 import mteb
+import prewarmed
 import pytest
 from conftest import ROOT, tiny_model_cfg
 
@@ -60,10 +60,8 @@ def test_mteb_evaluate_in_a_users_script_equals_the_runners_encoder():
 
 
 def _run(*overrides, cwd):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    return prewarmed.run([sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=600)
 
 
 def test_runner_writes_mteb_result_layout_that_mteb_loads(tmp_cwd):

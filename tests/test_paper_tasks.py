@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mteb
 import pandas as pd
+import prewarmed
 import pytest
 import yaml
 
@@ -49,8 +49,9 @@ def run_sweep(tmp: Path, name: str) -> int:
     cmd = [sys.executable, str(ROOT / "run.py"), f"+experiment={name}", *DRY, *SWEEPS[name],
            f"hydra.sweep.dir={tmp / name}", "-m"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # a tiny model gains nothing from threads; two sweeps share 2 cores
-    with open(tmp / f"{name}.log", "w") as log:
-        return subprocess.run(cmd, cwd=tmp, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=900).returncode
+    proc = prewarmed.run(cmd, cwd=tmp, env=env, timeout=900)
+    (tmp / f"{name}.log").write_text(proc.stdout + proc.stderr)
+    return proc.returncode
 
 
 @pytest.fixture(scope="module")

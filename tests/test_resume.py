@@ -3,12 +3,12 @@
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import prewarmed
 import pytest
 from conftest import ROOT
 
@@ -44,10 +44,7 @@ def _env(**extra):
 
 
 def run(*overrides, cwd):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd, env=_env(), capture_output=True, text=True,
-        timeout=600,
-    )
+    return prewarmed.run([sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd, env=_env(), timeout=600)
 
 
 def rows_of(job: Path) -> dict[str, dict]:
@@ -57,7 +54,7 @@ def rows_of(job: Path) -> dict[str, dict]:
 def wandb_config(job: Path) -> dict:
     (run_dir,) = (job / "wandb").glob("offline-run-*")
     cmd = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(run_dir)]
-    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout)["config"]
+    return json.loads(prewarmed.run(cmd, check=True, timeout=120).stdout)["config"]
 
 
 def test_kill_9_mid_job_then_rerun_recomputes_only_what_was_missing(tmp_cwd):
@@ -65,15 +62,14 @@ def test_kill_9_mid_job_then_rerun_recomputes_only_what_was_missing(tmp_cwd):
     script = tmp_cwd / "stalling_run.py"
     script.write_text(STALLING_RUN)
     in_flight = tmp_cwd / "in_flight"
-    proc = subprocess.Popen(
+    proc = prewarmed.Process(
         [sys.executable, str(script), TASK_OVERRIDE, "protocol=clean", "logger=none", f"hydra.run.dir={job}"],
         cwd=tmp_cwd, env=_env(MOEE_TEST_IN_FLIGHT=str(in_flight), MOEE_TEST_RUN_PY=str(ROOT / "run.py")),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
         deadline = time.monotonic() + 300
         while not in_flight.exists():
-            assert proc.poll() is None, f"the job ended before dataset 2: {proc.stderr.read()[-3000:]}"
+            assert proc.poll() is None, f"the job ended before dataset 2: {proc.output()[1][-3000:]}"
             assert time.monotonic() < deadline, "dataset 2 never started"
             time.sleep(0.2)
     finally:

@@ -9,12 +9,12 @@ import logging
 import os
 import re
 import socket
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import prewarmed
 import pytest
 from conftest import ROOT, tiny_model_cfg
 
@@ -31,8 +31,7 @@ def _env(**extra):
 
 def run(*overrides, cwd, env=None, timeout=600, script=None):
     cmd = [sys.executable, str(script or ROOT / "run.py"), *overrides]
-    return subprocess.run(cmd, cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return prewarmed.run(cmd, cwd=cwd, env=env or _env(), timeout=timeout)
 
 
 def error_lines(proc) -> list[str]:

@@ -2,10 +2,10 @@
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
+import prewarmed
 import pytest
 from conftest import ROOT
 
@@ -14,10 +14,7 @@ FAST_TASKS = "tasks.names=[MoEEDemoSTS,MoEEDemoClassification]"
 
 def run(*overrides, cwd):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=600,
-    )
+    return prewarmed.run([sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd, env=env, timeout=600)
 
 
 def job_dirs(base: Path):
@@ -28,7 +25,7 @@ def leet(job_dir: Path, *flags) -> str:
     """W&B's own reader of an offline run's .wandb log."""
     (run_dir,) = (job_dir / "wandb").glob("offline-run-*")
     cmd = [sys.executable, "-m", "wandb", "leet", "inspect", *flags, "--json", str(run_dir)]
-    return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout
+    return prewarmed.run(cmd, check=True, timeout=120).stdout
 
 
 def wandb_summary(job_dir: Path) -> dict:

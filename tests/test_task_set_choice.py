@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT, tiny_model_cfg
+import prewarmed
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -31,8 +32,8 @@ def composed(*overrides):
 
 
 def run(*args, cwd, env=None):
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
+    return prewarmed.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env={**os.environ, **(env or {})},
+                         timeout=300)
 
 
 @pytest.mark.parametrize("model", HUB_MODELS + TINY_MODELS)
@@ -57,7 +58,7 @@ def test_cfg_job_shows_the_choice_and_the_job_log_says_why(tmp_cwd):
     assert proc.returncode == 0, proc.stderr
     shown = yaml.safe_load(proc.stdout)
     assert shown["name"] == "paper" and shown["names"] == PAPER
-    offline = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_cwd / "hf")}  # the model cannot be reached: stops early
+    offline = {"HF_HUB_OFFLINE": "1"}  # and conftest's HF_HOME is empty: the model cannot be reached, stops early
     for args, said in [(("model=olmoe",), "tasks=paper: 19 dataset(s), real data (the default for model=olmoe"),
                        (("model=olmoe", "tasks=sts"), "tasks=sts: 8 dataset(s), real data (set on the command line"),
                        (("model=olmoe", "tasks.data=synthetic"), "tasks=paper: 19 dataset(s), synthetic data")]:
@@ -71,7 +72,7 @@ def _error_lines(proc) -> list[str]:
 
 
 def test_a_sweep_whose_model_cannot_be_reached_stops_once_with_the_single_job_error(tmp_cwd):
-    offline = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_cwd / "hf")}  # no hub, an empty HF cache
+    offline = {"HF_HUB_OFFLINE": "1"}  # no hub, and conftest's HF_HOME is an empty HF cache
     single = run("model=olmoe", "tasks.data=synthetic", "logger=none", cwd=tmp_cwd, env=offline)
     sweep = run("-m", "model=olmoe", "tasks.data=synthetic", "emb=hs,rw", "logger=none",
                 f"hydra.sweep.dir={tmp_cwd / 'sweep'}", cwd=tmp_cwd, env=offline)

@@ -3,12 +3,12 @@ finite on degenerate inputs; dev scores the grid on held-out data only; grid/fix
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import mteb
 import numpy as np
+import prewarmed
 import pytest
 from conftest import ROOT, tiny_model_cfg
 from datasets import DatasetDict
@@ -199,7 +199,7 @@ def test_dev_uses_a_validation_split_with_mteb(featurizer):
 
 def run(*overrides, cwd):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd, env=env,
+    return prewarmed.run([sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
 
 
@@ -249,7 +249,7 @@ def test_fixed_and_auto_are_one_job_each_and_auto_reaches_wandb(tmp_cwd):
                     if json.loads(p.read_text())["weights"] == "auto")
     (run_dir,) = auto_dir.glob("wandb/offline-run-*")
     cmd = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(run_dir)]
-    logged = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout)
+    logged = json.loads(prewarmed.run(cmd, check=True, timeout=120).stdout)
     assert logged["summary"]["alpha/MoEEDemoSTS"] == pytest.approx(auto["alpha"])
     assert logged["config"]["weights.name"] == "auto"
 

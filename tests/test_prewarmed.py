@@ -1,0 +1,71 @@
+"""tests/prewarmed.py, the harness that runs `python run.py ...` for the other tests: a forked child behaves as the
+fresh process it stands for, and what a fork cannot give goes to a fresh interpreter."""
+
+import os
+import signal
+import sys
+import time
+
+import prewarmed
+import pytest
+
+CHILD = """
+import atexit, os, sys, threading, time
+print("argv", sys.argv[1:], "cwd", os.getcwd(), "env", os.environ.get("MOEE_PROBE"), "pid", os.getpid())
+print("path0", sys.path[0], "tests on path", any(p.endswith("tests") for p in sys.path))
+print("moee_exp imported", "moee_exp" in sys.modules, file=sys.stderr)
+threading.Thread(target=lambda: (time.sleep(0.3), print("thread joined"))).start()
+atexit.register(lambda: print("atexit ran"))
+sys.exit(int(sys.argv[1]))
+"""
+
+
+def test_a_forked_child_is_the_process_it_stands_for(tmp_path):
+    env = {**os.environ, "MOEE_PROBE": "probe"}
+    proc = prewarmed.run([sys.executable, "-c", CHILD, "3", "x y"], cwd=tmp_path, env=env)
+    assert proc.returncode == 3
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"argv ['3', 'x y'] cwd {tmp_path} env probe pid {lines[0].split()[-1]}"
+    assert int(lines[0].split()[-1]) != os.getpid()
+    assert lines[1] == "path0  tests on path False"  # sys.path as `python -c` has it, not pytest's
+    assert lines[2:] == ["thread joined", "atexit ran"]  # non-daemon threads, then atexit, as the interpreter ends
+    assert proc.stderr == "moee_exp imported False\n"  # our code is imported by the child, never preloaded
+
+
+def test_uncaught_exception_and_signals(tmp_path):
+    proc = prewarmed.run([sys.executable, "-c", "raise ValueError('boom')"], cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.startswith("Traceback") and "ValueError: boom" in proc.stderr
+    child = prewarmed.Process([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
+                              cwd=tmp_path)
+    assert child.forked
+    deadline = time.monotonic() + 60
+    while not (os.path.exists(child._out) and "up" in open(child._out).read()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    assert child.wait(30) == -signal.SIGKILL  # as subprocess.Popen reports it
+
+
+@pytest.mark.parametrize(("extra", "forked"), [
+    ({"PYTHONUNBUFFERED": "1", "WANDB_MODE": "online", "OMP_NUM_THREADS": "1"}, True),
+    ({"HF_HOME": "/elsewhere"}, False),  # huggingface_hub reads it at import: the server's value would leak
+    ({"PYTHONHASHSEED": "0"}, False),
+    ({"PYTHONPATH": "{site}"}, False),  # a dir with a sitecustomize: runs at start-up only
+])
+def test_what_a_fork_cannot_give_runs_in_a_fresh_interpreter(tmp_path, extra, forked):
+    (tmp_path / "sitecustomize.py").write_text("import os\nos.environ['MOEE_PROBE'] = 'site ran'\n")
+    env = {**os.environ, **{k: v.format(site=tmp_path) for k, v in extra.items()}}
+    code = "import os, sys; print(os.environ.get('MOEE_PROBE'), sys.flags.hash_randomization)"
+    proc = prewarmed.Process([sys.executable, "-c", code], cwd=tmp_path, env=env)
+    assert proc.forked == forked and proc.wait(120) == 0
+    out, _ = proc.output()
+    if "PYTHONPATH" in extra:
+        assert out.split()[0] == "site"
+    if "PYTHONHASHSEED" in extra:
+        assert out.split()[-1] == "0"
+
+
+def test_preexec_applies_in_the_child(tmp_path):
+    code = "import resource; print(resource.getrlimit(resource.RLIMIT_FSIZE)[0])"
+    proc = prewarmed.run([sys.executable, "-c", code], cwd=tmp_path, preexec=prewarmed.file_size_limit(6))
+    assert proc.stdout.strip() == str(6 * 1024)

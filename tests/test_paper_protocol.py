@@ -2,6 +2,8 @@
 against the public code's own outputs on tiny checkpoints (tests/fixtures/public_code/, moee_exp/jobs/public_fixture.py).
 The differences that remain, and why, are in BENCHMARKS.md ("Paper protocol vs the public code")."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -58,7 +60,8 @@ def test_prompted_strings_and_embeddings_equal_the_public_codes(family):
 @pytest.mark.parametrize("family", _families())
 def test_main_scores_equal_the_public_codes(family, tmp_path):
     rows = [r for r in pf.scores() if r["family"] == family]
-    compared = pf.run_ours(rows, tmp_path)
+    # the session's cache dir: the features test_prompted_strings... extracted are read, not extracted again
+    compared = pf.run_ours(rows, tmp_path, cache_dir=os.environ["MOEE_CACHE_DIR"])
     assert len(compared) == len(rows)
     bad = []
     for row in compared:

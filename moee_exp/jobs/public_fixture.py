@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..features.cache import open_cache
 from ..features.extract import prompt_texts
 from ..features.featurize import Featurizer
 from ..features.instructions import DEMO_NAMESAKES
@@ -74,15 +75,24 @@ def overrides(family: str, embed_method: str, emb_info: str, ensemble: bool, wei
 def encoder_for(family: str, embed_method: str, emb: str, batch_size: int):
     """Our runner's encoder (protocol=paper, fp32) for one fixture key's family x prompt x emb ("HS", "RW", "MoEE",
     or "MoEE_sum_HS" / "MoEE_sum_RW": the blocks the public code's MoEE(sum) compares)."""
+    emb_info, ensemble = ("MoEE", True) if emb.startswith("MoEE_sum") else (emb, False)
+    return _encoder(family, embed_method, emb_info, ensemble, batch_size)
+
+
+@lru_cache(maxsize=None)
+def _encoder(family: str, embed_method: str, emb_info: str, ensemble: bool, batch_size: int):
+    """Built once per family x prompt x emb (every task and encode call of the fixture uses the same encoder); its
+    featurizer reads and fills the job's feature cache, as the runner's does, so the emb kinds of one family and
+    prompt extract each text once."""
     from hydra import compose, initialize_config_dir
 
     register()
-    emb_info, ensemble = ("MoEE", True) if emb.startswith("MoEE_sum") else (emb, False)
     conf = Path(__file__).resolve().parents[2] / "conf"
     with initialize_config_dir(str(conf), version_base=None):
         cfg = compose("config", overrides=overrides(family, embed_method, emb_info, ensemble, 1.0, batch_size))
     job = read_job(cfg)
-    featurizer = Featurizer(job.model, job.template, job.prompt.normalize, progress=False, text_mode=job.protocol.text)
+    featurizer = Featurizer(job.model, job.template, job.prompt.normalize, progress=False, text_mode=job.protocol.text,
+                            cache=open_cache(job.cache))
     fuse_kwargs = {k: v for k, v in asdict(job.emb).items() if k not in ("kind", "alpha")}
     return MoEEEncoder(featurizer, job.emb.kind, alpha=1.0, **fuse_kwargs, instructions=job.instructions)
 
@@ -141,8 +151,9 @@ def as_namesakes():
 _MISSING = object()
 
 
-def run_ours(rows: list[dict], tmp: Path) -> list[dict]:
-    """Our main score for each fixture row (one runner job per family x prompt x emb, all six tasks)."""
+def run_ours(rows: list[dict], tmp: Path, cache_dir: Path | str | None = None) -> list[dict]:
+    """Our main score for each fixture row (one runner job per family x prompt x emb, all six tasks). The jobs'
+    paths.cache_dir is ``cache_dir`` (default: a fresh one in ``tmp``)."""
     from hydra import compose, initialize_config_dir
 
     register()
@@ -157,7 +168,7 @@ def run_ours(rows: list[dict], tmp: Path) -> list[dict]:
         for i, (key, members) in enumerate(jobs.items()):
             names = sorted({demo_task_of(r["task"]) for r in members})
             cfg = compose("config", overrides=[*overrides(*key), f"tasks.names=[{','.join(names)}]",
-                                               f"paths.cache_dir={tmp / 'cache'}"])  # fmt: skip
+                                               f"paths.cache_dir={cache_dir or tmp / 'cache'}"])  # fmt: skip
             ours = {r["task"]: r for r in run_job(cfg, tmp / f"job{i}", "public_fixture")}
             for row in members:
                 mine = ours[demo_task_of(row["task"])]

@@ -22,7 +22,7 @@ from analysis import collect as col
 from analysis import complementarity, report, tables
 from analysis import prompt_robustness as pr
 
-# one xdist worker runs this module: its module-scoped fixture is built once, not once per worker
+# one xdist worker runs this module: its session-scoped fixture is built once, not once per worker
 pytestmark = pytest.mark.xdist_group("test_analysis")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def run_sweep(tmp: Path, name: str) -> int:
     return proc.returncode
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # (module scope: built again when xdist interleaves another module)
 def sweeps(tmp_path_factory):
     """The four sweeps through run.py, two at a time (each process spends ~8 s importing). They share the tiny model
     and this test session's feature cache (MOEE_CACHE_DIR), both safe for concurrent writers."""
@@ -61,7 +61,7 @@ def sweeps(tmp_path_factory):
     return {name: tmp / name for name in SWEEPS}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # (module scope: built again when xdist interleaves another module)
 def built(sweeps, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     assert report.main([*map(str, sweeps.values()), "--out", str(out)]) == 0

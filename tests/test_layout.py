@@ -2,6 +2,7 @@
 the config read once per job, and the public import paths users already have."""
 
 import ast
+import functools
 import importlib
 import sys
 from pathlib import Path
@@ -129,11 +130,15 @@ def test_a_job_enters_the_config_module_once_and_climbs_up_at_most_three_times(t
     config_file = str(PKG / "jobs" / "config.py")
     entries, climbs = [], set()
 
-    def module_of(code) -> str | None:
+    @functools.lru_cache(maxsize=None)  # called on every Python call of the job: resolve each file once
+    def module_of_file(filename: str) -> str | None:
         try:
-            return module_name(Path(code.co_filename).resolve())
+            return module_name(Path(filename).resolve())
         except ValueError:
             return None
+
+    def module_of(code) -> str | None:
+        return module_of_file(code.co_filename)
 
     def profile(frame, event, arg):
         if event != "call" or frame.f_back is None:

@@ -21,7 +21,7 @@ import yaml
 from analysis import report
 from moee_exp.scoring.paper_scoring import MAIN_SCORES
 
-# one xdist worker runs this module: its module-scoped fixture is built once, not once per worker
+# one xdist worker runs this module: its session-scoped fixture is built once, not once per worker
 pytestmark = pytest.mark.xdist_group("test_paper_tasks")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ def run_sweep(tmp: Path, name: str) -> int:
     return proc.returncode
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # (module scope: built again when xdist interleaves another module)
 def sweeps(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rehearsal")
     with ThreadPoolExecutor(max_workers=2) as pool:  # each process spends seconds importing

@@ -18,7 +18,7 @@ import prewarmed
 import pytest
 from conftest import ROOT, tiny_model_cfg
 
-# one xdist worker runs this module: its module-scoped fixture is built once, not once per worker
+# one xdist worker runs this module: its session-scoped fixture is built once, not once per worker
 pytestmark = pytest.mark.xdist_group("test_robustness")
 
 TASK = "tasks.names=[MoEEDemoSTS]"
@@ -58,7 +58,7 @@ CONFIG_CASES = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # (module scope: built again when xdist interleaves another module)
 def config_runs(tmp_path_factory):
     """Every bad command, run at once (they fail in seconds, before any model or data is touched)."""
     base = tmp_path_factory.mktemp("bad-config")

@@ -54,11 +54,12 @@ def test_4bit_on_cpu_keeps_routers_unquantized():
 def test_our_model_classes_are_registered_on_first_config_read_not_on_import():
     """Registering DeepSeekMoE imports transformers' modeling stack; `import moee_exp` (and the runner, whose
     cached jobs never read a config) must not pay it, while reading a config must still find our classes."""
-    import subprocess
     import sys
+
+    import prewarmed  # a process that has imported none of our modules (third-party ones may be loaded)
 
     code = ("import sys, moee_exp, moee_exp.jobs.runner; assert 'moee_exp.features.models' not in sys.modules; "
             "from moee_exp.features.loading import tiny_config; tiny_config({'model_type': 'deepseek'}); "
             "assert 'moee_exp.features.models' in sys.modules")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    proc = prewarmed.run([sys.executable, "-c", code], timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

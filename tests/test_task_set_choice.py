@@ -84,12 +84,17 @@ def test_a_sweep_whose_model_cannot_be_reached_stops_once_with_the_single_job_er
     assert not list(tmp_cwd.glob("outputs/**/results/*.json"))
 
 
-def _check(env, **overrides) -> subprocess.CompletedProcess:
-    """moee_exp.jobs.preflight.check_reachable in a fresh process (huggingface_hub reads HF_HUB_CACHE at import)."""
-    code = ("import sys; from omegaconf import OmegaConf; from moee_exp.jobs.preflight import check_reachable; "
-            "cfg = OmegaConf.create(sys.argv[1]); check_reachable(cfg); print('reachable')")
-    return subprocess.run([sys.executable, "-c", code, json.dumps(dict(overrides))], cwd=ROOT, capture_output=True,
+def _check(env, *configs) -> list[str]:
+    """moee_exp.jobs.preflight.check_reachable on each config, in one fresh process (huggingface_hub reads
+    HF_HUB_CACHE at import): "reachable" or the exception's type name, per config."""
+    code = ("import json, sys; from omegaconf import OmegaConf; from moee_exp.jobs.preflight import check_reachable\n"
+            "for cfg in json.loads(sys.argv[1]):\n"
+            "    try:\n        check_reachable(OmegaConf.create(cfg)); print('reachable')\n"
+            "    except Exception as err:\n        print(type(err).__name__)")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(configs)], cwd=ROOT, capture_output=True,
                           text=True, env={**os.environ, **env}, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.split()
 
 
 def test_a_hub_id_in_the_hf_cache_passes_offline_and_one_not_in_it_does_not(tmp_path):
@@ -105,10 +110,9 @@ def test_a_hub_id_in_the_hf_cache_passes_offline_and_one_not_in_it_does_not(tmp_
     (repo / "refs" / "main").write_text(commit)
     env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub)}
     cache = {"enabled": True, "dir": str(tmp_path / "features")}
-    ok = _check(env, model={"name_or_path": "moee-test/tiny-olmoe"}, cache=cache)
-    assert ok.returncode == 0 and "reachable" in ok.stdout, ok.stderr
-    missing = _check(env, model={"name_or_path": "moee-test/not-cached"}, cache=cache)
-    assert missing.returncode != 0 and "ModelNotFoundError" in missing.stderr
+    assert _check(env, {"model": {"name_or_path": "moee-test/tiny-olmoe"}, "cache": cache},
+                  {"model": {"name_or_path": "moee-test/not-cached"}, "cache": cache}) == \
+        ["reachable", "ModelNotFoundError"]
 
 
 def test_a_model_whose_features_are_cached_may_sweep_without_it(tmp_path, caplog):

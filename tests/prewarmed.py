@@ -110,6 +110,33 @@ def _limit_file_size(kib: int) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (kib * 1024, kib * 1024))
 
 
+CAPABILITIES = {"dac_override": 1, "dac_read_search": 2, "fowner": 3}  # linux/capability.h
+
+
+def without_capabilities(*names: str):
+    """A `preexec` that does what `setpriv --bounding-set -dac_override,...` does for root: the named capabilities
+    leave the bounding, effective, permitted and inheritable sets, so file permissions bind the process (and any
+    process it starts)."""
+    return functools.partial(_drop_capabilities, tuple(CAPABILITIES[n] for n in names))
+
+
+def _drop_capabilities(caps: tuple[int, ...]) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in caps:
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), f"cannot drop capability {cap} from the bounding set")
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    data = (ctypes.c_uint32 * 6)()  # (effective, permitted, inheritable) x 2 words
+    keep = ~sum(1 << cap for cap in caps) & 0xFFFFFFFF
+    if libc.capget(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capget")
+    data[0], data[1], data[2] = data[0] & keep, data[1] & keep, data[2] & keep
+    if libc.capset(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+
+
 def _child(cmd, cwd, env, out_path, err_path, path, preexec):  # runs in the forked process
     import atexit
     import runpy

@@ -1,9 +1,10 @@
 """Faults of a shared GPU cluster (issue 18): unreadable shared files, read-only caches, full disks and file-size
 limits, uncreatable output dirs, hung extraction-lock holders, reruns with a changed config, preemption.
 
-Permission faults need a process that file modes bind: as root it runs under ``setpriv`` with the capabilities that
-bypass them dropped (skipped where setpriv is missing). File-size limits are real (RLIMIT_FSIZE in a subprocess:
-writes raise EFBIG, Python ignores SIGXFSZ); a full disk is simulated in-process (ENOSPC from the write call).
+Permission faults need a process that file modes bind: as root it runs with the capabilities that bypass them
+dropped, as ``setpriv --bounding-set`` would (tests/prewarmed.py: without_capabilities). File-size limits are real
+(RLIMIT_FSIZE in a subprocess: writes raise EFBIG, Python ignores SIGXFSZ); a full disk is simulated in-process
+(ENOSPC from the write call).
 """
 
 from __future__ import annotations
@@ -24,25 +25,23 @@ from conftest import ROOT, tiny_model_cfg
 from moee_exp.features.cache import FeatureCache, text_key
 
 TASK = "tasks.names=[MoEEDemoSTS]"
-SETPRIV = shutil.which("setpriv")
 
 
 def _env(**extra):
     return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **extra}
 
 
-def unprivileged(cmd: list[str]) -> list[str]:
-    """``cmd`` in a process that file permissions bind (root: without the capabilities that override them)."""
+def unprivileged():
+    """The `preexec` of a process that file permissions bind (root: without the capabilities that override them, as
+    `setpriv --bounding-set -dac_override,-dac_read_search,-fowner` would run it)."""
     if os.geteuid() != 0:
-        return cmd
-    if SETPRIV is None:
-        pytest.skip("running as root and setpriv (util-linux) is missing: cannot drop CAP_DAC_OVERRIDE")
-    return [SETPRIV, "--bounding-set", "-dac_override,-dac_read_search,-fowner", *cmd]
+        return None
+    return prewarmed.without_capabilities("dac_override", "dac_read_search", "fowner")
 
 
 def python(code: str, *, cwd, unpriv=False, env=None, timeout=600):
     cmd = [sys.executable, "-c", textwrap.dedent(code)]
-    return prewarmed.run(unprivileged(cmd) if unpriv else cmd, cwd=cwd, env=env or _env(), timeout=timeout)
+    return prewarmed.run(cmd, cwd=cwd, env=env or _env(), timeout=timeout, preexec=unprivileged() if unpriv else None)
 
 
 def error_lines(text: str) -> list[str]:
@@ -231,7 +230,7 @@ def test_unwritable_output_dir_is_one_error_line(tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
     cmd = [sys.executable, str(ROOT / "run.py"), TASK, "logger=none", f"hydra.run.dir={locked / 'out'}"]
-    proc = prewarmed.run(unprivileged(cmd), cwd=tmp_path, env=_env(), timeout=600)
+    proc = prewarmed.run(cmd, cwd=tmp_path, env=_env(), timeout=600, preexec=unprivileged())
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert error_lines(proc.stderr) == [f"error: hydra.run.dir='{locked / 'out'}' cannot be used: '{locked}' is not "
                                         "writable; point hydra.run.dir at a writable dir"]

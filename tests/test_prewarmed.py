@@ -69,3 +69,16 @@ def test_preexec_applies_in_the_child(tmp_path):
     code = "import resource; print(resource.getrlimit(resource.RLIMIT_FSIZE)[0])"
     proc = prewarmed.run([sys.executable, "-c", code], cwd=tmp_path, preexec=prewarmed.file_size_limit(6))
     assert proc.stdout.strip() == str(6 * 1024)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="file permissions bind a non-root process anyway")
+def test_without_capabilities_root_is_bound_by_file_permissions(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    code = f"open({str(locked / 'x')!r}, 'w')"
+    assert prewarmed.run([sys.executable, "-c", code], cwd=tmp_path).returncode == 0  # root: permissions overridden
+    (locked / "x").unlink()
+    drop = prewarmed.without_capabilities("dac_override", "dac_read_search", "fowner")
+    for fresh in (False, True):
+        proc = prewarmed.run([sys.executable, "-c", code], cwd=tmp_path, preexec=drop, fresh=fresh)
+        assert proc.returncode == 1 and "PermissionError" in proc.stderr, proc.stderr

@@ -28,6 +28,7 @@ os.environ.update(
     MTEB_CACHE=str(_TMP / "mteb"),  # before mteb is imported: it creates its cache dir at import
     MOEE_CACHE_DIR=str(_TMP / "moee"),
     HF_HOME=str(_TMP / "hf"),  # an empty HF cache: no test sees a model the machine happens to hold
+    MOEE_TEST_TMP=str(_TMP),  # tests/prewarmed.py keeps its processes' output here
 )
 
 import prewarmed  # noqa: E402,F401 (its fork server starts with this environment, whatever a test patches later)

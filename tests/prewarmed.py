@@ -192,14 +192,14 @@ def _child(cmd, cwd, env, out_path, err_path, path, preexec):  # runs in the for
 class Process:
     """The part of subprocess.Popen the tests use (stdout/stderr are read at the end, as text)."""
 
-    def __init__(self, cmd, *, cwd=None, env=None, fresh=False, preexec=None, **popen):
+    def __init__(self, cmd, *, cwd=None, env=None, fresh=False, preexec=None):
         cmd = [str(c) for c in cmd]
         self.args = cmd
         env = dict(os.environ if env is None else env)
         cwd = str(cwd or os.getcwd())
-        self._tmp = tempfile.mkdtemp(prefix="proc-")
+        self._tmp = tempfile.mkdtemp(prefix="proc-", dir=os.environ.get("MOEE_TEST_TMP"))  # conftest's run dir
         self._out, self._err = os.path.join(self._tmp, "out"), os.path.join(self._tmp, "err")
-        self.forked = not fresh and not popen and _forkable(cmd, env)
+        self.forked = not fresh and _forkable(cmd, env)
         if self.forked:
             # sys.path as a fresh interpreter would have it: PYTHONPATH, then the defaults
             path = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p] + _fresh_path()
@@ -210,7 +210,7 @@ class Process:
         else:
             with open(self._out, "w") as out, open(self._err, "w") as err:
                 self._proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err,
-                                              stdin=subprocess.DEVNULL, preexec_fn=preexec, **popen)
+                                              stdin=subprocess.DEVNULL, preexec_fn=preexec)
         self.pid = self._proc.pid
         self.returncode = None
 
@@ -242,8 +242,8 @@ class Process:
         return read[0], read[1]
 
 
-def run(cmd, *, cwd=None, env=None, timeout=600, fresh=False, check=False, preexec=None,
-        **ignored) -> subprocess.CompletedProcess:
+def run(cmd, *, cwd=None, env=None, timeout=600, fresh=False, check=False,
+        preexec=None) -> subprocess.CompletedProcess:
     """subprocess.run(cmd, capture_output=True, text=True, stdin=DEVNULL), forked where it can be (see above)."""
     proc = Process(cmd, cwd=cwd, env=env, fresh=fresh, preexec=preexec)
     try:

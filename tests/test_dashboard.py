@@ -54,7 +54,7 @@ def test_every_panel_reads_a_key_our_runs_log(tmp_cwd):
 
     proc = prewarmed.run(
         [sys.executable, str(ROOT / "run.py"), "progress=false", "logger.project=moee-dash"], cwd=tmp_cwd,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = tmp_cwd.glob("outputs/**/wandb/offline-run-*")
@@ -90,7 +90,7 @@ def test_saving_without_network_or_key_is_one_error_line(tmp_path):
     env.update(HOME=str(tmp_path), NETRC=str(tmp_path / "no-netrc"))
     proc = prewarmed.run(
         [sys.executable, "-m", "moee_exp.integrations.dashboard", "someone/moee", "--combo", "tiny-olmoe:prompteol"], cwd=ROOT,
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 1
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

@@ -24,7 +24,6 @@ import dataclasses
 import io
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from collections import Counter
@@ -87,7 +86,7 @@ def compose_values(overrides):
     choices = tuple(o.input_line for o in parsed if o.key_or_group in groups)
     values = [o for o in parsed if o.key_or_group not in groups]
     if any(o.is_sweep_override() or o.is_add() or o.is_delete() or o.is_force_add() or o.package is not None
-           or o.key_or_group.split(".")[0] == "hydra" for o in parsed):
+           or "/" in o.key_or_group or o.key_or_group.split(".")[0] == "hydra" for o in parsed):  # hydra/launcher=...
         return _compose(overrides)
     if choices not in _BASES:
         _BASES[choices] = _compose(choices)
@@ -255,6 +254,7 @@ FAST_COMPOSE_CASES = [
     ["logger=wandb", "logger.project=''"], ["logger=wandb", "logger.tags=[1,null]"], ["logger=nope"],
     ["emb=hs", "emb.kind=rw"], ["weights.alpha=0.1,0.2"], ["model.device=cuda:7", "model.max_length=-1"],
     ["paths.cache_dir='/dev/null/x'"], ["model.max_length=1e309"], ["predictions=[STX]"],
+    ["hydra/launcher=basic", "weights.alpha=0.2"], ["+experiment=alpha"],
 ]
 
 
@@ -316,8 +316,8 @@ def test_issue_cases_in_process_and_on_the_command_line_give_the_same_line(workd
     def command(override):
         cwd = Path(tempfile.mkdtemp(prefix="cli", dir=workdir))
         proc = prewarmed.run([sys.executable, str(ROOT / "run.py"), *(f"{k}={v}" for k, v in BASE.items()),
-                               override], cwd=cwd, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL)
+                               override], cwd=cwd, timeout=300,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
         return proc, cwd
 
     on_command_line = ["weights.alpha=nan", "model.device=cuda"]  # seconds of imports each: two are enough
@@ -338,7 +338,7 @@ def test_issue_cases_in_process_and_on_the_command_line_give_the_same_line(workd
 def test_a_hydra_type_error_is_hydras_message_on_the_command_line_too(workdir):
     kind, code, message = run_in_process({**BASE, "model.batch_size": "'x'"}, workdir / "hydra", run=False)
     proc = prewarmed.run([sys.executable, str(ROOT / "run.py"), "model.batch_size='x'", "logger=none"],
-                          cwd=workdir, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+                          cwd=workdir, timeout=300)
     assert (kind, code, proc.returncode) == ("hydra", 1, 1)
     assert "Value 'x' of type 'str' could not be converted to Integer" in message
     assert "Value 'x' of type 'str' could not be converted to Integer" in proc.stderr
@@ -460,7 +460,7 @@ def test_latin1_input_names_the_encoding_option_and_is_read_with_it(workdir, emb
     src.write_bytes("café au lait\r\nnaïve\r\n".encode("latin-1"))
     proc = prewarmed.run([sys.executable, "-m", "moee_exp.integrations.embed", "--model", "tiny", "--cache-dir",
                            os.environ["MOEE_CACHE_DIR"], "--input", str(src), "--output", str(workdir / "l.npz")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+                          cwd=ROOT, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert "is not valid utf-8 (byte 0xe9 at offset 3)" in line and "--encoding latin-1" in line

@@ -18,8 +18,7 @@ TASK = "tasks.names=[MoEEDemoSTS]"
 
 def run(*overrides, cwd, env=None):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return prewarmed.run([sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return prewarmed.run([sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd, env=env, timeout=600)
 
 
 def results(sweep: Path) -> dict[int, dict]:

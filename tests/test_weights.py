@@ -199,8 +199,7 @@ def test_dev_uses_a_validation_split_with_mteb(featurizer):
 
 def run(*overrides, cwd):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return prewarmed.run([sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return prewarmed.run([sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd, env=env, timeout=600)
 
 
 def job_rows(base: Path):

@@ -26,6 +26,9 @@ WORDS = "the cat sat on a mat while dogs ran across green fields under grey skie
 TEXTS = [" ".join(WORDS[(i * 7) % len(WORDS) :] + WORDS)[: 1 + (i * 37) % 200] + f" #{i}" for i in range(23)]
 
 
+_collect = __import__("gc").collect
+
+
 def make(cache=None, features=("hs", "rw"), **model):
     cfg = {**tiny_model_cfg("tiny"), "batch_size": 4, **model}
     return Featurizer(cfg, TEMPLATES["prompteol"], progress=False, features=features, cache=cache)
@@ -56,6 +59,23 @@ def cache_log_lines():
 
 def shards(root: Path, feature: str) -> list[Path]:
     return sorted(root.glob(f"*/{feature}/*.npy"))
+
+
+def test_loading_another_model_frees_the_previous_one_and_collects_only_for_a_large_one(fresh_process, monkeypatch):
+    import gc
+    import weakref
+
+    collections = []
+    monkeypatch.setattr(gc, "collect", lambda *args: collections.append(args) or _collect(*args))
+    previous = weakref.ref(featurize.get_model(tiny_model_cfg()).model)
+    featurize.get_model({**tiny_model_cfg(), "dtype": "bfloat16"})
+    assert fresh_process() == 2 and collections == []  # a tiny CPU model: freed without a full collection
+    assert previous() is None
+    previous = weakref.ref(featurize.get_model({**tiny_model_cfg(), "dtype": "bfloat16"}).model)
+    monkeypatch.setattr(featurize, "COLLECT_BYTES", 0)  # as a real model would be
+    featurize.get_model(tiny_model_cfg())
+    assert fresh_process() == 3 and len(collections) == 1
+    assert previous() is None  # only one model is held at a time
 
 
 def test_hit_is_bit_identical_and_needs_no_model(tmp_path, fresh_process):

@@ -8,6 +8,7 @@ versions that produced the values.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -19,7 +20,8 @@ from .loading import ModelConfig, model_config, resolve_device, resolve_dtype
 from .tiny import spec_hash
 
 
-def _version(package: str) -> str | None:
+@functools.cache  # read once per process: each lookup parses the package's metadata (~ms)
+def package_version(package: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -68,8 +70,8 @@ def model_identity(model: ModelConfig | Mapping) -> dict:
         **({"nf4_double_quant": True} if str(model.quantization) == "4bit" else {}),
         **({"quantize_routers": True} if model.quantize_routers and
            str(model.quantization or "none") != "none" else {}),
-        "torch": _version("torch"),
-        "transformers": _version("transformers"),
+        "torch": package_version("torch"),
+        "transformers": package_version("transformers"),
     }
     if model.tiny:
         spec = dict(model.tiny)

@@ -30,11 +30,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from ..features.extract import EXTRACTION_VERSION
-from ..features.identity import model_identity
+from ..features.identity import model_identity, package_version
 from ..scoring.weights import identity as weights_identity
 
 log = logging.getLogger(__name__)
@@ -48,13 +47,6 @@ CODE_FILES = (
 )
 # Set in every row this process computes, so a re-run can tell reused rows (older run_uid) from new ones.
 RUN_UID = uuid.uuid4().hex[:12]
-
-
-def _version(package: str) -> str | None:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
 
 
 @lru_cache(maxsize=1)
@@ -85,7 +77,7 @@ def job_identity(resolved: Mapping, template: str) -> dict:
         "emb": dict(resolved["emb"]),
         # how α is chosen, for the one emb kind that has an α (other kinds do not depend on it)
         "weights": weights_identity(resolved["weights"]) if resolved["emb"]["kind"] == "moee_sum" else None,
-        "scorer": {"mteb": _version("mteb"), "moee_exp": _version("moee-exp"), "code": code_version()},
+        "scorer": {"mteb": package_version("mteb"), "moee_exp": package_version("moee-exp"), "code": code_version()},
     }
 
 

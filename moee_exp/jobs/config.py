@@ -116,12 +116,12 @@ MAX_FLOAT = 1e12
 MAX_INT = 2**31 - 1
 
 
-def _check_numbers(cfg) -> None:
+def _check_numbers(resolved: dict) -> None:
     """Every float of every schema finite and within +-MAX_FLOAT; every int within its field's metadata["min"]
     (if any) and MAX_INT. A NaN or inf otherwise reaches scikit-learn after the model ran."""
     for group, schema in schemas().items():
-        node = cfg.get(group)
-        if not isinstance(node, DictConfig):
+        node = resolved.get(group)
+        if not isinstance(node, dict):
             continue
         for f in dataclasses.fields(schema):
             value, key = node.get(f.name), f"{group}.{f.name}"
@@ -136,18 +136,21 @@ def _check_numbers(cfg) -> None:
                 raise ConfigError(f"{key}={value} is too large (at most {high:g}; default {f.default!r})")
 
 
-def _check_interpolations(cfg) -> None:
-    """Every ${...} in the job's config resolves (hydra's own node aside: it resolves only inside a job)."""
+def _check_interpolations(cfg) -> dict:
+    """Every ${...} in the job's config resolves (hydra's own node aside: it resolves only inside a job). Returns
+    each top-level key's value, resolved to plain Python (checked and kept by read_job: resolving walks the tree)."""
+    resolved = {}
     for key in cfg:
         if key == "hydra":
             continue
         try:
             node = cfg[key]
-            if isinstance(node, (DictConfig, ListConfig)):
-                OmegaConf.to_container(node, resolve=True)
+            resolved[key] = OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) \
+                else node
         except InterpolationResolutionError as err:
             reason = str(err).splitlines()[0]
             raise ConfigError(f"{err.full_key or key}: {reason}; fix or quote the ${{...}} in its value") from None
+    return resolved
 
 
 def _check_tiny(tiny) -> None:
@@ -225,15 +228,16 @@ def validate_protocol(p) -> None:
         raise ConfigError("protocol.instructions=custom needs protocol.instruction_table={task: instruction, ...}")
 
 
-def validate(cfg) -> None:
-    """Raise ConfigError naming the key and the fix for values the schemas' types allow but the code does not."""
+def validate(cfg) -> dict:
+    """Raise ConfigError naming the key and the fix for values the schemas' types allow but the code does not.
+    Returns the config resolved to plain Python, top-level key by key (hydra's node aside)."""
     try:  # emb.kind first: the protocol's per-kind settings interpolate it (its own ${...}: reported below)
         _choice(cfg.emb.kind, KINDS, "emb.kind")
     except InterpolationResolutionError:
         pass
-    _check_interpolations(cfg)
+    resolved = _check_interpolations(cfg)
     m, e = cfg.model, cfg.emb
-    _check_numbers(cfg)
+    _check_numbers(resolved)
     _choice(m.dtype, ("auto", *DTYPES), "model.dtype")
     _choice(m.quantization, QUANTIZATIONS, "model.quantization")
     _choice(m.padding_side, ("left", "right"), "model.padding_side")
@@ -282,6 +286,7 @@ def validate(cfg) -> None:
         raise ConfigError(f"predictions={predictions!r} must be a list of mteb task types, e.g. [STS,Clustering] or []")
     if cfg.get("mteb_results") is not None and not isinstance(cfg.get("mteb_results"), str):
         raise ConfigError(f"mteb_results={cfg.get('mteb_results')!r} must be a dir (or null for off)")
+    return resolved
 
 
 def _check_wandb_project(value) -> None:
@@ -339,12 +344,9 @@ class Job:
 def read_job(cfg, here: bool = True) -> Job:
     """The one place a composed Hydra config becomes a Job: ``validate`` (and, with ``here``, ``check_here``), then
     each group as its schema's dataclass. Raises ConfigError (one line) for any mistake."""
-    validate(cfg)
+    resolved = validate(cfg)  # (hydra's own node, present in a sweep callback's config, resolves only in a job)
     if here:
         check_here(cfg)
-    # (hydra's own node, present in a sweep callback's config, resolves only inside a job)
-    resolved = {key: OmegaConf.to_container(cfg[key], resolve=True) if isinstance(cfg[key], (DictConfig, ListConfig))
-                else cfg[key] for key in cfg if key != "hydra"}
     typed = {group: OmegaConf.to_object(cfg[group]) for group in schemas() if group in cfg}
     for group, schema in schemas().items():  # a group composed without its schema (a hand-made config)
         if not isinstance(typed.get(group), schema):

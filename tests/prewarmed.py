@@ -5,22 +5,34 @@ forkserver). The child has its own pid, argv, cwd, environment, stdout/stderr an
 non-daemon threads joined, then atexit handlers.
 
 What a fork cannot give falls back to a fresh interpreter (subprocess), decided from the environment asked for:
-a variable that a library reads when it is imported (HF_*, MTEB_*, PYTHONHASHSEED, a PYTHONPATH entry not already
-on sys.path, ...) differs from the server's. `fresh=True` forces a fresh interpreter: for tests of start-up itself.
+a variable that a library reads when it is imported (HF_*, MTEB_*, PYTHONHASHSEED, ...) differs from the server's, or
+a PYTHONPATH entry shadows a module the server imported or would import. A PYTHONPATH `sitecustomize` is imported by
+the child, as site.py does at start-up. `fresh=True` forces a fresh interpreter: for tests of start-up itself.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import multiprocessing
 import os
+import re
 import shutil
+import site
 import subprocess
 import sys
 import tempfile
 import threading
 from pathlib import Path
+
+
+def _torch_version_file() -> str:
+    """torch/version.py's text, read without importing torch (the test process imports it later)."""
+    spec = importlib.util.find_spec("torch")
+    path = Path(spec.origin).with_name("version.py") if spec and spec.origin else None
+    return path.read_text() if path and path.exists() else ""
+
 
 # Read when a library is imported, so a forked child cannot change them (the server imported with its own values).
 IMPORT_TIME = ("PYTHON", "HF_", "HUGGINGFACE", "TRANSFORMERS_", "MTEB_", "TORCH", "CUDA", "LD_", "MPLBACKEND",
@@ -28,6 +40,10 @@ IMPORT_TIME = ("PYTHON", "HF_", "HUGGINGFACE", "TRANSFORMERS_", "MTEB_", "TORCH"
 HANDLED = {"PYTHONUNBUFFERED", "PYTHONPATH", "OMP_NUM_THREADS"}  # the child applies these itself
 # set in this process by a library at run time (torch's inductor names its cache dir), read by nothing we run
 HARMLESS = {"TORCHINDUCTOR_CACHE_DIR"}
+# Matched by a prefix above but read only when called (huggingface_hub's get_token), or, for HOME, read at import
+# only for defaults that these variables override (HF cache, mteb cache, fsspec config dir): forkable while the
+# server has them set. tests/test_prewarmed.py scans every imported module's values for a marked HOME and token.
+CALL_TIME = {"HF_TOKEN": (), "HOME": ("HF_HOME", "MTEB_CACHE", "FSSPEC_CONFIG_DIR")}
 
 # The third-party libraries a run.py process spends its first seconds importing; nothing of ours (moee_exp, run.py):
 # each child imports those itself, as a fresh process does, so their import-time code sees the child's environment.
@@ -41,9 +57,11 @@ MODULES = [
     "transformers.models.qwen2_moe.modeling_qwen2_moe", "transformers.models.mixtral.modeling_mixtral",
     "transformers.models.qwen3_moe.modeling_qwen3_moe", "transformers.models.deepseek_v3.modeling_deepseek_v3",
     "transformers.models.llama.modeling_llama",
-    "mteb", "mteb.get_tasks", "mteb.deprecated_evaluator", "pytrec_eval",
-    "wandb", "wandb.sdk",
+    "mteb", "mteb.get_tasks", "mteb.deprecated_evaluator", "pytrec_eval", "sentence_transformers",
+    "wandb", "wandb.sdk", "wandb.sdk.launch",  # wandb.init imports its launch package (~1 s)
 ]
+if re.search(r"^cuda\b.*= None$", _torch_version_file(), re.MULTILINE):  # on a CUDA build its import queries the GPU
+    MODULES.append("bitsandbytes")  # model.quantization=4bit (protocol=paper) checks it is importable
 
 _CTX = multiprocessing.get_context("forkserver")
 _CTX.set_forkserver_preload(MODULES)  # imported by name in the server (a missing optional one is skipped)
@@ -66,16 +84,33 @@ def _forkable(cmd, env: dict) -> bool:
     if cmd[1] in ("-c", "-m") and len(cmd) < 3:
         return False
     changed = {k for k in set(env) | set(_SERVER_ENV) if env.get(k) != _SERVER_ENV.get(k)}
-    if any(k.startswith(IMPORT_TIME) and k not in HANDLED | HARMLESS for k in changed):
+    if any(k.startswith(IMPORT_TIME) and k not in HANDLED | HARMLESS and not _call_time(k) for k in changed):
         return False
-    # a PYTHONPATH entry is put on the child's sys.path; one with start-up hooks, or one this process does not
-    # already import from, needs a fresh interpreter (e.g. a stand-in package shadowing an installed one)
+    # a PYTHONPATH entry is put on the child's sys.path: one that shadows a module (e.g. a stand-in package for an
+    # installed one) needs a fresh interpreter, since the server may have imported the real one
     ours = {str(Path(s).resolve()) for s in sys.path if s}
     for entry in filter(None, env.get("PYTHONPATH", "").split(os.pathsep)):
-        hooks = [Path(entry, f"{name}.py").exists() for name in ("sitecustomize", "usercustomize")]
-        if any(hooks) or str(Path(entry).resolve()) not in ours:
+        if str(Path(entry).resolve()) not in ours and not all(map(_new_name, _top_level_names(entry))):
             return False
     return True
+
+
+def _call_time(name: str) -> bool:
+    return name in CALL_TIME and all(_SERVER_ENV.get(pin) for pin in CALL_TIME[name]) and not site.ENABLE_USER_SITE
+
+
+def _top_level_names(entry: str) -> set[str]:
+    path = Path(entry)
+    if not path.is_dir():
+        return {"?"}  # a zip or a file: not inspected
+    return {p.name.split(".")[0] for p in path.iterdir() if p.suffix in (".py", ".pth", ".so") or p.is_dir()}
+
+
+def _new_name(name: str) -> bool:
+    """A module name nothing else provides, or the start-up hook the child imports as site.py would."""
+    if name == "sitecustomize":
+        return "sitecustomize" not in sys.modules  # this interpreter ran none of its own (nor did the server)
+    return name.isidentifier() and name not in sys.modules and importlib.util.find_spec(name) is None
 
 
 _LOCK = threading.Lock()
@@ -159,6 +194,7 @@ def _child(cmd, cwd, env, out_path, err_path, path, preexec):  # runs in the for
         sys.modules["torch"].set_num_threads(int(env["OMP_NUM_THREADS"]))
     code = 0
     try:
+        _sitecustomize(path)
         if cmd[1] == "-c":
             sys.argv = ["-c", *cmd[3:]]
             sys.path[:] = ["", *path]
@@ -187,6 +223,20 @@ def _child(cmd, cwd, env, out_path, err_path, path, preexec):  # runs in the for
     sys.stdout.flush()
     sys.stderr.flush()
     raise SystemExit(code)
+
+
+def _sitecustomize(path) -> None:
+    """What site.py does at start-up, for a sitecustomize on PYTHONPATH (the server imported none)."""
+    import importlib.machinery
+
+    if importlib.machinery.PathFinder.find_spec("sitecustomize", path) is None:
+        return
+    sys.path[:] = list(path)
+    try:
+        import sitecustomize  # noqa: F401
+    except Exception as err:  # noqa: BLE001 as site.execsitecustomize reports it
+        print(f"Error in sitecustomize; set PYTHONVERBOSE for traceback:\n{type(err).__name__}: {err}",
+              file=sys.stderr)
 
 
 class Process:

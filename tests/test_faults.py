@@ -406,7 +406,7 @@ def _signal_when_in_flight(proc, marker, signum):
 
     deadline = time.monotonic() + 400
     while not marker.exists() or not marker.read_text():
-        assert proc.poll() is None, f"the job ended before dataset 2: {proc.communicate()[1][-3000:]}"
+        assert proc.poll() is None, f"the job ended before dataset 2: {proc.output()[1][-3000:]}"
         assert time.monotonic() < deadline, "dataset 2 never started"
         time.sleep(0.2)
     os.kill(int(marker.read_text()), signum)
@@ -432,15 +432,15 @@ def test_sigterm_keeps_finished_rows_writes_results_csv_and_wandb_and_says_how_t
 
     env, marker = _stalling_env(tmp_path)
     job = tmp_path / "job"
-    proc = subprocess.Popen(
+    proc = prewarmed.Process(
         [sys.executable, str(ROOT / "run.py"), f"tasks.names=[{','.join(TASKS3)}]", "logger=wandb", "progress=false", "protocol=clean",
-         f"cache.dir={tmp_path / 'features'}", f"hydra.run.dir={job}"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         f"cache.dir={tmp_path / 'features'}", f"hydra.run.dir={job}"], cwd=tmp_path, env=env)
     try:
         _signal_when_in_flight(proc, marker, signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=300)
+        proc.wait(300)
     finally:
         proc.kill()
+    _, stderr = proc.output()
     assert proc.returncode == 128 + signal.SIGTERM
     assert "Traceback" not in stderr
     stopped = [line for line in stderr.splitlines() if line.startswith("stopped by")]
@@ -451,7 +451,7 @@ def test_sigterm_keeps_finished_rows_writes_results_csv_and_wandb_and_says_how_t
     assert len(table) == 2 and table[1].split(",")[table[0].split(",").index("task")] == TASKS3[0]
     (run_dir,) = (job / "wandb").glob("offline-run-*")
     cmd = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(run_dir)]
-    summary = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout)["summary"]
+    summary = json.loads(prewarmed.run(cmd, cwd=tmp_path, check=True, timeout=120).stdout)["summary"]
     assert f"score/{TASKS3[0]}" in summary and "avg" in summary
     assert not [p for p in job.rglob("*") if p.name.endswith(".tmp")]
 
@@ -461,16 +461,16 @@ def test_sigterm_under_submitit_requeues_the_job_and_it_resumes(tmp_path):
 
     env, marker = _stalling_env(tmp_path)
     sweep = tmp_path / "sweep"
-    proc = subprocess.Popen(
+    proc = prewarmed.Process(
         [sys.executable, str(ROOT / "run.py"), "-m", "hydra/launcher=local", "emb=moee_sum", "weights.alpha=1.0", "protocol=clean",
          f"tasks.names=[{','.join(TASKS3)}]", "logger=none", "progress=false", f"cache.dir={tmp_path / 'features'}",
-         f"hydra.sweep.dir={sweep}"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env)
     try:
         _signal_when_in_flight(proc, marker, signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=600)
+        proc.wait(600)
     finally:
         proc.kill()
+    _, stderr = proc.output()
     assert proc.returncode == 0, stderr[-3000:]
     rows = {p.stem: json.loads(p.read_text()) for p in (sweep / "0" / "results").glob("*.json")}
     assert sorted(rows) == sorted(TASKS3)  # the requeued job finished the job

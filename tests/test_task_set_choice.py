@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -84,35 +84,40 @@ def test_a_sweep_whose_model_cannot_be_reached_stops_once_with_the_single_job_er
     assert not list(tmp_cwd.glob("outputs/**/results/*.json"))
 
 
-def _check(env, *configs) -> list[str]:
-    """moee_exp.jobs.preflight.check_reachable on each config, in one fresh process (huggingface_hub reads
-    HF_HUB_CACHE at import): "reachable" or the exception's type name, per config."""
-    code = ("import json, sys; from omegaconf import OmegaConf; from moee_exp.jobs.preflight import check_reachable\n"
-            "for cfg in json.loads(sys.argv[1]):\n"
-            "    try:\n        check_reachable(OmegaConf.create(cfg)); print('reachable')\n"
-            "    except Exception as err:\n        print(type(err).__name__)")
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(configs)], cwd=ROOT, capture_output=True,
-                          text=True, env={**os.environ, **env}, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout.split()
+def _check(*configs) -> list[str]:
+    """moee_exp.jobs.preflight.check_reachable on each config: "reachable" or the exception's type name, per config."""
+    from moee_exp.jobs.preflight import check_reachable
+
+    said = []
+    for cfg in configs:
+        try:
+            check_reachable(OmegaConf.create(cfg))
+            said.append("reachable")
+        except Exception as err:  # noqa: BLE001 its type is the answer
+            said.append(type(err).__name__)
+    return said
 
 
 def test_a_hub_id_in_the_hf_cache_passes_offline_and_one_not_in_it_does_not(tmp_path):
-    # An HF hub cache entry as huggingface_hub lays it out, holding the tiny model's config under a hub id.
+    # An HF hub cache entry as huggingface_hub lays it out, holding the tiny model's config under a hub id, in the
+    # test run's HF cache (conftest's HF_HOME, offline; huggingface_hub reads its location at import). The id is
+    # this test's own, and the entry is removed after, so every other test still sees an empty cache.
     from moee_exp.features.featurize import model_path
 
-    hub = tmp_path / "hub"
-    repo = hub / "models--moee-test--tiny-olmoe"
+    repo_id = f"moee-test/tiny-olmoe-{uuid.uuid4().hex[:12]}"
+    repo = Path(os.environ["HF_HOME"]) / "hub" / f"models--{repo_id.replace('/', '--')}"
     commit = "0" * 40
-    (repo / "snapshots" / commit).mkdir(parents=True)
-    shutil.copy(Path(model_path(tiny_model_cfg())) / "config.json", repo / "snapshots" / commit / "config.json")
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub)}
-    cache = {"enabled": True, "dir": str(tmp_path / "features")}
-    assert _check(env, {"model": {"name_or_path": "moee-test/tiny-olmoe"}, "cache": cache},
-                  {"model": {"name_or_path": "moee-test/not-cached"}, "cache": cache}) == \
-        ["reachable", "ModelNotFoundError"]
+    try:
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        shutil.copy(Path(model_path(tiny_model_cfg())) / "config.json", repo / "snapshots" / commit / "config.json")
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(commit)
+        cache = {"enabled": True, "dir": str(tmp_path / "features")}
+        assert _check({"model": {"name_or_path": repo_id}, "cache": cache},
+                      {"model": {"name_or_path": f"{repo_id}-not-cached"}, "cache": cache}) == \
+            ["reachable", "ModelNotFoundError"]
+    finally:
+        shutil.rmtree(repo, ignore_errors=True)
 
 
 def test_a_model_whose_features_are_cached_may_sweep_without_it(tmp_path, caplog):

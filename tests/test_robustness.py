@@ -62,9 +62,9 @@ CONFIG_CASES = {
 def config_runs(tmp_path_factory):
     """Every bad command, run at once (they fail in seconds, before any model or data is touched)."""
     base = tmp_path_factory.mktemp("bad-config")
-    no_bnb = base / "no_bnb"  # a bitsandbytes that cannot be imported, as on a machine without it
-    (no_bnb / "bitsandbytes").mkdir(parents=True)
-    (no_bnb / "bitsandbytes" / "__init__.py").write_text("raise ImportError('No module named bitsandbytes')\n")
+    no_bnb = base / "no_bnb"  # bitsandbytes cannot be imported, as on a machine without it (the import system's
+    no_bnb.mkdir()  # own way to block a module: None in sys.modules; a start-up hook sets it before run.py runs)
+    (no_bnb / "sitecustomize.py").write_text("import sys\nsys.modules['bitsandbytes'] = None\n")
 
     def one(item):
         name, (overrides, _, _) = item

@@ -1,6 +1,7 @@
 """MoEE as a sentence-transformers model: encode, similarity, save/load, and a real consumer (BERTopic), offline."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -89,8 +90,10 @@ def test_bad_settings_are_refused(tiny_lm, tiny_dir):
         MoEE(tiny_dir, kind="mean", lm=tiny_lm("tiny"))
 
 
-def test_bertopic_fits_on_the_demo_texts_with_our_embeddings(tiny_lm, tiny_dir):
+def test_bertopic_fits_on_the_demo_texts_with_our_embeddings(tiny_lm, tiny_dir, monkeypatch):
     """A real consumer that takes a SentenceTransformer: BERTopic embeds the docs through it (offline)."""
+    if "umap" not in sys.modules:  # BERTopic's optional UMAP, unused here: its import JIT-compiles pynndescent
+        monkeypatch.setitem(sys.modules, "umap", None)  # (~20 s on a fresh install); BERTopic then goes without it
     pytest.importorskip("bertopic")
     from bertopic import BERTopic
     from hdbscan import HDBSCAN

@@ -29,7 +29,6 @@ os.environ.update(
     MTEB_CACHE=str(_TMP / "mteb"),  # before mteb is imported: it creates its cache dir at import
     MOEE_CACHE_DIR=str(_TMP / "moee"),
     HF_HOME=str(_TMP / "hf"),  # an empty HF cache: no test sees a model the machine happens to hold
-    FSSPEC_CONFIG_DIR=str(_TMP / "fsspec"),  # (with the two above: no library reads HOME at import, see prewarmed)
     MOEE_TEST_TMP=str(_TMP),  # tests/prewarmed.py keeps its processes' output here
 )
 

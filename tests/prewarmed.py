@@ -19,7 +19,6 @@ import multiprocessing
 import os
 import re
 import shutil
-import site
 import subprocess
 import sys
 import tempfile
@@ -40,10 +39,8 @@ IMPORT_TIME = ("PYTHON", "HF_", "HUGGINGFACE", "TRANSFORMERS_", "MTEB_", "TORCH"
 HANDLED = {"PYTHONUNBUFFERED", "PYTHONPATH", "OMP_NUM_THREADS"}  # the child applies these itself
 # set in this process by a library at run time (torch's inductor names its cache dir), read by nothing we run
 HARMLESS = {"TORCHINDUCTOR_CACHE_DIR"}
-# Matched by a prefix above but read only when called (huggingface_hub's get_token), or, for HOME, read at import
-# only for defaults that these variables override (HF cache, mteb cache, fsspec config dir): forkable while the
-# server has them set. tests/test_prewarmed.py scans every imported module's values for a marked HOME and token.
-CALL_TIME = {"HF_TOKEN": (), "HOME": ("HF_HOME", "MTEB_CACHE", "FSSPEC_CONFIG_DIR")}
+# Matched by a prefix above but read only when called: huggingface_hub.get_token() reads HF_TOKEN each time
+CALL_TIME = {"HF_TOKEN"}
 
 # The third-party libraries a run.py process spends its first seconds importing; nothing of ours (moee_exp, run.py):
 # each child imports those itself, as a fresh process does, so their import-time code sees the child's environment.
@@ -84,7 +81,7 @@ def _forkable(cmd, env: dict) -> bool:
     if cmd[1] in ("-c", "-m") and len(cmd) < 3:
         return False
     changed = {k for k in set(env) | set(_SERVER_ENV) if env.get(k) != _SERVER_ENV.get(k)}
-    if any(k.startswith(IMPORT_TIME) and k not in HANDLED | HARMLESS and not _call_time(k) for k in changed):
+    if any(k.startswith(IMPORT_TIME) and k not in HANDLED | HARMLESS | CALL_TIME for k in changed):
         return False
     # a PYTHONPATH entry is put on the child's sys.path: one that shadows a module (e.g. a stand-in package for an
     # installed one) needs a fresh interpreter, since the server may have imported the real one
@@ -93,10 +90,6 @@ def _forkable(cmd, env: dict) -> bool:
         if str(Path(entry).resolve()) not in ours and not all(map(_new_name, _top_level_names(entry))):
             return False
     return True
-
-
-def _call_time(name: str) -> bool:
-    return name in CALL_TIME and all(_SERVER_ENV.get(pin) for pin in CALL_TIME[name]) and not site.ENABLE_USER_SITE
 
 
 def _top_level_names(entry: str) -> set[str]:

@@ -50,7 +50,8 @@ def test_uncaught_exception_and_signals(tmp_path):
     ({"PYTHONUNBUFFERED": "1", "WANDB_MODE": "online", "OMP_NUM_THREADS": "1"}, True),
     ({"HF_HOME": "/elsewhere"}, False),  # huggingface_hub reads it at import: the server's value would leak
     ({"PYTHONHASHSEED": "0"}, False),
-    ({"HOME": "{home}", "HF_TOKEN": "hf_x"}, True),  # read when called (see the scan below)
+    ({"HOME": "{home}"}, False),  # libraries make cache paths from it at import
+    ({"HF_TOKEN": "hf_probe"}, True),  # huggingface_hub reads it when called (below: the child sees its own)
     ({"PYTHONPATH": "{site}"}, True),  # a dir with a sitecustomize: the child runs it, as site.py does
     ({"PYTHONPATH": "{shadow}"}, False),  # a stand-in for an installed module: the server may hold the real one
 ])
@@ -58,17 +59,20 @@ def test_what_a_fork_cannot_give_runs_in_a_fresh_interpreter(tmp_path, extra, fo
     site, shadow = tmp_path / "site", tmp_path / "shadow"
     site.mkdir()
     (site / "sitecustomize.py").write_text("import os\nos.environ['MOEE_PROBE'] = 'site ran'\n")
-    (shadow / "yaml").mkdir(parents=True)
-    (shadow / "yaml" / "__init__.py").write_text("raise ImportError('No module named yaml')\n")
+    (shadow / "sklearn").mkdir(parents=True)
+    (shadow / "sklearn" / "__init__.py").write_text("raise ImportError('No module named sklearn')\n")
     paths = {"site": site, "shadow": shadow, "home": tmp_path}
     env = {**os.environ, **{k: v.format(**paths) for k, v in extra.items()}}
-    code = "import os, sys; print(os.environ.get('MOEE_PROBE'), sys.flags.hash_randomization)"
+    code = ("import os, sys, huggingface_hub; "
+            "print(os.environ.get('MOEE_PROBE'), huggingface_hub.get_token(), sys.flags.hash_randomization)")
     proc = prewarmed.Process([sys.executable, "-c", code], cwd=tmp_path, env=env)
     assert proc.forked == forked and proc.wait(120) == 0
     out, err = proc.output()
     assert err == ""
     if extra.get("PYTHONPATH") == "{site}":
         assert out.split()[0] == "site"
+    if "HF_TOKEN" in extra:
+        assert out.split()[-2] == "hf_probe"
     if "PYTHONHASHSEED" in extra:
         assert out.split()[-1] == "0"
 
@@ -91,64 +95,3 @@ def test_without_capabilities_root_is_bound_by_file_permissions(tmp_path):
         proc = prewarmed.run([sys.executable, "-c", code], cwd=tmp_path, preexec=drop, fresh=fresh)
         assert proc.returncode == 1 and "PermissionError" in proc.stderr, proc.stderr
 
-
-SCAN = """
-import importlib, json, os, site, sys, warnings
-from pathlib import PurePath
-
-warnings.simplefilter("ignore")
-marks = [os.path.basename(os.environ["HOME"]), os.environ["HF_TOKEN"]]
-for name in MODULES:
-    try:
-        importlib.import_module(name)
-    except ImportError:
-        pass
-
-# Every str/Path reachable from a module's globals: through plain containers, class attributes and (two levels of)
-# instance attributes; each object visited once (packages re-export the same objects many times).
-skip = {"os", "posix", "__main__", "__mp_main__", "linecache"}  # the environment, this script's own text
-todo = [(value, f"{modname}.{key}", 0) for modname, module in list(sys.modules.items()) if modname not in skip
-        for key, value in list(getattr(module, "__dict__", {}).items())]
-seen, texts = set(), []
-while todo:
-    value, where, depth = todo.pop()
-    if isinstance(value, (str, PurePath)):
-        texts.append((str(value), where))
-        continue
-    if id(value) in seen or depth > 3:
-        continue
-    seen.add(id(value))
-    kind = type(value)
-    if kind in (list, tuple, set, frozenset):
-        todo.extend((item, where, depth + 1) for item in list(value)[:200])
-    elif kind is dict:
-        todo.extend((item, f"{where}[{str(key)[:30]}]", depth + 1) for key, item in list(value.items())[:500])
-    elif isinstance(value, type):
-        if depth == 0:
-            todo.extend((item, f"{where}.{key}", 2) for key, item in list(vars(value).items())[:200])
-    elif depth < 2 and not callable(value) and kind.__name__ != "module":
-        try:
-            attrs = object.__getattribute__(value, "__dict__")
-        except Exception:
-            continue
-        todo.extend((item, f"{where}.{key}", depth + 1) for key, item in list(attrs.items())[:200])
-hits = sorted({where for text, where in texts if any(mark in text for mark in marks)})
-print(json.dumps({"user_site": site.ENABLE_USER_SITE, "hits": hits}))
-"""
-
-
-def test_no_preloaded_library_keeps_home_or_the_hf_token_from_its_import(tmp_path):
-    """What CALL_TIME rests on: with conftest's environment (HF_HOME, MTEB_CACHE, FSSPEC_CONFIG_DIR set), a fresh
-    interpreter that imports every preloaded module keeps no value made from HOME or HF_TOKEN, bar user site-packages
-    (off in a venv) and the fallbacks for an unset HF_HOME and FSSPEC_CONFIG_DIR."""
-    import json
-
-    home = tmp_path / "HOME-MARK-7f3a"
-    env = {**os.environ, "HOME": str(home), "HF_TOKEN": "hf_TOKEN-MARK-7f3a"}
-    code = f"MODULES = {prewarmed.MODULES!r}\n{SCAN}"
-    proc = prewarmed.run([sys.executable, "-c", code], cwd=tmp_path, env=env, fresh=True, check=True)
-    found = json.loads(proc.stdout.splitlines()[-1])
-    assert not found["user_site"]
-    assert {"site.USER_BASE", "site.USER_SITE"} <= set(found["hits"])  # the scan sees values made at import
-    fallbacks = {"huggingface_hub.constants.default_home", "fsspec.config.default_conf_dir"}
-    assert set(found["hits"]) - {"site.USER_BASE", "site.USER_SITE"} - fallbacks == set()

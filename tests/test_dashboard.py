@@ -87,7 +87,7 @@ def test_every_panel_reads_a_key_our_runs_log(tmp_cwd):
 
 def test_saving_without_network_or_key_is_one_error_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
-    env.update(HOME=str(tmp_path), NETRC=str(tmp_path / "no-netrc"))
+    env.update(NETRC=str(tmp_path / "no-netrc"), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"))  # no key anywhere
     proc = prewarmed.run(
         [sys.executable, "-m", "moee_exp.integrations.dashboard", "someone/moee", "--combo", "tiny-olmoe:prompteol"], cwd=ROOT,
         env=env, timeout=300,

@@ -242,9 +242,16 @@ def _job_dir(base: Path) -> Path:
     return config.parent
 
 
+def _wandb_home(base: Path) -> dict:
+    """W&B's own places for a key and its files, all inside ``base``: no key from this machine's ~/.netrc or
+    settings reaches the job, and whatever W&B writes lands where the test can read it."""
+    return {"NETRC": str(base / "netrc"), "WANDB_CONFIG_DIR": str(base / "wandb-config"),
+            "WANDB_DIR": str(base / "wandb-dir"), "WANDB_CACHE_DIR": str(base / "wandb-cache"),
+            "WANDB_DATA_DIR": str(base / "wandb-data")}
+
+
 def test_online_without_a_key_runs_offline_with_one_warning(tmp_cwd):
-    env = _env(WANDB_API_KEY=None, WANDB_MODE=None, HOME=str(tmp_cwd), WANDB_DIR=str(tmp_cwd / "wandb-dir"),
-               WANDB_CONFIG_DIR=str(tmp_cwd / "wandb-config"), NETRC=None)
+    env = _env(WANDB_API_KEY=None, WANDB_MODE=None, **_wandb_home(tmp_cwd))
     proc = run(TASK, "logger.mode=online", "progress=false", cwd=tmp_cwd, env=env, timeout=300)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
@@ -257,10 +264,9 @@ def test_online_without_a_key_runs_offline_with_one_warning(tmp_cwd):
 
 def test_unreachable_wandb_goes_offline_and_no_secret_is_written_or_printed(tmp_cwd):
     env = _env(
-        WANDB_API_KEY=FAKE_WANDB_KEY, HF_TOKEN=FAKE_HF_TOKEN, WANDB_MODE=None, HOME=str(tmp_cwd),
+        WANDB_API_KEY=FAKE_WANDB_KEY, HF_TOKEN=FAKE_HF_TOKEN, WANDB_MODE=None, **_wandb_home(tmp_cwd),
         WANDB_BASE_URL=f"http://127.0.0.1:{_closed_port()}",  # nothing leaves this machine
-        WANDB_INIT_TIMEOUT="3", WANDB_DIR=str(tmp_cwd / "wandb-dir"), WANDB_CONFIG_DIR=str(tmp_cwd / "wandb-config"),
-        WANDB_SILENT=None,
+        WANDB_INIT_TIMEOUT="3", WANDB_SILENT=None,
     )
     proc = run(TASK, "logger.mode=online", "progress=false", cwd=tmp_cwd, env=env, timeout=300)
     output = proc.stdout + proc.stderr

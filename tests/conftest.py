@@ -53,8 +53,8 @@ def tiny_model_cfg(name: str = "tiny") -> dict:
 # The slowest modules, longest first (pytest --durations=0 on 2 cores), handed out before the rest: with
 # `--dist loadscope --no-loadscope-reorder` a module is one unit of work in collection order, and a long one handed
 # out last would leave the other worker idle at the end. Only an order: a module missing here runs after these.
-SLOW_FIRST = ["test_coverage", "test_fuzz", "test_faults", "test_launchers", "test_paper_protocol", "test_robustness",
-              "test_paper_tasks", "test_analysis", "test_run", "test_weights", "test_mteb_mocks", "test_st"]
+SLOW_FIRST = ["test_coverage", "test_fuzz", "test_faults", "test_launchers", "test_paper_protocol", "test_paper_tasks",
+              "test_analysis", "test_run", "test_weights", "test_robustness", "test_mteb_mocks", "test_prewarmed"]
 
 
 def pytest_collection_modifyitems(items):

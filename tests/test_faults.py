@@ -374,9 +374,10 @@ TASKS3 = ["MoEEDemoSTS", "MoEEDemoPairClassification", "MoEEDemoSummarization"]
 # On the job's 2nd dataset (first attempt only: a marker file), write the pid to the marker and hang: the test then
 # signals that pid. A sitecustomize module, so that it also runs in a submitit job's own process.
 STALL = """
-import os, pathlib, time
+import os, pathlib, sys, time
 marker = os.environ.get("MOEE_TEST_STALL_MARKER")
-if marker and not pathlib.Path(marker).exists():
+job = "submitit.local._local" not in sys.orig_argv  # (submitit's controller process runs no dataset)
+if marker and job and not pathlib.Path(marker).exists():
     import mteb
 
     _evaluate, _calls = mteb.evaluate, []

@@ -55,9 +55,9 @@ MODULES = [
     "transformers.models.qwen3_moe.modeling_qwen3_moe", "transformers.models.deepseek_v3.modeling_deepseek_v3",
     "transformers.models.llama.modeling_llama",
     "mteb", "mteb.get_tasks", "mteb.deprecated_evaluator", "pytrec_eval", "sentence_transformers",
-    "wandb", "wandb.sdk", "wandb.sdk.launch",  # wandb.init imports its launch package (~1 s)
+    "wandb", "wandb.sdk", "wandb.sdk.launch",  # wandb.init imports its launch package (~1.5 s)
 ]
-if re.search(r"^cuda\b.*= None$", _torch_version_file(), re.MULTILINE):  # on a CUDA build its import queries the GPU
+if re.search(r"^cuda\b.*= None$", _torch_version_file(), re.MULTILINE):  # on a CUDA build its import initialises CUDA
     MODULES.append("bitsandbytes")  # model.quantization=4bit (protocol=paper) checks it is importable
 
 _CTX = multiprocessing.get_context("forkserver")

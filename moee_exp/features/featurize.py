@@ -70,7 +70,8 @@ def get_model(model: ModelConfig | Mapping) -> LoadedModel:
 
 def _free_previous() -> None:
     """One model at a time: drop the previous one before loading the next. Only a large or GPU-held model is worth
-    a full garbage collection (it walks every object of the process: ~0.5 s once mteb and transformers are imported)."""
+    a full garbage collection (it walks every object of the process: ~0.2 s once mteb and transformers are
+    imported, more in a process that holds more)."""
     if not _loaded:
         return
     (previous,) = _loaded.values()

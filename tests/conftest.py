@@ -32,7 +32,7 @@ os.environ.update(
     MOEE_TEST_TMP=str(_TMP),  # tests/prewarmed.py keeps its processes' output here
 )
 
-import prewarmed  # noqa: E402,F401 (its fork server starts with this environment, whatever a test patches later)
+import prewarmed  # noqa: E402,F401 (the run's fork server starts with this environment, whatever a test patches later)
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 

@@ -1,28 +1,40 @@
 """`python run.py ...` (or `python -c` / `-m`) as a real process that skips the interpreter's start and its ~6 s of
-third-party imports: it is forked from a server that imported them once per test worker (multiprocessing's
-forkserver). The child has its own pid, argv, cwd, environment, stdout/stderr and exit code
-(-N when killed by signal N), imports our code itself, runs the script as __main__, and exits as Python does:
-non-daemon threads joined, then atexit handlers.
+third-party imports: it is forked from a server that imported them once per test run, shared by the xdist workers.
+The child has its own pid, argv, cwd, environment, file descriptors and exit code (-N when killed by signal N),
+imports our code itself, runs the script as __main__, and exits as Python does: non-daemon threads joined, then
+atexit handlers.
 
-What a fork cannot give falls back to a fresh interpreter (subprocess), decided from the environment asked for:
-a variable that a library reads when it is imported (HF_*, MTEB_*, PYTHONHASHSEED, ...) differs from the server's, or
-a PYTHONPATH entry shadows a module the server imported or would import. A PYTHONPATH `sitecustomize` is imported by
-the child, as site.py does at start-up. `fresh=True` forces a fresh interpreter: for tests of start-up itself.
+A submitit job that such a child starts with `sys.executable` forks from the same server too: the child's
+`sys.executable` is a small launcher (tests/prewarmed_python.py) that hands its argv, environment and open file
+descriptors to the server, passes on the signals it receives, and exits as the forked process does. Killing the
+launcher (even with SIGKILL) kills that process. Whatever else the child starts that way is the real interpreter.
+
+What a fork cannot give falls back to a fresh interpreter (subprocess, or the launcher execs the real one), decided
+by the server from the environment asked for: a variable that a library reads when it is imported (HF_*, MTEB_*,
+PYTHONHASHSEED, ...) differs from the server's, an interpreter option other than -u / -B, or a PYTHONPATH entry
+that holds a module the server imported. A PYTHONPATH `sitecustomize` is imported by the child, as site.py does at
+start-up. `fresh=True` forces a fresh interpreter: for tests of start-up itself.
 """
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import hashlib
 import importlib.util
-import json
-import multiprocessing
 import os
+import pickle
 import re
-import shutil
+import select
+import shlex
+import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 
@@ -36,11 +48,13 @@ def _torch_version_file() -> str:
 # Read when a library is imported, so a forked child cannot change them (the server imported with its own values).
 IMPORT_TIME = ("PYTHON", "HF_", "HUGGINGFACE", "TRANSFORMERS_", "MTEB_", "TORCH", "CUDA", "LD_", "MPLBACKEND",
                "TOKENIZERS", "MKL_", "OPENBLAS_", "NUMEXPR", "HOME", "XDG_")
-HANDLED = {"PYTHONUNBUFFERED", "PYTHONPATH", "OMP_NUM_THREADS"}  # the child applies these itself
+HANDLED = {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "OMP_NUM_THREADS"}  # the child applies these
 # set in this process by a library at run time (torch's inductor names its cache dir), read by nothing we run
 HARMLESS = {"TORCHINDUCTOR_CACHE_DIR"}
-# Matched by a prefix above but read only when called: huggingface_hub.get_token() reads HF_TOKEN each time
-CALL_TIME = {"HF_TOKEN"}
+# Matched by a prefix above but read only when called: huggingface_hub.get_token() reads HF_TOKEN each time, and
+# CUDA reads CUDA_VISIBLE_DEVICES when it initialises, which the server never does (submitit sets it for each job)
+CALL_TIME = {"HF_TOKEN", "CUDA_VISIBLE_DEVICES"}
+OPTIONS = {"-u", "-B"}  # interpreter options a child applies itself (submitit runs its jobs with -u)
 
 # The third-party libraries a run.py process spends its first seconds importing; nothing of ours (moee_exp, run.py):
 # each child imports those itself, as a fresh process does, so their import-time code sees the child's environment.
@@ -56,73 +70,88 @@ MODULES = [
     "transformers.models.llama.modeling_llama",
     "mteb", "mteb.get_tasks", "mteb.deprecated_evaluator", "pytrec_eval", "sentence_transformers",
     "wandb", "wandb.sdk", "wandb.sdk.launch",  # wandb.init imports its launch package (~1.5 s)
+    "submitit", "submitit.core._submit",  # a submitit job (tests/prewarmed_python.py)
 ]
 if re.search(r"^cuda\b.*= None$", _torch_version_file(), re.MULTILINE):  # on a CUDA build its import initialises CUDA
     MODULES.append("bitsandbytes")  # model.quantization=4bit (protocol=paper) checks it is importable
 
-_CTX = multiprocessing.get_context("forkserver")
-_CTX.set_forkserver_preload(MODULES)  # imported by name in the server (a missing optional one is skipped)
-_SERVER_ENV = dict(os.environ)  # the environment the server starts with (the first child starts it)
-_FRESH_PATH: list[str] = []  # sys.path of a fresh interpreter, without its first entry (the script's dir)
-
-
-def _fresh_path() -> list[str]:
-    if not _FRESH_PATH:
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        code = "import json, sys; print(json.dumps(sys.path[1:]))"
-        _FRESH_PATH.extend(json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                                                     text=True, check=True).stdout))
-    return _FRESH_PATH
-
-
-def _forkable(cmd, env: dict) -> bool:
-    if not (len(cmd) >= 2 and cmd[0] == sys.executable and (cmd[1] in ("-c", "-m") or cmd[1].endswith(".py"))):
-        return False
-    if cmd[1] in ("-c", "-m") and len(cmd) < 3:
-        return False
-    changed = {k for k in set(env) | set(_SERVER_ENV) if env.get(k) != _SERVER_ENV.get(k)}
-    if any(k.startswith(IMPORT_TIME) and k not in HANDLED | HARMLESS | CALL_TIME for k in changed):
-        return False
-    # a PYTHONPATH entry is put on the child's sys.path: one that shadows a module (e.g. a stand-in package for an
-    # installed one) needs a fresh interpreter, since the server may have imported the real one
-    ours = {str(Path(s).resolve()) for s in sys.path if s}
-    for entry in filter(None, env.get("PYTHONPATH", "").split(os.pathsep)):
-        if str(Path(entry).resolve()) not in ours and not all(map(_new_name, _top_level_names(entry))):
-            return False
-    return True
-
-
-def _top_level_names(entry: str) -> set[str]:
-    path = Path(entry)
-    if not path.is_dir():
-        return {"?"}  # a zip or a file: not inspected
-    return {p.name.split(".")[0] for p in path.iterdir() if p.suffix in (".py", ".pth", ".so") or p.is_dir()}
-
-
-def _new_name(name: str) -> bool:
-    """A module name nothing else provides, or the start-up hook the child imports as site.py would."""
-    if name == "sitecustomize":
-        return "sitecustomize" not in sys.modules  # this interpreter ran none of its own (nor did the server)
-    return name.isidentifier() and name not in sys.modules and importlib.util.find_spec(name) is None
-
-
+_SERVER_ENV = dict(os.environ)  # the environment the server starts with (conftest's, whatever a test patches later)
+# One server per test run: the run dir (conftest's) is shared by the xdist workers.
+_RUN_DIR = Path(os.environ.get("MOEE_TEST_TMP") or tempfile.mkdtemp(prefix="prewarmed-"))
+_NAME = "moee-prewarmed-" + hashlib.sha1(str(_RUN_DIR).encode()).hexdigest()[:16]  # an abstract unix socket
+LAUNCHER = _RUN_DIR / "python"  # the forked children's sys.executable
+_HEADER = struct.Struct("q")
 _LOCK = threading.Lock()
+_READY: list[bool] = []
+
+
+# ------------------------------------------------------------------------------------------------- the client side
+
+def _connect() -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect("\0" + _NAME)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def send_request(sock: socket.socket, request: dict, fds: list[int]) -> None:
+    """One request: its length and the file descriptors, then the pickled dict."""
+    payload = pickle.dumps(request)
+    socket.send_fds(sock, [_HEADER.pack(len(payload))], fds)
+    sock.sendall(payload)
+
+
+def recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("the prewarmed server closed the connection")
+        data += chunk
+    return data
 
 
 def _ensure_server() -> None:
-    """Start the server (once) with the environment this module was imported with (conftest's), not whatever a
-    test has monkeypatched when it first starts a process: the server's imports read it once for all children."""
-    from multiprocessing import forkserver
-
+    """Start the run's server (once, whichever worker asks first) with the environment this module was imported with
+    (conftest's, not whatever a test has monkeypatched): the server's imports read it once for all children."""
     with _LOCK:
-        saved = dict(os.environ)
+        if _READY:
+            return
+        with open(_RUN_DIR / "prewarmed.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                _connect().close()  # already up (it binds first, then imports: a request waits for the imports)
+            except OSError:
+                _start_server()
+        _READY.append(True)
+
+
+def _start_server() -> None:
+    # it serves until the pytest process that started the workers (or this one, without xdist) is gone
+    owner = os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else os.getpid()
+    here = Path(__file__).resolve().parent
+    LAUNCHER.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -IS "
+                        f"{shlex.quote(str(here / 'prewarmed_python.py'))} {_NAME} {shlex.quote(sys.executable)} "
+                        '"$@"\n')
+    LAUNCHER.chmod(0o755)
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import prewarmed; prewarmed.serve(int(sys.argv[2]))"
+    env = {k: v for k, v in _SERVER_ENV.items() if k != "PYTHONPATH"}  # its sys.path is a fresh interpreter's
+    with open(_RUN_DIR / "prewarmed.log", "ab") as log:
+        server = subprocess.Popen([sys.executable, "-c", code, str(here), str(owner)], env=env,
+                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    deadline = time.monotonic() + 120
+    while True:
         try:
-            os.environ.clear()
-            os.environ.update(_SERVER_ENV)
-            forkserver.ensure_running()
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+            _connect().close()
+            return
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                log_text = (_RUN_DIR / "prewarmed.log").read_text(errors="replace")
+                raise RuntimeError(f"the prewarmed server did not start:\n{log_text[-3000:]}") from None
+            time.sleep(0.02)
 
 
 def file_size_limit(kib: int):
@@ -132,7 +161,6 @@ def file_size_limit(kib: int):
 
 def _limit_file_size(kib: int) -> None:
     import resource
-    import signal
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (kib * 1024, kib * 1024))
@@ -165,24 +193,281 @@ def _drop_capabilities(caps: tuple[int, ...]) -> None:
         raise OSError(ctypes.get_errno(), "capset")
 
 
-def _child(cmd, cwd, env, out_path, err_path, path, preexec):  # runs in the forked process
+class Process:
+    """The part of subprocess.Popen the tests use (stdout/stderr are read at the end, as text)."""
+
+    def __init__(self, cmd, *, cwd=None, env=None, fresh=False, preexec=None):
+        cmd = [str(c) for c in cmd]
+        self.args = cmd
+        env = dict(os.environ if env is None else env)
+        cwd = str(cwd or os.getcwd())
+        self._tmp = tempfile.mkdtemp(prefix="proc-", dir=os.environ.get("MOEE_TEST_TMP"))  # conftest's run dir
+        self._out, self._err = os.path.join(self._tmp, "out"), os.path.join(self._tmp, "err")
+        self._conn = None if fresh else self._fork(cmd, cwd, env, preexec)
+        self.forked = self._conn is not None
+        if not self.forked:
+            with open(self._out, "w") as out, open(self._err, "w") as err:
+                self._proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err,
+                                              stdin=subprocess.DEVNULL, preexec_fn=preexec)
+            self.pid = self._proc.pid
+        self.returncode = None
+
+    def _fork(self, cmd, cwd, env, preexec) -> socket.socket | None:
+        """Ask the server to fork the process (its pid is kept); None where it must be a fresh interpreter."""
+        _ensure_server()
+        fds = [os.open(os.devnull, os.O_RDONLY)] + [os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+                                                    for p in (self._out, self._err)]
+        sock = _connect()
+        try:
+            request = {"argv": cmd, "cwd": cwd, "env": env, "fds": [0, 1, 2],
+                       "preexec": None if preexec is None else pickle.dumps(preexec)}
+            send_request(sock, request, fds)
+            if recv_exact(sock, 1) != b"F":
+                sock.close()
+                return None
+            self.pid = _HEADER.unpack(recv_exact(sock, _HEADER.size))[0]
+            return sock
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def poll(self):
+        if self.returncode is None:
+            self.returncode = self._status(0) if self.forked else self._proc.poll()
+        return self.returncode
+
+    def _status(self, timeout):
+        """The forked child's exit code, once the server has reaped it; None if it still runs after ``timeout``."""
+        self._conn.settimeout(timeout)
+        try:
+            code = _HEADER.unpack(recv_exact(self._conn, _HEADER.size))[0]
+        except (TimeoutError, BlockingIOError):
+            return None
+        self._conn.close()
+        return code
+
+    def wait(self, timeout=None):
+        if self.forked:
+            if self.poll() is None:
+                self.returncode = self._status(timeout)
+                if self.returncode is None:
+                    raise subprocess.TimeoutExpired(self.args, timeout)
+        else:
+            self._proc.wait(timeout)
+        return self.poll()
+
+    def send_signal(self, signum):
+        os.kill(self.pid, signum)
+
+    def kill(self):
+        if not self.forked:
+            self._proc.kill()
+        elif self.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def output(self) -> tuple[str, str]:
+        """(stdout, stderr) as text; empty where the process died before writing any."""
+        read = [Path(p).read_text(errors="replace") if Path(p).exists() else "" for p in (self._out, self._err)]
+        import shutil
+
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        return read[0], read[1]
+
+
+def run(cmd, *, cwd=None, env=None, timeout=600, fresh=False, check=False,
+        preexec=None) -> subprocess.CompletedProcess:
+    """subprocess.run(cmd, capture_output=True, text=True, stdin=DEVNULL), forked where it can be (see above)."""
+    proc = Process(cmd, cwd=cwd, env=env, fresh=fresh, preexec=preexec)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    out, err = proc.output()
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    if check:
+        done.check_returncode()
+    return done
+
+
+# ------------------------------------------------------------------------------------------------- the server side
+
+def serve(owner: int) -> None:
+    """Bind, import MODULES, then fork a child per forkable request until ``owner`` is gone. Each request's
+    connection gets b"F" and the child's pid, and later its exit code; b"N" where a fresh interpreter is needed.
+    A connection closed before its child ends kills the child."""
+    defaults = sys.path[2:]  # a fresh interpreter's sys.path after its first entry (this is tests/, then `-c`'s '')
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind("\0" + _NAME)
+    listener.listen(128)
+    for name in MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass  # an optional one that is not installed
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select through the pipe
+    children: dict[int, socket.socket] = {}
+    killed: set[int] = set()
+    while _alive(owner):
+        watched = [c for pid, c in children.items() if pid not in killed]
+        for ready in select.select([listener, wake_r, *watched], [], [], 1.0)[0]:
+            if ready is listener:
+                _serve_one(listener, children, defaults, (listener.fileno(), wake_r, wake_w))
+            elif ready == wake_r:
+                while True:
+                    try:
+                        if not os.read(wake_r, 4096):
+                            break
+                    except BlockingIOError:
+                        break
+            else:  # the client hung up (a launcher killed, a test gone): its child goes too
+                pid = next(p for p, c in children.items() if c is ready)
+                killed.add(pid)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        _reap(children, killed)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _reap(children: dict, killed: set) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if not pid:
+            return
+        killed.discard(pid)
+        conn = children.pop(pid, None)
+        if conn is not None:
+            try:
+                conn.sendall(_HEADER.pack(os.waitstatus_to_exitcode(status)))
+            except OSError:
+                pass
+            conn.close()
+
+
+def _serve_one(listener, children: dict, defaults: list[str], own_fds: tuple[int, ...]) -> None:
+    conn, _ = listener.accept()
+    fds: list[int] = []
+    try:
+        conn.settimeout(30)
+        header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 253)
+        if len(header) < _HEADER.size:  # a client checking that the server is up
+            raise ConnectionError
+        request = pickle.loads(recv_exact(conn, _HEADER.unpack(header)[0]))
+        if not _forkable(request["argv"], request["env"]):
+            conn.sendall(b"N")
+            raise ConnectionError
+        conn.settimeout(None)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                for fd in (*own_fds, *(c.fileno() for c in children.values()), conn.fileno()):
+                    os.close(fd)
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                _place_fds(fds, request["fds"])
+                code = _child(request, defaults)
+            except BaseException:  # noqa: BLE001 a failure before the script ran: as a crashed start-up
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        conn.sendall(b"F" + _HEADER.pack(pid))
+        children[pid] = conn
+    except (OSError, ConnectionError, EOFError, pickle.UnpicklingError):
+        conn.close()
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _leading_options(argv: list[str]) -> list[str]:
+    options = []
+    for arg in argv[1:]:
+        if arg not in OPTIONS:
+            break
+        options.append(arg)
+    return options
+
+
+def _forkable(cmd, env: dict) -> bool:
+    rest = cmd[1 + len(_leading_options(cmd)):]
+    if not (cmd[0] == sys.executable and rest and (rest[0] in ("-c", "-m") or rest[0].endswith(".py"))):
+        return False
+    if rest[0] in ("-c", "-m") and len(rest) < 2:
+        return False
+    changed = {k for k in set(env) | set(_SERVER_ENV) if env.get(k) != _SERVER_ENV.get(k)}
+    if any(k.startswith(IMPORT_TIME) and k not in HANDLED | HARMLESS | CALL_TIME for k in changed):
+        return False
+    # a PYTHONPATH entry goes first on the child's sys.path: one that holds a module this server imported (e.g. a
+    # stand-in for an installed package) needs a fresh interpreter, which would import it from there
+    return all(_adds_only_new_modules(entry) for entry in filter(None, env.get("PYTHONPATH", "").split(os.pathsep)))
+
+
+def _adds_only_new_modules(entry: str) -> bool:
+    path = Path(entry)
+    if not path.is_dir():
+        return False  # a zip or a file: not inspected
+    names = {p.name.split(".")[0] for p in path.iterdir() if p.suffix in (".py", ".pth", ".so") or p.is_dir()}
+    return not names & set(sys.modules)  # (a `sitecustomize` there is new: the server ran none, the child runs it)
+
+
+def _place_fds(received: list[int], targets: list[int]) -> None:
+    """Give the child the client's file descriptors at the numbers they had there (stdio, a loky worker's pipes)."""
+    base = max([*received, *targets, 2]) + 1
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD, base) for fd in received]
+    for fd in received:
+        os.close(fd)
+    received.clear()  # (closed: the caller's cleanup must not close them again)
+    for src, dst in zip(moved, targets):
+        os.dup2(src, dst)
+    for src in moved:
+        os.close(src)
+
+
+def _child(request: dict, defaults: list[str]) -> int:  # runs in the forked process; returns its exit code
     import atexit
     import runpy
-    import threading
     import traceback
 
+    argv, cwd, env = request["argv"], request["cwd"], request["env"]
+    options = _leading_options(argv)
+    cmd = [argv[0], *argv[1 + len(options):]]
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
-    for fd, name in ((1, out_path), (2, err_path)):
-        target = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        os.dup2(target, fd)
-        os.close(target)
-    if env.get("PYTHONUNBUFFERED"):
+    if "-u" in options or env.get("PYTHONUNBUFFERED"):
         sys.stdout.reconfigure(write_through=True)
         sys.stderr.reconfigure(write_through=True)
-    if preexec is not None:
-        preexec()
+    sys.dont_write_bytecode = "-B" in options or bool(env.get("PYTHONDONTWRITEBYTECODE"))
+    sys.executable = str(LAUNCHER)  # what it starts with sys.executable forks from here too
+    sys.orig_argv = list(argv)
+    path = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p] + defaults
+    if request["preexec"] is not None:
+        pickle.loads(request["preexec"])()
     if env.get("OMP_NUM_THREADS", "").isdigit() and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(int(env["OMP_NUM_THREADS"]))
     code = 0
@@ -215,7 +500,7 @@ def _child(cmd, cwd, env, out_path, err_path, path, preexec):  # runs in the for
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
-    raise SystemExit(code)
+    return code
 
 
 def _sitecustomize(path) -> None:
@@ -230,73 +515,3 @@ def _sitecustomize(path) -> None:
     except Exception as err:  # noqa: BLE001 as site.execsitecustomize reports it
         print(f"Error in sitecustomize; set PYTHONVERBOSE for traceback:\n{type(err).__name__}: {err}",
               file=sys.stderr)
-
-
-class Process:
-    """The part of subprocess.Popen the tests use (stdout/stderr are read at the end, as text)."""
-
-    def __init__(self, cmd, *, cwd=None, env=None, fresh=False, preexec=None):
-        cmd = [str(c) for c in cmd]
-        self.args = cmd
-        env = dict(os.environ if env is None else env)
-        cwd = str(cwd or os.getcwd())
-        self._tmp = tempfile.mkdtemp(prefix="proc-", dir=os.environ.get("MOEE_TEST_TMP"))  # conftest's run dir
-        self._out, self._err = os.path.join(self._tmp, "out"), os.path.join(self._tmp, "err")
-        self.forked = not fresh and _forkable(cmd, env)
-        if self.forked:
-            # sys.path as a fresh interpreter would have it: PYTHONPATH, then the defaults
-            path = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p] + _fresh_path()
-            _ensure_server()
-            self._proc = _CTX.Process(target=_child, args=(cmd, cwd, env, self._out, self._err, path, preexec),
-                                      daemon=False)
-            self._proc.start()
-        else:
-            with open(self._out, "w") as out, open(self._err, "w") as err:
-                self._proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err,
-                                              stdin=subprocess.DEVNULL, preexec_fn=preexec)
-        self.pid = self._proc.pid
-        self.returncode = None
-
-    def poll(self):
-        if self.returncode is None:
-            code = self._proc.exitcode if self.forked else self._proc.poll()
-            self.returncode = code
-        return self.returncode
-
-    def wait(self, timeout=None):
-        if self.forked:
-            self._proc.join(timeout)
-            if self._proc.exitcode is None:
-                raise subprocess.TimeoutExpired(self.args, timeout)
-        else:
-            self._proc.wait(timeout)
-        return self.poll()
-
-    def send_signal(self, signum):
-        os.kill(self.pid, signum)
-
-    def kill(self):
-        self._proc.kill()
-
-    def output(self) -> tuple[str, str]:
-        """(stdout, stderr) as text; empty where the process died before writing any."""
-        read = [Path(p).read_text(errors="replace") if Path(p).exists() else "" for p in (self._out, self._err)]
-        shutil.rmtree(self._tmp, ignore_errors=True)
-        return read[0], read[1]
-
-
-def run(cmd, *, cwd=None, env=None, timeout=600, fresh=False, check=False,
-        preexec=None) -> subprocess.CompletedProcess:
-    """subprocess.run(cmd, capture_output=True, text=True, stdin=DEVNULL), forked where it can be (see above)."""
-    proc = Process(cmd, cwd=cwd, env=env, fresh=fresh, preexec=preexec)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise
-    out, err = proc.output()
-    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    if check:
-        done.check_returncode()
-    return done

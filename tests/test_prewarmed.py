@@ -52,6 +52,7 @@ def test_uncaught_exception_and_signals(tmp_path):
     ({"PYTHONHASHSEED": "0"}, False),
     ({"HOME": "{home}"}, False),  # libraries make cache paths from it at import
     ({"HF_TOKEN": "hf_probe"}, True),  # huggingface_hub reads it when called (below: the child sees its own)
+    ({"CUDA_VISIBLE_DEVICES": ""}, True),  # read when CUDA initialises (submitit sets it for each job)
     ({"PYTHONPATH": "{site}"}, True),  # a dir with a sitecustomize: the child runs it, as site.py does
     ({"PYTHONPATH": "{shadow}"}, False),  # a stand-in for an installed module: the server may hold the real one
 ])
@@ -95,3 +96,62 @@ def test_without_capabilities_root_is_bound_by_file_permissions(tmp_path):
         proc = prewarmed.run([sys.executable, "-c", code], cwd=tmp_path, preexec=drop, fresh=fresh)
         assert proc.returncode == 1 and "PermissionError" in proc.stderr, proc.stderr
 
+
+
+def test_interpreter_options_a_child_applies_itself_fork_and_others_run_fresh(tmp_path):
+    code = "import sys; print(sys.dont_write_bytecode, sys.stdout.write_through)"
+    proc = prewarmed.Process([sys.executable, "-u", "-B", "-c", code], cwd=tmp_path)
+    assert proc.forked and proc.wait(60) == 0 and proc.output()[0].split() == ["True", "True"]
+    proc = prewarmed.Process([sys.executable, "-X", "dev", "-c", code], cwd=tmp_path)
+    assert not proc.forked and proc.wait(60) == 0
+
+
+# A submitit job's process, as the job starts: what it was forked with, then a SIGUSR2 handler (submitit's requeue
+# signal) that exits with 7.
+JOB_SITE = """
+import os, signal, sys, time
+if "submitit.core._submit" in sys.orig_argv:
+    print("job", os.getpid(), "torch preloaded", "torch" in sys.modules, flush=True)
+    signal.signal(signal.SIGUSR2, lambda *_: os._exit(7))
+    time.sleep(60)
+    os._exit(1)
+"""
+STARTER = """
+import os, signal, subprocess, sys, time
+def job():
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "submitit.core._submit", "nowhere"], stdout=subprocess.PIPE,
+                            text=True)
+    _, pid, *_, preloaded = proc.stdout.readline().split()
+    return proc, int(pid), preloaded
+proc, pid, preloaded = job()
+print("forked", pid != proc.pid, preloaded)
+proc.send_signal(signal.SIGUSR2)  # to the launcher, which passes it on
+print("exit", proc.wait())
+proc, pid, _ = job()
+proc.kill()  # SIGKILL: the launcher cannot pass it on; the server kills the job
+print("launcher", proc.wait())
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        print("job gone")
+        break
+    time.sleep(0.05)
+other = subprocess.run([sys.executable, "-c", "import os, sys; print(os.getpid(), 'torch' in sys.modules)"],
+                       capture_output=True, text=True)
+print("other", other.stdout.split()[1])
+"""
+
+
+def test_a_submitit_job_a_child_starts_forks_too_and_its_launcher_stands_for_it(tmp_path):
+    """The child's sys.executable forks a submitit job from the server (torch already imported), passes signals on,
+    exits as the job does and takes it down when killed; anything else it starts is a fresh interpreter."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(JOB_SITE)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    proc = prewarmed.run([sys.executable, "-c", STARTER], cwd=tmp_path, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["forked True True", "exit 7", f"launcher {-signal.SIGKILL}", "job gone",
+                                        "other False"]

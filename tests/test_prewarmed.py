@@ -106,13 +106,13 @@ def test_interpreter_options_a_child_applies_itself_fork_and_others_run_fresh(tm
     assert not proc.forked and proc.wait(60) == 0
 
 
-# A submitit job's process, as the job starts: what it was forked with, then a SIGUSR2 handler (submitit's requeue
-# signal) that exits with 7.
+# A submitit job's process, as the job starts: a SIGUSR2 handler (submitit's requeue signal) that exits with 7, then
+# what it was forked with.
 JOB_SITE = """
 import os, signal, sys, time
 if "submitit.core._submit" in sys.orig_argv:
-    print("job", os.getpid(), "torch preloaded", "torch" in sys.modules, flush=True)
     signal.signal(signal.SIGUSR2, lambda *_: os._exit(7))
+    print("job", os.getpid(), "torch preloaded", "torch" in sys.modules, flush=True)
     time.sleep(60)
     os._exit(1)
 """

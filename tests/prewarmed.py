@@ -29,13 +29,18 @@ import select
 import shlex
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from prewarmed_python import (  # the launcher's side of the same protocol
+    HEADER,
+    recv_exact,
+    send_request,
+)
 
 
 def _torch_version_file() -> str:
@@ -80,7 +85,6 @@ _SERVER_ENV = dict(os.environ)  # the environment the server starts with (confte
 _RUN_DIR = Path(os.environ.get("MOEE_TEST_TMP") or tempfile.mkdtemp(prefix="prewarmed-"))
 _NAME = "moee-prewarmed-" + hashlib.sha1(str(_RUN_DIR).encode()).hexdigest()[:16]  # an abstract unix socket
 LAUNCHER = _RUN_DIR / "python"  # the forked children's sys.executable
-_HEADER = struct.Struct("q")
 _LOCK = threading.Lock()
 _READY: list[bool] = []
 
@@ -95,23 +99,6 @@ def _connect() -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-def send_request(sock: socket.socket, request: dict, fds: list[int]) -> None:
-    """One request: its length and the file descriptors, then the pickled dict."""
-    payload = pickle.dumps(request)
-    socket.send_fds(sock, [_HEADER.pack(len(payload))], fds)
-    sock.sendall(payload)
-
-
-def recv_exact(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("the prewarmed server closed the connection")
-        data += chunk
-    return data
 
 
 def _ensure_server() -> None:
@@ -225,7 +212,7 @@ class Process:
             if recv_exact(sock, 1) != b"F":
                 sock.close()
                 return None
-            self.pid = _HEADER.unpack(recv_exact(sock, _HEADER.size))[0]
+            self.pid = HEADER.unpack(recv_exact(sock, HEADER.size))[0]
             return sock
         finally:
             for fd in fds:
@@ -240,7 +227,7 @@ class Process:
         """The forked child's exit code, once the server has reaped it; None if it still runs after ``timeout``."""
         self._conn.settimeout(timeout)
         try:
-            code = _HEADER.unpack(recv_exact(self._conn, _HEADER.size))[0]
+            code = HEADER.unpack(recv_exact(self._conn, HEADER.size))[0]
         except (TimeoutError, BlockingIOError):
             return None
         self._conn.close()
@@ -358,7 +345,7 @@ def _reap(children: dict, killed: set) -> None:
         conn = children.pop(pid, None)
         if conn is not None:
             try:
-                conn.sendall(_HEADER.pack(os.waitstatus_to_exitcode(status)))
+                conn.sendall(HEADER.pack(os.waitstatus_to_exitcode(status)))
             except OSError:
                 pass
             conn.close()
@@ -369,10 +356,10 @@ def _serve_one(listener, children: dict, defaults: list[str], own_fds: tuple[int
     fds: list[int] = []
     try:
         conn.settimeout(30)
-        header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 253)
-        if len(header) < _HEADER.size:  # a client checking that the server is up
+        header, fds, _, _ = socket.recv_fds(conn, HEADER.size, 253)
+        if len(header) < HEADER.size:  # a client checking that the server is up
             raise ConnectionError
-        request = pickle.loads(recv_exact(conn, _HEADER.unpack(header)[0]))
+        request = pickle.loads(recv_exact(conn, HEADER.unpack(header)[0]))
         if not _forkable(request["argv"], request["env"]):
             conn.sendall(b"N")
             raise ConnectionError
@@ -395,7 +382,7 @@ def _serve_one(listener, children: dict, defaults: list[str], own_fds: tuple[int
                 traceback.print_exc()
             finally:
                 os._exit(code)
-        conn.sendall(b"F" + _HEADER.pack(pid))
+        conn.sendall(b"F" + HEADER.pack(pid))
         children[pid] = conn
     except (OSError, ConnectionError, EOFError, pickle.UnpicklingError):
         conn.close()

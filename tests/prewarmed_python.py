@@ -18,10 +18,17 @@ import socket
 import struct
 import sys
 
-HEADER = struct.Struct("q")  # as tests/prewarmed.py
+HEADER = struct.Struct("q")  # a length, a pid, an exit code
 FORKED = {"submitit.core._submit"}
 FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2,
              signal.SIGALRM)
+
+
+def send_request(sock: socket.socket, request: dict, fds: list[int]) -> None:
+    """One request to the server: its length and the file descriptors, then the pickled dict."""
+    payload = pickle.dumps(request)
+    socket.send_fds(sock, [HEADER.pack(len(payload))], fds)
+    sock.sendall(payload)
 
 
 def recv_exact(sock: socket.socket, size: int) -> bytes:
@@ -68,10 +75,8 @@ def main() -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect("\0" + name)
-        payload = pickle.dumps({"argv": [real, *args], "cwd": os.getcwd(), "env": dict(os.environ), "fds": fds,
-                                "preexec": None})
-        socket.send_fds(sock, [HEADER.pack(len(payload))], fds)
-        sock.sendall(payload)
+        request = {"argv": [real, *args], "cwd": os.getcwd(), "env": dict(os.environ), "fds": fds, "preexec": None}
+        send_request(sock, request, fds)
         forked = recv_exact(sock, 1) == b"F"
     except OSError:  # no server (the test run is over): the real interpreter
         forked = False

@@ -2,20 +2,26 @@
 
 import os
 import tempfile
+import uuid
 from pathlib import Path
 
-# One dir per test run, shared by pytest-xdist's workers (same PYTEST_XDIST_TESTRUNUID): each tiny model is built and
-# each feature cached once per run, not once per worker (both are safe under concurrent jobs, as on a cluster).
-_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-_TMP = Path(tempfile.gettempdir()) / f"moee-tests-{_RUN}" if _RUN else Path(tempfile.mkdtemp(prefix="moee-tests-"))
+# One dir per test run, shared by pytest-xdist's workers (same PYTEST_XDIST_TESTRUNUID, which pytest_configure below
+# makes this process's when it starts them): each tiny model is built and each feature cached once per run, not once
+# per worker (both are safe under concurrent jobs, as on a cluster).
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex
+_TMP = Path(tempfile.gettempdir()) / f"moee-tests-{_RUN}"
 _TMP.mkdir(exist_ok=True)
-# Each worker's torch (and the subprocesses it starts) takes its share of the cores: N workers x all-core thread
-# pools would oversubscribe the machine and slow every test.
-_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-if _WORKERS > 1:
-    _threads = str(max(1, (os.cpu_count() or 1) // _WORKERS))
-    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ.setdefault(_var, _threads)
+
+
+def _share_cores(workers: int) -> None:
+    """Each worker's torch (and the subprocesses it starts) takes its share of the cores: N workers x all-core thread
+    pools would oversubscribe the machine and slow every test."""
+    if workers > 1:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ.setdefault(var, str(max(1, (os.cpu_count() or 1) // workers)))
+
+
+_share_cores(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 os.environ.update(
     HF_HUB_OFFLINE="1",
     HF_DATASETS_OFFLINE="1",
@@ -32,7 +38,7 @@ os.environ.update(
     MOEE_TEST_TMP=str(_TMP),  # tests/prewarmed.py keeps its processes' output here
 )
 
-import prewarmed  # noqa: E402,F401 (the run's fork server starts with this environment, whatever a test patches later)
+import prewarmed  # noqa: E402 (the run's fork server starts with this environment, whatever a test patches later)
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
@@ -48,6 +54,24 @@ def tiny_model_cfg(name: str = "tiny") -> dict:
     cfg.update({k: v for k, v in yaml.safe_load((ROOT / "conf/model" / f"{name}.yaml").read_text()).items() if k != "defaults"})
     cfg["cache_dir"] = os.environ["MOEE_CACHE_DIR"]
     return cfg
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput") and config.getoption("tx", None) and config.option.testrunuid is None:
+        config.option.testrunuid = _RUN  # the workers' run dir is this process's
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_setupnodes(config, specs):
+    """The workers fork from the run's prewarmed server, through its launcher: each then collects without importing
+    torch, transformers and mteb again (~12 s of CPU per worker). The server starts with the workers' environment."""
+    if config.option.testrunuid != _RUN:
+        return
+    _share_cores(len(specs))  # (the workers inherit it; so does the server, which imports torch)
+    prewarmed.ensure_server(dict(os.environ), owner=os.getpid())
+    for spec in specs:
+        if spec.popen and not spec.python:
+            spec.python = str(prewarmed.LAUNCHER)
 
 
 # The slowest modules, longest first (pytest --durations=0 on 2 cores), handed out before the rest: with

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from prewarmed_python import (  # the launcher's side of the same protocol
     HEADER,
+    OPTIONS,
     recv_exact,
     send_request,
 )
@@ -59,7 +60,6 @@ HARMLESS = {"TORCHINDUCTOR_CACHE_DIR"}
 # Matched by a prefix above but read only when called: huggingface_hub.get_token() reads HF_TOKEN each time, and
 # CUDA reads CUDA_VISIBLE_DEVICES when it initialises, which the server never does (submitit sets it for each job)
 CALL_TIME = {"HF_TOKEN", "CUDA_VISIBLE_DEVICES"}
-OPTIONS = {"-u", "-B"}  # interpreter options a child applies itself (submitit runs its jobs with -u)
 
 # The third-party libraries a run.py process spends its first seconds importing; nothing of ours (moee_exp, run.py):
 # each child imports those itself, as a fresh process does, so their import-time code sees the child's environment.
@@ -101,9 +101,11 @@ def _connect() -> socket.socket:
     return sock
 
 
-def _ensure_server() -> None:
-    """Start the run's server (once, whichever worker asks first) with the environment this module was imported with
-    (conftest's, not whatever a test has monkeypatched): the server's imports read it once for all children."""
+def ensure_server(env: dict | None = None, owner: int | None = None) -> None:
+    """Start the run's server (once, whichever process asks first: conftest's xdist hook before the workers exist,
+    else the first worker to fork) with ``env`` or the environment this module was imported with (conftest's, not
+    whatever a test has monkeypatched): the server's imports read it once for all children. It serves until
+    ``owner`` is gone: the pytest process that started the workers (or this one, without xdist)."""
     with _LOCK:
         if _READY:
             return
@@ -112,20 +114,20 @@ def _ensure_server() -> None:
             try:
                 _connect().close()  # already up (it binds first, then imports: a request waits for the imports)
             except OSError:
-                _start_server()
+                if owner is None:
+                    owner = os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else os.getpid()
+                _start_server(dict(_SERVER_ENV if env is None else env), owner)
         _READY.append(True)
 
 
-def _start_server() -> None:
-    # it serves until the pytest process that started the workers (or this one, without xdist) is gone
-    owner = os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else os.getpid()
+def _start_server(env: dict, owner: int) -> None:
     here = Path(__file__).resolve().parent
     LAUNCHER.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -IS "
                         f"{shlex.quote(str(here / 'prewarmed_python.py'))} {_NAME} {shlex.quote(sys.executable)} "
                         '"$@"\n')
     LAUNCHER.chmod(0o755)
     code = "import sys; sys.path.insert(0, sys.argv[1]); import prewarmed; prewarmed.serve(int(sys.argv[2]))"
-    env = {k: v for k, v in _SERVER_ENV.items() if k != "PYTHONPATH"}  # its sys.path is a fresh interpreter's
+    env.pop("PYTHONPATH", None)  # its sys.path is a fresh interpreter's
     with open(_RUN_DIR / "prewarmed.log", "ab") as log:
         server = subprocess.Popen([sys.executable, "-c", code, str(here), str(owner)], env=env,
                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log)
@@ -201,7 +203,7 @@ class Process:
 
     def _fork(self, cmd, cwd, env, preexec) -> socket.socket | None:
         """Ask the server to fork the process (its pid is kept); None where it must be a fresh interpreter."""
-        _ensure_server()
+        ensure_server()
         fds = [os.open(os.devnull, os.O_RDONLY)] + [os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
                                                     for p in (self._out, self._err)]
         sock = _connect()
@@ -402,7 +404,8 @@ def _leading_options(argv: list[str]) -> list[str]:
 
 def _forkable(cmd, env: dict) -> bool:
     rest = cmd[1 + len(_leading_options(cmd)):]
-    if not (cmd[0] == sys.executable and rest and (rest[0] in ("-c", "-m") or rest[0].endswith(".py"))):
+    python = cmd[0] in (sys.executable, str(LAUNCHER))  # (a forked xdist worker's sys.executable is the launcher)
+    if not (python and rest and (rest[0] in ("-c", "-m") or rest[0].endswith(".py"))):
         return False
     if rest[0] in ("-c", "-m") and len(rest) < 2:
         return False

@@ -1,12 +1,13 @@
 """The `python` that processes forked by tests/prewarmed.py see as sys.executable (run as `python -IS` by the
-run's launcher script, so it starts in milliseconds). A submitit job started with it is forked from the same server
-when it can be, with this process's argv, cwd, environment and open file descriptors; it passes on the signals it
-receives and exits as the forked process does (killed by the same signal, or with its exit code); if it is killed,
-the server kills that process. Anything else it starts as the real interpreter (exec: the same pid).
+run's launcher script, so it starts in milliseconds). A submitit job or an xdist worker started with it is forked
+from the same server when it can be, with this process's argv, cwd, environment and open file descriptors; it
+passes on the signals it receives and exits as the forked process does (killed by the same signal, or with its exit
+code); if it is killed, the server kills that process. Anything else it starts as the real interpreter (exec: the same pid).
 
-Only modules whose process may have another pid than its parent was told are forked: submitit's job finds its job
-by its controller's pid (SUBMITIT_LOCAL_JOB_ID). Submitit's controller names the job's folder after its own pid, and
-a loky worker reports its pid to its executor: those must keep theirs.
+Only processes that may have another pid than their parent was told are forked: submitit's job finds its job by its
+controller's pid (SUBMITIT_LOCAL_JOB_ID), and an xdist worker talks to pytest over stdin/stdout (conftest makes the
+workers' python this launcher). Submitit's controller names the job's folder after its own pid, and a loky worker
+reports its pid to its executor: those must keep theirs.
 
 usage: python -IS prewarmed_python.py SERVER_NAME REAL_PYTHON [python's own arguments...]
 """
@@ -19,9 +20,21 @@ import struct
 import sys
 
 HEADER = struct.Struct("q")  # a length, a pid, an exit code
-FORKED = {"submitit.core._submit"}
+FORKED = {
+    ("-m", "submitit.core._submit"),  # a submitit job
+    ("-c", "import sys;exec(eval(sys.stdin.readline()))"),  # an xdist worker: execnet's bootstrap over stdin/stdout
+}
+OPTIONS = {"-u", "-B"}  # interpreter options a forked child applies itself (submitit and execnet start python with -u)
 FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2,
              signal.SIGALRM)
+
+
+def what_runs(args: list[str]) -> tuple[str, str] | None:
+    """("-m", module) or ("-c", code) after the leading options, else None."""
+    rest = list(args)
+    while rest and rest[0] in OPTIONS:
+        rest.pop(0)
+    return (rest[0], rest[1]) if len(rest) >= 2 and rest[0] in ("-m", "-c") else None
 
 
 def send_request(sock: socket.socket, request: dict, fds: list[int]) -> None:
@@ -55,8 +68,7 @@ def open_fds() -> list[int]:
 
 def main() -> None:
     name, real, args = sys.argv[1], sys.argv[2], sys.argv[3:]
-    module = args[args.index("-m") + 1] if "-m" in args[:-1] else None
-    if module not in FORKED:
+    if what_runs(args) not in FORKED:
         os.execv(real, [real, *args])
     fds = open_fds()
     child, pending = [], []

@@ -5,6 +5,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import prewarmed
 import pytest
@@ -155,3 +156,13 @@ def test_a_submitit_job_a_child_starts_forks_too_and_its_launcher_stands_for_it(
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["forked True True", "exit 7", f"launcher {-signal.SIGKILL}", "job gone",
                                         "other False"]
+
+
+def test_this_xdist_worker_was_forked_from_the_run_server(request):
+    """conftest's xdist hook made the workers' python the launcher: this worker is a child of the server."""
+    if not hasattr(request.config, "workerinput"):
+        pytest.skip("not an xdist worker (the README's command always runs some)")
+    parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().split(b"\0")
+    assert any(b"prewarmed.serve" in arg for arg in parent), parent
+    assert sys.executable == str(prewarmed.LAUNCHER)
+    assert Path(os.environ["MOEE_TEST_TMP"]) == prewarmed.LAUNCHER.parent  # the run dir the master chose

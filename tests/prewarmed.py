@@ -29,6 +29,7 @@ import select
 import shlex
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -357,6 +358,10 @@ def _serve_one(listener, children: dict, defaults: list[str], own_fds: tuple[int
     conn, _ = listener.accept()
     fds: list[int] = []
     try:
+        # an abstract socket has no file permissions: only this user's processes may ask for a fork
+        _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        if uid != os.getuid():
+            raise ConnectionError
         conn.settimeout(30)
         header, fds, _, _ = socket.recv_fds(conn, HEADER.size, 253)
         if len(header) < HEADER.size:  # a client checking that the server is up

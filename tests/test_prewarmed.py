@@ -2,6 +2,7 @@
 fresh process it stands for, and what a fork cannot give goes to a fresh interpreter."""
 
 import os
+import shutil
 import signal
 import sys
 import time
@@ -166,3 +167,30 @@ def test_this_xdist_worker_was_forked_from_the_run_server(request):
     assert any(b"prewarmed.serve" in arg for arg in parent), parent
     assert sys.executable == str(prewarmed.LAUNCHER)
     assert Path(os.environ["MOEE_TEST_TMP"]) == prewarmed.LAUNCHER.parent  # the run dir the master chose
+
+
+REQUEST_AS_ANOTHER_USER = """
+import pickle, socket, struct
+payload = pickle.dumps({{"argv": ["nope"], "cwd": "/", "env": {{}}, "fds": [], "preexec": None}})
+sock = socket.socket(socket.AF_UNIX)
+sock.connect("\\0" + {name!r})
+try:
+    sock.sendall(struct.pack("q", len(payload)) + payload)
+    print(sock.recv(1).decode() or "refused")
+except OSError:  # closed before the request was read
+    print("refused")
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("python3", path="/usr/bin:/bin"),
+                    reason="needs root and a system python3, to connect as another user")
+def test_another_users_process_gets_no_fork():
+    """The server's socket is an abstract one (no file permissions): it answers only this user's processes."""
+    import subprocess
+
+    prewarmed.ensure_server()
+    ask = [shutil.which("python3", path="/usr/bin:/bin"), "-c", REQUEST_AS_ANOTHER_USER.format(name=prewarmed._NAME)]
+    mine = subprocess.run(ask, capture_output=True, text=True, timeout=60)
+    assert mine.stdout.strip() == "N", mine.stderr  # answered: not a python to fork, run it yourself
+    other = subprocess.run(ask, capture_output=True, text=True, timeout=60, preexec_fn=lambda: os.setuid(65534))
+    assert other.stdout.strip() == "refused", other.stderr  # nobody's request: the connection is closed unread

@@ -4,10 +4,11 @@ The child has its own pid, argv, cwd, environment, file descriptors and exit cod
 imports our code itself, runs the script as __main__, and exits as Python does: non-daemon threads joined, then
 atexit handlers.
 
-A submitit job that such a child starts with `sys.executable` forks from the same server too: the child's
-`sys.executable` is a small launcher (tests/prewarmed_python.py) that hands its argv, environment and open file
-descriptors to the server, passes on the signals it receives, and exits as the forked process does. Killing the
-launcher (even with SIGKILL) kills that process. Whatever else the child starts that way is the real interpreter.
+A submitit job that such a child starts with `sys.executable` forks from the same server too, and so do the xdist
+workers (conftest makes their python the launcher): the child's `sys.executable` is a small launcher
+(tests/prewarmed_python.py) that hands its argv, environment and open file descriptors to the server, passes on the
+signals it receives, and exits as the forked process does. Killing the launcher (even with SIGKILL) kills that
+process. Whatever else is started with the launcher is the real interpreter (exec: it keeps its pid).
 
 What a fork cannot give falls back to a fresh interpreter (subprocess, or the launcher execs the real one), decided
 by the server from the environment asked for: a variable that a library reads when it is imported (HF_*, MTEB_*,
@@ -40,9 +41,9 @@ from pathlib import Path
 
 from prewarmed_python import (  # the launcher's side of the same protocol
     HEADER,
-    OPTIONS,
     recv_exact,
     send_request,
+    split_options,
 )
 
 
@@ -208,8 +209,8 @@ class Process:
         ensure_server()
         fds = [os.open(os.devnull, os.O_RDONLY)] + [os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
                                                     for p in (self._out, self._err)]
-        sock = _connect()
         try:
+            sock = _connect()
             request = {"argv": cmd, "cwd": cwd, "env": env, "fds": [0, 1, 2],
                        "preexec": None if preexec is None else pickle.dumps(preexec)}
             send_request(sock, request, fds)
@@ -397,17 +398,8 @@ def _serve_one(listener, children: dict, defaults: list[str], own_fds: tuple[int
             os.close(fd)
 
 
-def _leading_options(argv: list[str]) -> list[str]:
-    options = []
-    for arg in argv[1:]:
-        if arg not in OPTIONS:
-            break
-        options.append(arg)
-    return options
-
-
 def _forkable(cmd, env: dict) -> bool:
-    rest = cmd[1 + len(_leading_options(cmd)):]
+    rest = split_options(cmd[1:])[1]
     python = cmd[0] in (sys.executable, str(LAUNCHER))  # (a forked xdist worker's sys.executable is the launcher)
     if not (python and rest and (rest[0] in ("-c", "-m") or rest[0].endswith(".py"))):
         return False
@@ -430,7 +422,7 @@ def _adds_only_new_modules(entry: str) -> bool:
 
 
 def _place_fds(received: list[int], targets: list[int]) -> None:
-    """Give the child the client's file descriptors at the numbers they had there (stdio, a loky worker's pipes)."""
+    """Give the child the client's file descriptors at the numbers they had there (stdio, an xdist worker's pipes)."""
     base = max([*received, *targets, 2]) + 1
     moved = [fcntl.fcntl(fd, fcntl.F_DUPFD, base) for fd in received]
     for fd in received:
@@ -448,8 +440,8 @@ def _child(request: dict, defaults: list[str]) -> int:  # runs in the forked pro
     import traceback
 
     argv, cwd, env = request["argv"], request["cwd"], request["env"]
-    options = _leading_options(argv)
-    cmd = [argv[0], *argv[1 + len(options):]]
+    options, rest = split_options(argv[1:])
+    cmd = [argv[0], *rest]
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)

@@ -29,11 +29,17 @@ FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signa
              signal.SIGALRM)
 
 
+def split_options(args: list[str]) -> tuple[list[str], list[str]]:
+    """python's arguments as (the leading OPTIONS, the rest: -c code / -m module / script, then its own)."""
+    n = 0
+    while n < len(args) and args[n] in OPTIONS:
+        n += 1
+    return list(args[:n]), list(args[n:])
+
+
 def what_runs(args: list[str]) -> tuple[str, str] | None:
     """("-m", module) or ("-c", code) after the leading options, else None."""
-    rest = list(args)
-    while rest and rest[0] in OPTIONS:
-        rest.pop(0)
+    rest = split_options(args)[1]
     return (rest[0], rest[1]) if len(rest) >= 2 and rest[0] in ("-m", "-c") else None
 
 

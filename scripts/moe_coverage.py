@@ -42,12 +42,12 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--write", action="store_true", help="replace the README's table")
     args = p.parse_args(argv)
-    from moee_exp.features.coverage import HEADER, moe_model_types
+    from moee_exp.features.coverage import HEADER, moe_model_types, parse_table, summary
 
     types = args.model_types or moe_model_types()
     with ProcessPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(_row, types))
-    text = "\n".join([HEADER, *rows])
+    text = "\n".join([HEADER, *rows, "", summary(parse_table("\n".join(rows)))])
     if args.write:
         readme = README.read_text(encoding="utf-8")
         block = f"{START}\n{text}\n{END}"

@@ -3,6 +3,7 @@ differs from mteb 1.14 (the base of the paper's public code's forked mteb).
 
     python scripts/paper_task_table.py            # markdown table
     python scripts/paper_task_table.py --sizes    # + texts encoded per dataset and feature-cache disk per model
+    python scripts/paper_task_table.py --write    # replace the README's table (between the paper-tasks markers)
 
 Nothing here is typed in by hand except ``V1``: the mteb 1.x side, read from mteb's git tag 1.14.0 (the public
 code's ``mteb/__init__.py`` is that of mteb 1.13.1-1.14.17, and these 19 tasks' metadata is the same over that
@@ -12,12 +13,14 @@ range). tests/test_task_table.py checks that the README's table is this script's
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- paper-tasks:start -->", "<!-- paper-tasks:end -->"
 sys.path.insert(0, str(ROOT))
 
 # mteb 1.14.0, per task: (AbsTask class, main score, eval splits, dataset path, revision[:7]). Every 1.14 task here
@@ -126,7 +129,17 @@ def sizes() -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", action="store_true", help="also the text counts and feature-cache disk")
+    ap.add_argument("--write", action="store_true", help="replace the README's table")
     args = ap.parse_args(argv)
+    if args.write:
+        readme = ROOT / "README.md"
+        text = readme.read_text(encoding="utf-8")
+        new, n = re.subn(re.escape(START) + r".*?" + re.escape(END), lambda _: f"{START}\n{table()}\n{END}", text,
+                         flags=re.S)
+        if n != 1:
+            print(f"error: README.md has no {START} ... {END} block", file=sys.stderr)
+            return 1
+        readme.write_text(new, encoding="utf-8")
     print(table())
     if args.sizes:
         print()

@@ -25,6 +25,12 @@ def test_table_lists_every_moe_family_of_installed_transformers():
     assert sorted(ROWS) == moe_model_types(), "regenerate with: python scripts/moe_coverage.py --write"
 
 
+def test_summary_line_counts_the_table_on_the_installed_transformers():
+    from moee_exp.features.coverage import summary
+
+    assert summary(ROWS) in BLOCK, "regenerate with: python scripts/moe_coverage.py --write"
+
+
 def test_no_family_gives_wrong_features():
     """'differs' would be silently wrong RW/HS: every family either matches or is refused with an error."""
     assert not [mt for mt, row in ROWS.items() if "| differs |" in row]

@@ -97,6 +97,9 @@ FAMILY: dict[str, dict] = {
     "kimi_linear": {"linear_head_dim": 16, "linear_num_heads": 4},
     "bailing_hybrid": {"linear_head_dim": 16, "linear_num_heads": 4},
     "zaya": {"num_experts_per_tok": 1, "router_hidden_size": 32},  # ZAYA supports top-1 only
+    # its layer-index lists are derived for 50 layers: one indexed-attention layer of 4, an indexer head per KV group
+    "kolibri1_1": {"layer_types": ["sliding_attention"] * 3 + ["indexed_attention"], "index_layers": [3],
+                   "kv_source_layers": [0, 1, 2, 3], "mlp_only_layers": [0], "index_num_heads": 1},
     "ernie4_5_vl_moe": {"rope_parameters": {"rope_type": "default", "mrope_section": [3, 3, 2]},  # sums to head/2
                         "moe_intermediate_size": [32, 32], "depth": 2},  # text and vision experts' widths
     # a dense drafter for Gemma 4 (its validation forbids MoE): built as such, to show it is refused
@@ -401,3 +404,15 @@ def table(rows: list[Row]) -> str:
 def parse_table(text: str) -> dict[str, str]:
     """Rows of a coverage table in markdown, by model type."""
     return {m.group(1): line.strip() for line in text.splitlines() if (m := re.match(r"\| `([^`]+)` \|", line))}
+
+
+def summary(rows: dict[str, str]) -> str:
+    """The line under the table: counts per status on the installed transformers (rows: parse_table's)."""
+    import transformers
+
+    status = {mt: row.split("|")[2].strip() for mt, row in rows.items()}
+    count = {k: sum(v == k for v in status.values()) for k in ("ok", "error", "not built", "differs")}
+    not_built = ", ".join(f"`{mt}`" for mt, v in status.items() if v == "not built")
+    return (f"On transformers {transformers.__version__}: {len(rows)} model types, {count['ok']} **ok**, "
+            f"{count['error']} **error**, {count['not built']} **not built**{f' ({not_built})' if not_built else ''}, "
+            + ("none wrong." if not count["differs"] else f"{count['differs']} **differs**."))

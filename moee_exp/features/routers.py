@@ -1,7 +1,8 @@
 """Find the MoE routers of a model by their shape, for any family.
 
 A router (gate) is a linear map from the hidden state to one logit per expert: a module whose 2-D ``weight`` is
-(n_experts, hidden_size). That holds for every MoE family transformers ships (OLMoE, Qwen2/3-MoE, Mixtral,
+(n_experts, hidden_size), outside the experts themselves (a per-expert scale of that shape inside the module holding
+the 3-D expert weights, e.g. Ergo's expert-indexed norm, is not a router). That holds for every MoE family transformers ships (OLMoE, Qwen2/3-MoE, Mixtral,
 DeepSeek-V2/V3, ...) and for DeepSeekMoE's gate (moee_exp.features.models); it needs no list of
 model names and no patched modeling files.
 """
@@ -49,12 +50,16 @@ def find_routers(model: torch.nn.Module) -> list[Router]:
             f"{name} is not a Mixture-of-Experts model (its config has none of {EXPERT_COUNT_ATTRS}); "
             "MoEE needs a MoE LLM such as allenai/OLMoE-1B-7B-0924 (model=olmoe)."
         )
+    # modules holding fused expert weights (a 3-D parameter, one slice per expert): nothing inside them routes
+    experts = tuple(f"{n}." for n, m in model.named_modules()
+                    if any(p.ndim == 3 and p.shape[0] == n_experts for p in m.parameters(recurse=False)))
     routers = [
         Router(n, m)
         for n, m in model.named_modules()
         if not isinstance(m, torch.nn.Embedding)
         and isinstance(getattr(m, "weight", None), torch.Tensor)
         and tuple(m.weight.shape) == (n_experts, hidden)
+        and not n.startswith(experts)
     ]
     if not routers:
         raise NotAMoEModelError(

@@ -20,8 +20,10 @@ sys.path.insert(0, str(ROOT))
 def rows():
     from transformers import AutoConfig
 
+    from moee_exp.features.loading import hub_offline
     from moee_exp.features.sizing import GPU_GB, config_from_facts, size_of
 
+    hub_offline()  # an unreachable hub: the HF cache only, at once (not ~25 s of retries per model)
     for path in sorted((ROOT / "conf/model").glob("*.yaml")):
         cfg = yaml.safe_load(path.read_text())
         if not cfg.get("hub_config"):

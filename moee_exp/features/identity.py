@@ -20,6 +20,14 @@ from .loading import ModelConfig, model_config, resolve_device, resolve_dtype
 from .tiny import spec_hash
 
 
+# Every installed library that can move a score: the model's numbers (torch, transformers, tokenizers, bitsandbytes)
+# and the scorer's (mteb and what its evaluators compute with). Recorded in each result row's identity and W&B config.
+SCORE_LIBRARIES = (
+    "torch", "transformers", "tokenizers", "bitsandbytes", "mteb", "scikit-learn", "numpy", "scipy", "datasets",
+    "sentence-transformers",
+)
+
+
 @functools.cache  # read once per process: each lookup parses the package's metadata (~ms)
 def package_version(package: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
@@ -28,6 +36,11 @@ def package_version(package: str) -> str | None:
         return version(package)
     except PackageNotFoundError:
         return None
+
+
+def library_versions() -> dict[str, str | None]:
+    """{package: installed version or None} for every library in SCORE_LIBRARIES."""
+    return {name: package_version(name) for name in SCORE_LIBRARIES}
 
 
 def _dir_fingerprint(path: Path) -> str:
@@ -68,10 +81,13 @@ def model_identity(model: ModelConfig | Mapping) -> dict:
         "revision": model.revision,
         # routers rounded through NF4 (protocol=paper): only recorded when on, so older keys stay valid
         **({"nf4_double_quant": True} if str(model.quantization) == "4bit" else {}),
+        # fused experts in NF4 too (moee_exp.features.quant_experts): 4-bit features computed before differ
+        **({"experts_nf4": True} if str(model.quantization) == "4bit" else {}),
         **({"quantize_routers": True} if model.quantize_routers and
            str(model.quantization or "none") != "none" else {}),
         "torch": package_version("torch"),
         "transformers": package_version("transformers"),
+        "tokenizers": package_version("tokenizers"),  # the token ids every feature is computed from
     }
     if model.tiny:
         spec = dict(model.tiny)

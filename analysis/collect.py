@@ -3,8 +3,15 @@
 A job dir is a dir holding our ``config.yaml`` (the resolved config the runner writes first) or Hydra's ``.hydra/``.
 A job is *incomplete* when a dataset of its ``tasks.names`` has no ``results/<task>.json`` (killed, crashed, still
 running) or when it failed before writing its config; such jobs are listed in ``Collection.incomplete`` and their
-finished rows are kept. The same cell run twice (a re-run in another sweep) keeps the latest row (``computed_at``,
-else the file's mtime) and counts the rest in ``Collection.n_duplicates``.
+finished rows are kept.
+
+Two rows are the same computation when their ``identity`` (everything that changes the number: model, protocol,
+prompt, features, emb, α, the dataset with its data source, splits and subsets) is the same once where and when they
+ran (``WHERE_WHEN``: library versions, our code's hash, the device) is left out; the same computation run twice (a
+re-run in another sweep) keeps the latest row (``computed_at``, else the file's mtime) and counts the rest in
+``Collection.n_duplicates``. Anything else is never merged: each row's ``cell_id`` is its computation without the
+dataset, and the tables keep one cell per ``cell_id`` (analysis.tables labels cells that differ only in a setting).
+Rows written before rows carried an identity are keyed on the row fields that name a computation (``FALLBACK_KEY``).
 """
 
 from __future__ import annotations
@@ -24,8 +31,18 @@ TASK_TYPES = ["Classification", "Clustering", "PairClassification", "Reranking",
 # What makes two rows the same table cell (where and when they ran does not).
 KEY = ["model", "emb", "weights", "alpha", "rw_activation", "standardize", "hs_feature", "rw_feature", "prompt", "task",
        "split", "protocol"]
-COLUMNS = KEY + ["method", "task_type", "main_score_name", "main_score", "score", "computed_at", "job_dir",
-                 "predictions", "task_set", "model_name_or_path", "alpha_source"]
+# Further row fields that change a number: with KEY, the cell key of a row that has no ``identity`` (an old row).
+FALLBACK_KEY = ["task_data", "instructions", "text_handling", "sum_scoring", "quantization", "quantize_routers"]
+# Parts of a row's identity that say where or when it ran, not what was computed (dotted paths into the identity).
+# Library versions are compared across a table instead (analysis.report prints a note when they differ).
+WHERE_WHEN = ("versions", "scorer", "model.device_type", "model.torch", "model.transformers", "model.tokenizers")
+# Library versions (the row identity's ``versions``) as rows.csv columns
+VERSION_PACKAGES = ("torch", "transformers", "tokenizers", "bitsandbytes", "mteb", "scikit-learn", "numpy", "scipy",
+                    "datasets", "sentence-transformers")
+VERSION_COLUMNS = [f"versions.{p}" for p in VERSION_PACKAGES]
+COLUMNS = KEY + FALLBACK_KEY + ["method", "task_type", "main_score_name", "main_score", "score", "computed_at",
+                                "job_dir", "predictions", "task_set", "model_name_or_path", "alpha_source",
+                                *VERSION_COLUMNS, "cell_id", "row_id", "setting", "task_identity"]
 # How MoEE(sum)'s α was chosen (moee_exp.scoring.weights); a row written before the weights group existed is `fixed`.
 CHOSEN_PER_TASK = ("auto", "dev")
 
@@ -81,6 +98,7 @@ def read_job(job_dir: Path) -> tuple[list[dict], dict | None]:
             unreadable.append(path.stem)
             continue
         row["prompt"] = _prompt_label(cfg, row)
+        row.setdefault("task_data", ((cfg.get("tasks") or {}).get("data")) or "real")
         row["computed_at"] = row.get("computed_at") or dt.datetime.fromtimestamp(
             path.stat().st_mtime, dt.timezone.utc).isoformat(timespec="milliseconds")
         row["job_dir"] = str(job_dir)
@@ -95,8 +113,104 @@ def read_job(job_dir: Path) -> tuple[list[dict], dict | None]:
     return rows, None
 
 
+def _drop_path(d: dict, dotted: str) -> None:
+    head, _, rest = dotted.partition(".")
+    if rest and isinstance(d.get(head), dict):
+        d[head] = dict(d[head])
+        _drop_path(d[head], rest)
+    elif not rest:
+        d.pop(head, None)
+
+
+def _flat(d, prefix: str = "") -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def setting_of(row: dict) -> dict:
+    """What a row computed, without the dataset and without where / when it ran: a flat {dotted field: value}. From
+    its ``identity`` (the resume identity every row carries) where it has one, else from its row fields."""
+    ident = row.get("identity")
+    if isinstance(ident, dict) and ident:
+        ident = json.loads(json.dumps(ident, default=str))  # a deep copy
+        for path in WHERE_WHEN:
+            _drop_path(ident, path)
+        task = ident.pop("task", None) or {}
+        ident["data"] = row.get("task_data") or ("synthetic" if task.get("synthetic") else "real")
+        if task.get("synthetic"):  # the generated data's size / seed / generator: the same for every task of a job
+            ident["synthetic"] = task["synthetic"]
+        emb = ident.get("emb") if isinstance(ident.get("emb"), dict) else {}
+        unused = {"hs": ("emb.rw_activation", "emb.rw_feature"), "rw": ("emb.hs_feature",)}.get(emb.get("kind"), ())
+        if emb.get("kind") != "moee_sum":  # only MoEE(sum) reads protocol.sum_scoring
+            unused += ("protocol.sum_scoring",)
+        for path in unused:
+            _drop_path(ident, path)
+        weights = ident.get("weights")
+        if isinstance(weights, dict) and weights.get("name") == "grid":  # grid runs one α: the computation of fixed
+            ident["weights"] = {**weights, "name": "fixed"}
+        return _flat(ident)
+    out = {k: row.get(k) for k in KEY + FALLBACK_KEY if k not in ("task", "split")}
+    out["task_data"] = out.get("task_data") or "real"
+    return out
+
+
+def _task_of(row: dict):
+    """The dataset part of a row's computation: its task identity (splits, subsets, data revision) or its name."""
+    ident = row.get("identity")
+    if isinstance(ident, dict) and isinstance(ident.get("task"), dict):
+        return ident["task"]
+    if isinstance(row.get("task_identity"), str):  # a row tidied before (merge)
+        return json.loads(row["task_identity"])
+    return {"name": row.get("task"), "split": row.get("split")}
+
+
+def _ids(rows: list[dict]) -> None:
+    """Set ``setting`` (JSON), ``cell_id`` and ``row_id`` on each row (in place). Rows of one cell_id and task whose
+    task identities differ (e.g. other subsets of STS17) belong to different computations: each such row's cell_id
+    then also carries its job's variant of that task, so the two never share a cell."""
+    for r in rows:
+        if "cell_id" in r and isinstance(r.get("setting"), str) and r.get("row_id"):
+            continue  # already tidied (merge)
+        setting = setting_of(r)
+        r["setting"] = json.dumps(setting, sort_keys=True, default=str)
+        r["cell_id"] = _hash(setting)
+        r["task_identity"] = json.dumps(_task_of(r), sort_keys=True, default=str)
+        r["row_id"] = _hash([setting, _task_of(r)])
+        versions = ((r.get("identity") or {}).get("versions") or {}) if isinstance(r.get("identity"), dict) else {}
+        for p in VERSION_PACKAGES:
+            r.setdefault(f"versions.{p}", versions.get(p))
+    variants: dict[tuple, set] = {}
+    for r in rows:
+        variants.setdefault((r["cell_id"], r.get("task")), set()).add(_hash(_task_of(r)))
+    split_jobs: dict[tuple, list] = {}  # (cell_id, job_dir) -> the variants its conflicting tasks have
+    for r in rows:
+        if len(variants[(r["cell_id"], r.get("task"))]) > 1:
+            split_jobs.setdefault((r["cell_id"], r.get("job_dir")), []).append((r.get("task"), _task_of(r)))
+    for r in rows:
+        conflict = split_jobs.get((r["cell_id"], r.get("job_dir")))
+        if conflict:
+            setting = json.loads(r["setting"])
+            for task, ident in sorted(conflict, key=lambda c: str(c[0])):
+                for k, v in _flat({k: v for k, v in ident.items() if k not in ("name", "type", "main_score")}).items():
+                    setting[f"{task}.{k}"] = v
+            r["setting"] = json.dumps(setting, sort_keys=True, default=str)
+            r["cell_id"] = _hash(setting)
+
+
 def tidy(rows: list[dict]) -> tuple[pd.DataFrame, int]:
-    """Rows → DataFrame with our columns, latest row per cell; also the number of older duplicates dropped."""
+    """Rows → DataFrame with our columns, the latest row per computation (``row_id``); also the number of older
+    duplicates dropped."""
+    rows = [dict(r) for r in rows]
+    _ids(rows)
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=COLUMNS), 0
@@ -108,11 +222,12 @@ def tidy(rows: list[dict]) -> tuple[pd.DataFrame, int]:
     df["weights"] = [(w if isinstance(w, str) else "fixed") if s else None for s, w in zip(is_sum, df.weights)]
     df["method"] = df.emb.map(METHODS).fillna(df.emb)
     df["protocol"] = df.protocol.fillna("clean")  # rows written before the protocol group: today's clean computation
+    df["task_data"] = df.task_data.fillna("real")
     df["score"] = df.main_score.astype(float) * 100
     df = df[COLUMNS].sort_values("computed_at", kind="stable")
     n = len(df)
-    df = df.drop_duplicates([k for k in KEY], keep="last")  # NaN alphas compare equal here
-    return df.sort_values(KEY, kind="stable").reset_index(drop=True), n - len(df)
+    df = df.drop_duplicates("row_id", keep="last")
+    return df.sort_values(KEY + ["cell_id"], kind="stable").reset_index(drop=True), n - len(df)
 
 
 def collect(paths) -> Collection:
@@ -159,6 +274,12 @@ def collect_wandb(project: str) -> Collection:
             "hs_feature": cfg.get("emb.hs_feature", "hs"), "rw_feature": cfg.get("emb.rw_feature", "rw"),
             "prompt": cfg.get("prompt.name") if not cfg.get("prompt.template") else "custom",
             "task_set": cfg.get("tasks.name"), "split": "test", "computed_at": str(run.created_at),
+            "protocol": cfg.get("protocol.name"), "instructions": cfg.get("protocol.instructions"),
+            "text_handling": cfg.get("protocol.text"), "quantization": cfg.get("model.quantization"),
+            "sum_scoring": cfg.get("protocol.sum_scoring") if cfg.get("emb.kind") == "moee_sum" else None,
+            "quantize_routers": cfg.get("model.quantize_routers") if cfg.get("model.quantization") not in (
+                None, "none") else None,
+            "task_data": cfg.get("tasks.data") or "real",
             "job_dir": f"wandb:{'/'.join(run.path)}", "predictions": None,
         }
         done = set()

@@ -29,7 +29,8 @@ def markdown(frame: pd.DataFrame) -> str:
 def _tex(s) -> str:
     s = str(s)
     for a, b in [("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("α", r"$\alpha$"), ("Δ", r"$\Delta$"), ("†", r"$^\dagger$"), ("–", "--")]:
+                 ("α", r"$\alpha$"), ("Δ", r"$\Delta$"), ("†", r"$^\dagger$"), ("‡", r"$^\ddagger$"),
+                 ("–", "--")]:
         s = s.replace(a, b)
     return s
 
@@ -42,7 +43,7 @@ def latex(frame: pd.DataFrame, caption: str = "", label: str = "") -> str:
             groups[-1][2] += 1
         else:
             groups.append([g, i, 1])
-    numeric = re.compile(r"^([+-]?\d+(\.\d+)?†?|–|)$")
+    numeric = re.compile(r"^([+-]?\d+(\.\d+)?†?‡?|–|)$")
     spec = "".join("r" if all(numeric.match(str(v)) for v in frame.iloc[:, i]) else "l" for i in range(len(names)))
     out = [r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{{spec}}}", r"\toprule"]
     if any(g for g, _, _ in groups):

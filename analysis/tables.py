@@ -12,6 +12,7 @@ A cell marked † averages fewer datasets (or task types) than the most complete
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -26,7 +27,7 @@ MAIN_PROMPTS = ("none", "prompteol")  # Tables 3-4; other prompts go to the main
 METHOD_ORDER = ["HS", "RW", "MoEE_concat", "MoEE_sum"]
 SHORT = {"Classification": "Class.", "Clustering": "Clust.", "PairClassification": "PairCls.",
          "Reranking": "Rerank.", "Retrieval": "Retr.", "STS": "STS", "Summarization": "Summ."}
-CELL = ["model", "method", "label", "alpha", "prompt"]
+CELL = ["model", "method", "label", "alpha", "prompt", "task_data"]
 ABLATION_TASKS = ["STS12", "STS13", "STS14", "STS15", "STS16"]
 VARIANTS = {
     "hs": "HS: last token, last layer", "hs_mean_layers": "HS: last token, mean of layers",
@@ -36,8 +37,9 @@ VARIANTS = {
 
 
 def _label(r) -> str:
-    """Method name, plus the settings that differ from its protocol's defaults (so two settings never share a cell),
-    plus the protocol (paper: the public code's computation; clean: ours; README "Two protocols")."""
+    """Method name, plus the settings that differ from its protocol's defaults, plus the protocol tag (paper: the
+    public code's computation; clean: ours; README "Two protocols") with "synthetic" for a dry run's rows. The tag
+    reads "[paper protocol]", never a bare "[paper]" that a reader could take for the paper's own numbers."""
     protocol = getattr(r, "protocol", None) or "clean"
     extra = []
     # paper's RW activation is per model (DeepSeekMoE: softmax), so under paper it is not a deviation
@@ -49,7 +51,52 @@ def _label(r) -> str:
         default_std = "text" if r.emb == "moee_concat" else "none"
     if r.standardize not in (None, default_std):
         extra.append(f"std={r.standardize}")
-    return r.method + (f" ({', '.join(extra)})" if extra else "") + f" [{protocol}]"
+    tag = [f"{protocol} protocol"] + (["synthetic"] if getattr(r, "task_data", None) == "synthetic" else [])
+    return r.method + (f" ({', '.join(extra)})" if extra else "") + f" [{', '.join(tag)}]"
+
+
+# setting fields never shown to tell cells apart: α has its own column; the data source is in the tag already
+_NOT_SHOWN = {"weights.alpha", "alpha", "data", "task_data"}
+_GROUPS = ("protocol.", "model.", "emb.", "prompt.", "features.", "weights.")
+
+
+def _short(key: str) -> str:
+    return next((key[len(g):] for g in _GROUPS if key.startswith(g)), key)
+
+
+def _value(v) -> str:
+    text = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+def _distinguish(df: pd.DataFrame) -> list[str]:
+    """The labels of ``df`` (with ``label`` and ``cell_id``), each cell that shares its model, label, prompt and
+    pooling with another cell (another computation) extended by the settings in which they differ, e.g.
+    "HS [paper protocol, instructions=none]": two computations never share a label, so never a table cell."""
+    labels = list(df.label)
+    if "cell_id" not in df or df.cell_id.isna().all():
+        return labels
+    pos = {i: n for n, i in enumerate(df.index)}
+    group = ["model", "label", "prompt", "hs_feature", "rw_feature"]
+    for _, g in df.groupby(group, dropna=False, sort=False):
+        cells = g.drop_duplicates("cell_id")
+        if len(cells) < 2:
+            continue
+        settings = {c.cell_id: json.loads(c.setting) if isinstance(c.setting, str) else {} for c in cells.itertuples()}
+        keys = sorted({k for s in settings.values() for k in s} - _NOT_SHOWN)
+        differ = [k for k in keys if len({json.dumps(s.get(k), sort_keys=True, default=str)
+                                         for s in settings.values()}) > 1]
+        extra = {cid: ", ".join(f"{_short(k)}={_value(s.get(k))}" for k in differ) for cid, s in settings.items()}
+        # cells still alike in label, α and data source differ only in fields not shown: name them by their id
+        shown = {cid: (extra[cid], json.dumps([s.get("weights.alpha", s.get("alpha")),
+                                               s.get("data", s.get("task_data"))], default=str))
+                 for cid, s in settings.items()}
+        if len(set(shown.values())) < len(shown):
+            extra = {cid: (e + ", " if e else "") + f"cell {cid[:6]}" for cid, e in extra.items()}
+        for i, cid in zip(g.index, g.cell_id):
+            if extra[cid]:
+                labels[pos[i]] = labels[pos[i]].removesuffix("]") + f", {extra[cid]}]"
+    return labels
 
 
 PER_TASK = {"auto": "auto α", "dev": "dev α"}  # weights options whose α is chosen per task (moee_exp.scoring.weights)
@@ -62,7 +109,11 @@ def _cells(rows: pd.DataFrame) -> pd.DataFrame:
               for r in rows.itertuples()]
     per_task = rows.get("weights", pd.Series(index=rows.index, dtype=object)).isin(list(PER_TASK))
     df = rows.assign(label=labels, alpha=rows.alpha.where(~per_task))
-    # hs ignores rw_activation: keep one row per shown cell and dataset, the latest
+    if "task_data" not in df:
+        df["task_data"] = "real"
+    df["task_data"] = df.task_data.fillna("real")
+    df["label"] = _distinguish(df)
+    # one row per shown cell and dataset, the latest (labels tell computations apart: _distinguish)
     key = CELL + ["hs_feature", "rw_feature", "task"]
     return df.sort_values("computed_at", kind="stable").drop_duplicates(key, keep="last")
 
@@ -73,9 +124,14 @@ def default_pooling(rows: pd.DataFrame) -> pd.DataFrame:
 
 def type_scores(df: pd.DataFrame) -> pd.DataFrame:
     """One row per cell and column (each task type, then Avg): ours (x100) and n (datasets, or types for Avg)."""
-    by_type = df.groupby(CELL + ["task_type"], dropna=False).score.agg(ours="mean", n="count").reset_index()
+    if "main_score_name" not in df:
+        df = df.assign(main_score_name=None)
+    by_type = df.groupby(CELL + ["task_type"], dropna=False).agg(
+        ours=("score", "mean"), n=("score", "count"),
+        metric=("main_score_name", lambda m: ",".join(sorted({str(x) for x in m if isinstance(x, str)})))).reset_index()
     avg = by_type.groupby(CELL, dropna=False).ours.agg(ours="mean", n="count").reset_index()
-    out = pd.concat([by_type.rename(columns={"task_type": "column"}), avg.assign(column="Avg")], ignore_index=True)
+    out = pd.concat([by_type.rename(columns={"task_type": "column"}), avg.assign(column="Avg", metric="")],
+                    ignore_index=True)
     return out
 
 
@@ -94,13 +150,20 @@ def select_alpha(df: pd.DataFrame, alpha="best") -> pd.DataFrame:
     return pd.concat([df[~is_sum], tuned])
 
 
-def main_long(rows: pd.DataFrame, alpha="best", prompts=None) -> pd.DataFrame:
-    """model, method, label, alpha, prompt, column, ours, n, paper, diff (tidy; the CSV)."""
+def main_rows(rows: pd.DataFrame, alpha="best", prompts=None) -> pd.DataFrame:
+    """The rows the main table averages (each with its cell's label)."""
     df = select_alpha(_cells(default_pooling(rows)), alpha)
     if prompts is None:
         prompts = [p for p in MAIN_PROMPTS if p in set(df.prompt)] or sorted(set(df.prompt))
-    df = df[df.prompt.isin(prompts)]
+    return df[df.prompt.isin(prompts)]
+
+
+def main_long(rows: pd.DataFrame, alpha="best", prompts=None) -> pd.DataFrame:
+    """model, method, label, alpha, prompt, task_data, column, ours, n, metric (the main scores averaged), paper,
+    diff (tidy; the CSV). Rows on generated data (task_data=synthetic) get no paper number and no Δ."""
+    df = main_rows(rows, alpha, prompts)
     out = type_scores(df).merge(paper.main_results(), on=["model", "method", "prompt", "column"], how="left")
+    out.loc[out.task_data == "synthetic", "paper"] = float("nan")  # generated data: never compared with the paper
     out["diff"] = out.ours - out.paper
     return out.sort_values(["model", "label", "prompt"]).reset_index(drop=True)
 
@@ -126,24 +189,59 @@ def _order(labels) -> list[str]:
                                               METHOD_ORDER else 9, rank(s), s))
 
 
+REPORTED = "in the paper"  # the row of the paper's own numbers (Tables 3-4), under ours
+METRIC_MARK = "‡"  # a cell whose main score is another metric than its column's (metric_note says which)
+
+
+def column_metrics(long: pd.DataFrame) -> dict[str, str]:
+    """{column: its metric} (the metric most of its cells report) for the columns whose cells mix metrics."""
+    if "metric" not in long:
+        return {}
+    out = {}
+    for column, g in long[(long.column != "Avg") & long.metric.fillna("").ne("")].groupby("column"):
+        if g.metric.nunique() > 1:
+            out[column] = g.metric.value_counts().index[0]
+    return out
+
+
+def metric_note(long: pd.DataFrame) -> str:
+    """A footnote naming each column whose cells report different main scores, and which cells report which."""
+    notes = []
+    for column, usual in column_metrics(long).items():
+        g = long[(long.column == column) & long.metric.fillna("").ne("")]
+        other = g[g.metric != usual]
+        others = "; ".join(f"`{m}` for {', '.join(sorted(set(o.label)))}" for m, o in other.groupby("metric"))
+        notes.append(f"{METRIC_MARK} {column}: `{usual}`, but {others}")
+    if not notes:
+        return ""
+    return (" ".join(notes) + " (protocol=paper's MoEE(sum) is scored as the public code scores it, with mteb 1.x's "
+            "metric, which is what the paper reports: its Reranking column is MAP; mteb 2's evaluators give the "
+            "other rows `map_at_1000`).")
+
+
 def main_wide(long: pd.DataFrame) -> pd.DataFrame:
-    """The paper's layout as strings: ours, then paper and Δ rows where the paper has the model x method."""
+    """The paper's layout as strings: ours, then the paper's numbers and Δ rows where the paper has the model x
+    method (never for rows on generated data). A cell marked ‡ reports another metric than its column's."""
     prompts = prompt_order(long.prompt)
     columns, has_sum = _columns(long), (long.method == "MoEE_sum").any()
     full = long.groupby(["prompt", "column"]).n.max()
+    usual = column_metrics(long)
     cell = {(r.model, r.label, r.prompt, r.column): r for r in long.itertuples()}
     records = []
     for model in sorted(set(long.model)):
         for label in _order(long[long.model == model].label):
-            kinds = ["ours"] + (["paper", "Δ"] if long[(long.model == model) & (long.label == label)].paper.notna()
-                                .any() else [])
+            kinds = ["ours"] + ([REPORTED, "Δ"] if long[(long.model == model) & (long.label == label)].paper
+                                .notna().any() else [])
             for kind in kinds:
                 rec = {("", "model"): model, ("", "method"): label, ("", ""): kind}
                 for p in prompts:
                     for c in columns:
                         r = cell.get((model, label, p, c))
-                        value = None if r is None else {"ours": r.ours, "paper": r.paper, "Δ": r.diff}[kind]
+                        value = None if r is None else {"ours": r.ours, REPORTED: r.paper, "Δ": r.diff}[kind]
                         mark = "†" if kind == "ours" and r is not None and r.n < full.get((p, c), 0) else ""
+                        if kind == "ours" and r is not None and c in usual and getattr(r, "metric", "") not in (
+                                "", usual[c]):
+                            mark += METRIC_MARK
                         rec[(p, SHORT.get(c, c))] = fmt(value, signed=kind == "Δ") + mark
                     if has_sum:
                         r = cell.get((model, label, p, "Avg"))
@@ -184,11 +282,11 @@ def ablation(rows: pd.DataFrame) -> pd.DataFrame:
     """Table 5, one block per model x prompt that has a non-default pooling: model, prompt, variant, label,
     one column per dataset, mean, n, paper, diff."""
     df = _cells(rows)
-    pooled = df[(df.hs_feature != "hs") | (df.rw_feature != "rw")][["model", "prompt"]].drop_duplicates()
+    pooled = df[(df.hs_feature != "hs") | (df.rw_feature != "rw")][["model", "prompt", "task_data"]].drop_duplicates()
     ref = paper.ablation()
     blocks = []
-    for model, prompt in pooled.itertuples(index=False):
-        sub = df[(df.model == model) & (df.prompt == prompt) & (df.task_type == "STS")]
+    for model, prompt, data in pooled.itertuples(index=False):  # real and generated data: separate blocks
+        sub = df[(df.model == model) & (df.prompt == prompt) & (df.task_type == "STS") & (df.task_data == data)]
         tasks = [t for t in ABLATION_TASKS if t in set(sub.task)] or sorted(set(sub.task))
         sub = sub[sub.task.isin(tasks)]
         sub = sub.assign(variant=[{"hs": r.hs_feature, "rw": r.rw_feature}.get(r.emb, "moee")
@@ -207,26 +305,28 @@ def ablation(rows: pd.DataFrame) -> pd.DataFrame:
             moee = moee.assign(variant="moee_best", label=f"MoEE (best: {what})")
         single = wide[wide.variant != "moee"].assign(label=lambda w: [
             VARIANTS.get(v, v) + lbl[len(lbl.split(" ")[0]):] for v, lbl in zip(w.variant, w.label)])
-        block = pd.concat([single, moee]).assign(model=model, prompt=prompt)
+        block = pd.concat([single, moee]).assign(model=model, prompt=prompt, task_data=data)
         block["o"] = block.variant.map(lambda v: list(VARIANTS).index(v) if v in VARIANTS else 9)
         blocks.append(block.sort_values(["o", "label"]))
     if not blocks:
         return pd.DataFrame()
     out = pd.concat(blocks, ignore_index=True).merge(ref[["model", "prompt", "variant", "score"]].rename(
         columns={"score": "paper"}), on=["model", "prompt", "variant"], how="left")
+    out.loc[out.task_data == "synthetic", "paper"] = float("nan")  # generated data: never compared with the paper
     out["diff"] = out["mean"] - out.paper
     task_cols = [c for c in out.columns if c in set(rows.task)]
-    return out[["model", "prompt", "variant", "label", *task_cols, "mean", "n", "paper", "diff"]]
+    return out[["model", "prompt", "task_data", "variant", "label", *task_cols, "mean", "n", "paper", "diff"]]
 
 
 def ablation_wide(table: pd.DataFrame) -> pd.DataFrame:
-    fixed = {"model", "prompt", "variant", "label", "mean", "n", "paper", "diff"}
+    fixed = {"model", "prompt", "task_data", "variant", "label", "mean", "n", "paper", "diff"}
     tasks = [c for c in table.columns if c not in fixed]
     records = []
     for r in table.to_dict("records"):
         rec = {"model": r["model"], "prompt": r["prompt"], "pooling": r["label"]}
         rec.update({t: fmt(r[t]) for t in tasks})
-        full = table[(table.model == r["model"]) & (table.prompt == r["prompt"])].n.max()
+        full = table[(table.model == r["model"]) & (table.prompt == r["prompt"])
+                     & (table.task_data == r["task_data"])].n.max()
         rec["mean"] = fmt(r["mean"]) + ("†" if r["n"] < full else "")
         rec["paper"], rec["Δ"] = fmt(r["paper"]), fmt(r["diff"], signed=True)
         records.append(rec)
@@ -257,3 +357,18 @@ def alpha_choice(rows: pd.DataFrame, prompts=None) -> pd.DataFrame:
     order = {f"{BEST} (optimistic)": 0, "auto α": 1, "dev α": 2}
     return pd.DataFrame(records).sort_values(["model", "prompt", "choice"], key=lambda s: s.map(
         lambda v: order.get(v, 9)) if s.name == "choice" else s).reset_index(drop=True)
+
+
+def _version_key(v: str) -> tuple:
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in v.replace("+", ".").split("."))
+
+
+def versions_note(rows: pd.DataFrame) -> str:
+    """One line when ``rows`` (those one table puts together) come from different versions of a library that can
+    move a score, naming each package and its versions; "" when they agree (rows without versions are ignored)."""
+    diffs = []
+    for col in [c for c in rows.columns if c.startswith("versions.")]:
+        found = sorted({str(v) for v in rows[col] if isinstance(v, str) and v}, key=_version_key)
+        if len(found) > 1:
+            diffs.append(f"{col.removeprefix('versions.')} {', '.join(found[:-1])} and {found[-1]}")
+    return f"note: rows from {'; '.join(diffs)} are in this table" if diffs else ""

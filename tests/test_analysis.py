@@ -108,7 +108,7 @@ def test_main_table_cell_recomputed_from_raw_rows(sweeps, built):
     cell = long[(long.method == "MoEE_sum") & (long.prompt == "prompteol") & (long.column == "Avg")].iloc[0]
     assert cell.alpha == best and cell.ours == pytest.approx(type_avg([r for r in rows if r["alpha"] == best])[1])
     md = (built / "main_table.md").read_text()
-    assert "STS (prompteol)" in md and "Avg (none)" in md and "| tiny-olmoe | MoEE_concat [paper] | ours |" in md
+    assert "STS (prompteol)" in md and "Avg (none)" in md and "| tiny-olmoe | MoEE_concat [paper protocol] | ours |" in md
     tex = (built / "main_table.tex").read_text()
     assert r"\multicolumn{7}{c}{none}" in tex and r"\begin{tabular}" in tex
     per = pd.read_csv(built / "per_dataset.csv")
@@ -129,7 +129,7 @@ def test_paper_numbers_join_by_model_method_prompt(sweeps):
         assert cell.paper == paper and cell["diff"] == pytest.approx(cell.ours - paper)
     assert long.loc[("HS", "prompteol", "STS")].paper == 72.91  # Table 4, OLMoE HS + PromptEOL, STS
     wide = tables.main_wide(tables.main_long(rows))
-    assert list(wide[("", "")][:3]) == ["ours", "paper", "Δ"]
+    assert list(wide[("", "")][:3]) == ["ours", tables.REPORTED, "Δ"]
     assert tables.main_long(col.collect([sweeps["main"]]).rows).paper.isna().all()  # tiny-olmoe: not in the paper
 
 

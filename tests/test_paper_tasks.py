@@ -108,8 +108,8 @@ def test_the_report_builds_the_main_table_with_all_19_datasets(sweeps, tmp_path)
         if method in ("HS", "MoEE_sum"):
             assert set(cell.task) == set(PAPER), method
     main = (out / "main_table.md").read_text()
-    assert "| tiny-olmoe | HS [paper] | ours |" in main
-    assert "| tiny-olmoe | MoEE_sum [paper] (best α on test) | ours |" in main
+    assert "| tiny-olmoe | HS [paper protocol, synthetic] | ours |" in main
+    assert "| tiny-olmoe | MoEE_sum [paper protocol, synthetic] (best α on test) | ours |" in main
     cells = [line for line in main.splitlines() if line.startswith("| tiny-olmoe")]
     assert cells and not any("†" in line for line in cells)  # every cell averages every dataset of its column
     long = pd.read_csv(out / "main_table.csv")

@@ -30,7 +30,10 @@ TASK_TYPES = ("Classification", "Clustering", "PairClassification", "Reranking",
 EMB_KINDS = ("hs", "rw", "moee_concat", "moee_sum")
 SCORES_TABLE = "scores"  # the per-dataset table moee_exp.jobs.record.WandbLogger.log_summary logs
 # config keys (flat, as the runner logs them) and summary keys the report reads
-ALPHA, KIND, MODEL, PROMPT = "weights.alpha", "emb.kind", "model.name", "prompt.name"
+ALPHA, KIND, MODEL, PROMPT, DATA = "weights.alpha", "emb.kind", "model.name", "prompt.name", "tasks.data"
+# dry runs (tasks.data=synthetic: generated data, scores that mean nothing) are left out of every panel unless asked:
+# a "best run" bar must never be one of them
+REAL_DATA = (DATA, "!=", "synthetic")
 _NESTED_CONFIG_PATH = re.compile(r"(config[:.])([^\s\"'.]+)\.value((?:\.[^\s\"'.]+)+)")
 
 
@@ -52,8 +55,13 @@ def _report_class():
     return MoEEReport
 
 
-def _filters(*pairs: tuple[str, str]) -> str:
-    return " and ".join(f"Config('{key}') == {json.dumps(value)}" for key, value in pairs)
+def _filters(*conditions: tuple) -> str:
+    """W&B filter expression: each condition (key, value) (equal) or (key, op, value)."""
+    parts = []
+    for cond in conditions:
+        key, op, value = cond if len(cond) == 3 else (cond[0], "==", cond[1])
+        parts.append(f"Config('{key}') {op} {json.dumps(value)}")
+    return " and ".join(parts)
 
 
 def build_report(
@@ -64,9 +72,11 @@ def build_report(
     task_types: Iterable[str] = TASK_TYPES,
     title: str = "MoEE: alpha curves, task types, datasets",
     bind: bool = True,
+    synthetic: bool = False,
 ):
     """The report (not saved). ``combos``: (model.name, prompt.name) pairs, one section each; none = one section
-    over all runs. ``bind=False`` leaves the run sets unbound to the project, so the spec can be serialized offline."""
+    over all runs. ``bind=False`` leaves the run sets unbound to the project, so the spec can be serialized offline.
+    ``synthetic=False`` (default) leaves dry runs (tasks.data=synthetic) out of every run set."""
     import wandb_workspaces.reports.v2 as wr
 
     task_types = list(task_types)
@@ -75,12 +85,16 @@ def build_report(
     combos = list(dict.fromkeys(combos)) or [None]
 
     def runset(name, *pairs, groupby=()):
-        return wr.Runset(name=name, filters=_filters(*pairs), groupby=list(groupby), **where)
+        conditions = pairs if synthetic else (*pairs, REAL_DATA)
+        return wr.Runset(name=name, filters=_filters(*conditions), groupby=list(groupby), **where)
 
     blocks = [
         wr.P(
             "Scores are x100 (the paper's scale). avg = mean of the task-type averages (the paper's Avg); type/<T> = "
-            "mean of that type's datasets. α curves: MoEE(sum) = cos(HS) + α cos(RW). Built by moee_exp.integrations.dashboard."
+            "mean of that type's datasets. α curves: MoEE(sum) = cos(HS) + α cos(RW). "
+            + ("Dry runs on generated data (tasks.data=synthetic) are included: their scores mean nothing. "
+               if synthetic else "Dry runs on generated data (tasks.data=synthetic) are left out. ")
+            + "Built by moee_exp.integrations.dashboard."
         )
     ]
     for combo in combos:
@@ -154,6 +168,8 @@ def main(argv=None) -> int:
                    help="task types to plot (default: those of the results under --from, else all)")
     p.add_argument("--title", default="MoEE: alpha curves, task types, datasets")
     p.add_argument("--dry-run", action="store_true", help="print the sections instead of saving")
+    p.add_argument("--with-synthetic", action="store_true",
+                   help="also show dry runs on generated data (tasks.data=synthetic; left out by default)")
     args = p.parse_args(argv)
     entity, _, project = args.project.partition("/")
     if not entity or not project:
@@ -168,7 +184,8 @@ def main(argv=None) -> int:
     if args.types is None:
         args.types = (types_from_dirs(args.dirs) if args.dirs else []) or list(TASK_TYPES)
     if args.dry_run:
-        report = build_report(entity, project, combos, task_types=args.types, title=args.title, bind=False)
+        report = build_report(entity, project, combos, task_types=args.types, title=args.title, bind=False,
+                              synthetic=args.with_synthetic)
         for block in report.blocks:
             if hasattr(block, "panels"):
                 names = [getattr(p, "title", None) or getattr(p, "table_name", "") for p in block.panels]
@@ -176,7 +193,8 @@ def main(argv=None) -> int:
             else:
                 print(f"{type(block).__name__}: {block.text}")
         return 0
-    report = build_report(entity, project, combos, task_types=args.types, title=args.title)
+    report = build_report(entity, project, combos, task_types=args.types, title=args.title,
+                          synthetic=args.with_synthetic)
     try:
         report.save()
     except Exception as err:  # noqa: BLE001  no key, no network, no such entity: one line, no traceback

@@ -40,7 +40,7 @@ SYNTHETIC_SIZES = ("small", "real")  # moee_exp.scoring.synthetic_tasks.SIZES (n
 @dataclass
 class SyntheticDataConfig:
     size: str = "small"  # small (a few rows per split) | real (the real data's counts and text lengths)
-    seed: int = 0
+    seed: int = field(default=0, metadata={"min": 0})  # numpy's generators take no negative seed
 
 
 @dataclass
@@ -91,7 +91,21 @@ def register() -> None:
     for group, node in _SCHEMAS:
         stored = cs.repo.get(group, {}).get(f"base_{group}.yaml")
         if stored is None or OmegaConf.get_type(stored.node) is not node:
-            cs.store(group=group, name=f"base_{group}", node=node)
+            cs.store(group=group, name=f"base_{group}", node=_open_tables(node))
+
+
+# Fields whose keys are the user's (task names): open to new keys under Hydra's struct mode, so that the README's
+# `protocol.instruction_table={STS12: "..."}` works as written, without a leading +.
+OPEN_TABLES = {ProtocolConfig: ("instruction_table",)}
+
+
+def _open_tables(schema):
+    if schema not in OPEN_TABLES:
+        return schema
+    node = OmegaConf.structured(schema)
+    for name in OPEN_TABLES[schema]:
+        OmegaConf.set_struct(node[name], False)
+    return node
 
 
 def schemas() -> dict[str, type]:
@@ -120,20 +134,35 @@ def _check_numbers(resolved: dict) -> None:
     """Every float of every schema finite and within +-MAX_FLOAT; every int within its field's metadata["min"]
     (if any) and MAX_INT. A NaN or inf otherwise reaches scikit-learn after the model ran."""
     for group, schema in schemas().items():
-        node = resolved.get(group)
-        if not isinstance(node, dict):
+        _check_node(resolved.get(group), schema, group)
+
+
+def _nested_schema(f: dataclasses.Field):
+    """The dataclass of a nested schema field (e.g. TasksConfig.synthetic), or None."""
+    if f.default_factory is dataclasses.MISSING:
+        return None
+    made = f.default_factory()
+    return type(made) if dataclasses.is_dataclass(made) else None
+
+
+def _check_node(node, schema, prefix: str) -> None:
+    if not isinstance(node, dict):
+        return
+    for f in dataclasses.fields(schema):
+        value, key = node.get(f.name), f"{prefix}.{f.name}"
+        nested = _nested_schema(f)
+        if nested is not None:  # a nested group of fields (tasks.synthetic.*): the same checks, one line each
+            _check_node(value, nested, key)
             continue
-        for f in dataclasses.fields(schema):
-            value, key = node.get(f.name), f"{group}.{f.name}"
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"{key}={value} is not a finite number: give a number such as {f.default!r}")
-            low, high = f.metadata.get("min"), f.metadata.get("max", MAX_FLOAT if isinstance(value, float) else MAX_INT)
-            if low is not None and value < low:
-                raise ConfigError(f"{key}={value} must be >= {low} (default {f.default!r})")
-            if abs(value) > high:
-                raise ConfigError(f"{key}={value} is too large (at most {high:g}; default {f.default!r})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value} is not a finite number: give a number such as {f.default!r}")
+        low, high = f.metadata.get("min"), f.metadata.get("max", MAX_FLOAT if isinstance(value, float) else MAX_INT)
+        if low is not None and value < low:
+            raise ConfigError(f"{key}={value} must be >= {low} (default {f.default!r})")
+        if abs(value) > high:
+            raise ConfigError(f"{key}={value} is too large (at most {high:g}; default {f.default!r})")
 
 
 def _check_interpolations(cfg) -> dict:
@@ -262,7 +291,7 @@ def validate(cfg) -> dict:
     if not cfg.tasks.names:
         raise ConfigError("tasks.names is empty: pick a task set (tasks=demo, tasks=paper, tasks=sts, ...)")
     _choice(cfg.tasks.get("data", "real"), TASK_DATA, "tasks.data")
-    if cfg.tasks.get("data") == "synthetic":
+    if "synthetic" in cfg.tasks:  # checked whatever tasks.data says: a typo is caught before the dry run it is for
         _choice(cfg.tasks.synthetic.size, SYNTHETIC_SIZES, "tasks.synthetic.size")
     _choice(cfg.logger.backend, ("wandb", "none"), "logger.backend")
     if "cache" in cfg:
@@ -299,19 +328,35 @@ def check_here(cfg) -> None:
     """The checks that depend on the machine a job runs on (not run by the sweep preflight, which may run on a
     login node): the device exists here, and the dirs the job writes into are writable."""
     check_device(cfg.model.device, "model.device")
-    if cfg.model.tiny:
-        _check_writable_dir(cfg.model.cache_dir, "model.cache_dir")
+    if cfg.model.tiny:  # a read-only dir that holds the model serves it (one that lacks it: one line at the build)
+        _check_cache_dir(cfg.model.cache_dir, "model.cache_dir")
     if cfg.get("cache") is not None and cfg.cache.enabled:
         _check_cache_dir(cfg.cache.dir)
+    if cfg.get("mteb_results"):
+        _check_creatable_dir(cfg.mteb_results, "mteb_results")
 
 
-def _check_cache_dir(path) -> None:
+def _check_creatable_dir(path, key: str) -> None:
+    """A dir the job creates and writes into: made now (as the job would make it), so that a path through a file,
+    an unwritable or a full disk is one line before the model loads, not a traceback after the first dataset."""
+    _check_writable_dir(path, key)
+    p = Path(str(path)).expanduser()
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"{key}={str(path)!r} cannot be created ({err.strerror or err}); point {key} at a "
+                          "writable dir, or set it to null") from None
+    if not p.is_dir():
+        raise ConfigError(f"{key}={str(path)!r} is not a dir; point {key} at a writable dir, or set it to null")
+
+
+def _check_cache_dir(path, key: str = "cache.dir") -> None:
     """cache.dir must be writable, unless it is an existing dir this job can read: a read-only cache (a lab's shared
     features) serves every job whose features it holds; a job that misses one stops then (moee_exp.features.featurize)."""
     p = Path(str(path)).expanduser().absolute()
     if p.is_dir() and os.access(p, os.R_OK | os.X_OK):
         return
-    _check_writable_dir(path, "cache.dir")
+    _check_writable_dir(path, key)
 
 
 @dataclass(frozen=True)

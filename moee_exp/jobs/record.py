@@ -21,7 +21,8 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from ..faults import is_write_fault, write_error
+from ..errors import error_line
+from ..faults import DENIED, SPACE, as_os_error, is_write_fault, write_error
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,28 @@ def atomic_write(path: Path, text: str) -> None:
         if is_write_fault(err):
             raise write_error(path, err) from None
         raise
+
+
+def guard_hydra_writes() -> None:
+    """Hydra writes the job's ``.hydra/*.yaml`` before our code runs: a full disk, a quota or a file-size limit there
+    becomes our one ``error:`` line (exit 2) instead of Hydra's traceback. Installed once by run.py."""
+    import hydra.core.utils as hydra_utils
+
+    original = hydra_utils._save_config
+    if getattr(original, "moee_guarded", False):
+        return
+
+    def save_config(cfg, filename, output_dir):
+        try:
+            original(cfg, filename, output_dir)
+        except OSError as err:
+            if not is_write_fault(err):
+                raise
+            print(error_line(write_error(Path(output_dir) / filename, err)), file=sys.stderr, flush=True)
+            raise SystemExit(2) from None  # (Hydra's report catches Exception only: this line stays the only one)
+
+    save_config.moee_guarded = True
+    hydra_utils._save_config = save_config
 
 
 def write_row(job_dir: Path, row: Mapping) -> Path:
@@ -166,8 +189,58 @@ class WandbLogger:
             self.run.finish()
 
 
+PROBE_BYTES = 256 * 1024  # what W&B writes into the job dir first (run files, debug logs), at least
+
+
+def _probe_space(run_dir: Path) -> None:
+    """Write and remove PROBE_BYTES in the dir W&B writes into: raises the OSError of a full disk, a quota or a
+    file-size limit before W&B starts (W&B itself meets it as thousands of failed log writes)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    probe = run_dir / f".space-probe.{os.getpid()}"
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"\0" * PROBE_BYTES)
+            f.flush()
+            os.fsync(f.fileno())  # a filesystem that allocates at flush time (delayed allocation) reports here
+    finally:
+        with suppress(OSError):
+            probe.unlink()
+
+
+@contextmanager
+def _quiet_logging_errors():
+    """A log record that cannot be written (a full disk under W&B's debug log) is dropped, not printed as a
+    '--- Logging error ---' traceback per record; restored afterwards."""
+    before = logging.raiseExceptions
+    logging.raiseExceptions = False
+    try:
+        yield
+    finally:
+        logging.raiseExceptions = before
+
+
+def _unavailable(err: BaseException) -> None:
+    """The one line that says W&B is off for this job, and why."""
+    os_err = as_os_error(err) if is_write_fault(err) else None
+    if os_err is not None:
+        what = SPACE.get(os_err.errno) or DENIED.get(os_err.errno) or os_err.strerror
+        log.warning("W&B not started: cannot write %s (%s): results are local only", os_err.filename or "its files",
+                    what)
+    else:
+        log.warning("W&B unavailable (%s: %s): results are local only", err.__class__.__name__, redact(str(err)))
+
+
 def _open_run(logger: LoggerConfig, kwargs: dict):
     """A wandb run (online if asked and possible, else offline), or None if W&B cannot be used at all."""
+    try:
+        _probe_space(Path(kwargs["dir"]) / "wandb")
+    except OSError as err:
+        _unavailable(err)
+        return None
+    return _init_run(logger, kwargs)
+
+
+def _init_run(logger: LoggerConfig, kwargs: dict):
     mode = logger.mode
     if mode == "online" and not _has_wandb_key():
         log.warning("logger.mode=online but no W&B API key (WANDB_API_KEY or `wandb login`): logging offline")
@@ -189,7 +262,7 @@ def _open_run(logger: LoggerConfig, kwargs: dict):
         except Exception as err:  # noqa: BLE001
             error = err
     if run is None:  # W&B trouble never costs a result: the job goes on with local results only
-        log.warning("W&B unavailable (%s: %s): results are local only", error.__class__.__name__, redact(str(error)))
+        _unavailable(error)
     return run
 
 
@@ -209,11 +282,18 @@ def wandb_logger(logger: LoggerConfig | Mapping, *, config: Mapping, job_dir: Pa
         dir=str(job_dir),
     )
     run = WandbLogger(lambda: _open_run(logger, kwargs))
-    try:
-        yield run
-    finally:
-        run.finish()
-        shutil.rmtree(Path(job_dir) / "wandb" / STAGING, ignore_errors=True)  # empty: wandb moved their files
+    # while W&B runs, a log record that cannot be written (W&B's debug logs on a disk that is full, or fills while
+    # the job runs) is dropped instead of printed as a traceback per record
+    with _quiet_logging_errors():
+        try:
+            yield run
+        finally:
+            try:
+                run.finish()
+            except Exception as err:  # noqa: BLE001  W&B trouble never costs a result (they are on disk)
+                log.warning("W&B run not finished (%s: %s): results are local; `wandb sync` may upload them",
+                            err.__class__.__name__, redact(str(err)))
+            shutil.rmtree(Path(job_dir) / "wandb" / STAGING, ignore_errors=True)  # empty: wandb moved their files
 
 
 STAGING = ".staging"

@@ -1,6 +1,7 @@
 """Run MoEE experiments: `python run.py` (default smoke job) or e.g. `python run.py model=olmoe emb=moee_sum -m`."""
 
 import logging
+import os
 import sys
 
 import hydra
@@ -8,11 +9,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from moee_exp.errors import USER_ERRORS, error_line
-from moee_exp.faults import Preempted, is_write_fault, write_error
+from moee_exp.faults import (Preempted, in_sweep_worker, is_write_fault, register_run_id_resolver, resume_hint,
+                             stop_sweep_on_signal, write_error)
 from moee_exp.jobs.config import read_job, register
+from moee_exp.jobs.record import guard_hydra_writes
 from moee_exp.jobs.preflight import check_reachable
 
 register()
+guard_hydra_writes()  # a full disk / file-size limit when Hydra writes .hydra/*.yaml: one error line, no traceback
+register_run_id_resolver()  # ${moee.run_id:} in the default run / sweep dirs (conf/config.yaml)
 log = logging.getLogger("moee")
 
 
@@ -31,6 +36,10 @@ def main(cfg) -> None:
     sweep = hc.mode == RunMode.MULTIRUN
     group = (hc.sweep.dir if sweep else hc.run.dir).replace("/", "_")
     code = job(cfg, hc.runtime.output_dir, group)
+    if code >= 128 and in_sweep_worker():  # stopped by a signal in a joblib worker: end the worker too, so that it
+        sys.stdout.flush()  # takes no further job of the sweep (its parent prints the line that says how to resume)
+        sys.stderr.flush()
+        os._exit(code)
     if code:
         sys.exit(code)
 
@@ -55,8 +64,12 @@ def job(cfg, job_dir, group: str, run: bool = True) -> int:
     except USER_ERRORS as err:  # a mistake in the command or config: one line, no traceback
         print(error_line(err), file=sys.stderr)
         return 2
-    except Preempted as stop:  # SIGTERM / SIGUSR1: the runner has kept the finished rows and said so
+    except Preempted as stop:  # SIGTERM / SIGUSR1 / Ctrl-C: the runner has kept the finished rows and said so
         return 128 + stop.signum
+    except KeyboardInterrupt:  # Ctrl-C outside the datasets' loop (which says what it kept): no traceback either
+        print(f"stopped by SIGINT (Ctrl-C): the datasets already in {job_dir}/results are kept; run the same command "
+              f"with {resume_hint(job_dir)} to resume", file=sys.stderr, flush=True)
+        return 130
     except Exception as err:
         if not is_write_fault(err, space_only=True):
             raise
@@ -66,4 +79,5 @@ def job(cfg, job_dir, group: str, run: bool = True) -> int:
 
 
 if __name__ == "__main__":
+    stop_sweep_on_signal()  # a signal to a sweep (joblib launcher) stops its workers too, with one resume line
     main()

@@ -48,7 +48,14 @@ def test_default_job(tmp_cwd):
         "STS", "Classification", "Clustering", "PairClassification", "Reranking", "Summarization"}
     assert all(r["emb"] == "moee_sum" and r["alpha"] == 1.0 and r["prompt"] == "prompteol" for r in rows)
     assert all(0 <= r["main_score"] <= 1 and r["scores"] for r in rows)
+    # every library that can move a score is on record, in the row and in the W&B config (the locked versions)
+    from moee_exp.features.identity import SCORE_LIBRARIES, library_versions
+
+    versions = library_versions()
+    assert set(versions) == set(SCORE_LIBRARIES) and all(versions.values())  # the lock installs every one of them
+    assert all(r["identity"]["versions"] == versions for r in rows)
     logged = wandb_summary(job)
+    assert {k: logged["config"][f"versions.{k}"] for k in versions} == versions
     assert logged["state"] == "finished"
     assert logged["summary"]["avg"] == pytest.approx(
         sum({r["task_type"]: r["main_score"] * 100 for r in rows}.values()) / 6)

@@ -25,7 +25,9 @@ Layout (``cache.dir``, default ``${paths.cache_dir}/features``)::
   takes ``<namespace>/.extract.lock`` (``fcntl.flock``), looks the texts up again, extracts what is still missing
   and stores it before letting the next one in, which then finds them cached. So each text is extracted (and the
   model loaded) once per model × prompt even when the jobs of a sweep start together; ``cache.lock=false`` turns
-  this off (each job extracts its own misses).
+  this off (each job extracts its own misses). The lock's heartbeat proves progress: its mtime is refreshed only
+  after the holder's work moved on (``heartbeat()``: each extracted batch, each shard indexed or written), so a
+  holder that is stuck (a hung kernel) goes stale after ``cache.lock_stale_s`` and its waiters take over.
 - The index (key → shard, row) is kept in memory per namespace for the life of the process, so the jobs of a
   sweep run in one process (Hydra's basic launcher) read each shard's keys once; values are read from each
   shard's memory map, kept open for the life of the process (its pages mapped once, not once per job), each
@@ -51,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LockWaitTimeout
+from ..errors import ConfigError, LockWaitTimeout
 from ..faults import pid_alive
 
 try:
@@ -80,13 +82,34 @@ class CacheConfig:
     dir: str = "${paths.cache_dir}/features"  # shared by concurrent jobs (joblib, SLURM arrays) on one filesystem
     dtype: str = "float32"  # float32 | float16 (half the disk; features rounded to float16)
     lock: bool = True  # concurrent jobs take turns to extract, so each text is extracted once (moee_exp.features.cache)
-    # a holder of the extraction lock that has not refreshed it for this long (hung, stopped, dead node) is taken over
+    # a holder of the extraction lock whose extraction has not moved on (no batch done) for this long (hung, stopped,
+    # dead node) is taken over: the longest a waiter waits for a holder that makes no progress
     lock_stale_s: int = field(default=300, metadata={"min": 1})
     lock_wait_s: int = field(default=0, metadata={"min": 0})  # give up waiting for the lock after this long; 0: never
 
 
 class CacheMiss(KeyError):
     """A shard vanished or failed between indexing and reading: the caller looks its texts up again."""
+
+
+_progress = [0]  # how much extraction work this process has done (heartbeat()): what keeps a held lock fresh
+
+
+def heartbeat() -> None:
+    """Say that this process's extraction moved on (moee_exp.features.extract calls it after each batch). A held
+    extraction lock is refreshed only after a heartbeat, so a holder whose work is stuck, however alive its process
+    and threads, stops refreshing it and is taken over after ``cache.lock_stale_s``."""
+    _progress[0] += 1
+
+
+def _not_a_dir(path: Path, err: OSError) -> ConfigError:
+    """One line for a feature-cache path where a dir must be and a file is (``path``: the dir the cache wanted)."""
+    probe = Path(path)
+    while probe != probe.parent and not probe.is_file():
+        probe = probe.parent
+    where = probe if probe.is_file() else Path(path)
+    return ConfigError(f"feature cache: {where} is a file, not a dir ({err.strerror or err}): remove it (its features "
+                       "are extracted again) or point cache.dir at another dir")
 
 
 def writable(path: Path) -> bool:
@@ -180,6 +203,8 @@ class Namespace:
                 names = os.listdir(folder)
             except FileNotFoundError:
                 return
+            except NotADirectoryError as err:  # <namespace>/<feature> (or a dir above it) is a file
+                raise _not_a_dir(folder, err) from None
             for name in sorted(names):
                 if name in seen:
                     continue
@@ -189,6 +214,7 @@ class Namespace:
                         _remove_if_stale(folder / name)
                     continue
                 shard, keys = self._verify(folder / name, m.group(1))
+                heartbeat()  # indexing a large shared cache is work too
                 if shard is None:
                     continue
                 seen.add(name)
@@ -358,9 +384,12 @@ class Namespace:
             records["value"] = rows
             try:
                 path = self._write(feature, records)
+            except (NotADirectoryError, FileExistsError) as err:  # a file where the cache's dir must be
+                raise _not_a_dir(self.path / feature, err) from None
             except OSError as err:
                 log.warning("feature cache: could not write %s under %s: %s", feature, self.path, err)
                 return 0
+            heartbeat()
             shards = self._shards[feature]
             self._seen[feature].add(path.name)
             n = len(shards)
@@ -396,11 +425,13 @@ class Namespace:
     def extract_lock(self):
         """Held while extracting and storing missed texts: concurrent jobs on this namespace take turns.
 
-        The holder writes who it is (host, pid, since) into the lock file and refreshes its mtime every few seconds.
+        The holder writes who it is (host, pid, since) into the lock file and refreshes its mtime every few seconds
+        while its work moves on (``heartbeat()``: each extracted batch; a thread that merely runs proves nothing).
         A waiter logs the holder within seconds and then every minute; it takes over (goes on without the lock: the
         cache's writes are atomic, so at worst a text is extracted twice) from a holder whose pid is gone on this
-        host or whose lock was not refreshed for ``lock_stale_s`` (hung, stopped, or on a dead node); after
-        ``lock_wait_s`` (0: no limit) it gives up with LockWaitTimeout."""
+        host or whose lock was not refreshed for ``lock_stale_s`` (hung, stopped, or on a dead node), so no wait
+        outlasts the holder's progress by more than ``lock_stale_s``; after ``lock_wait_s`` (0: no limit beyond
+        that) it gives up with LockWaitTimeout."""
         if not self.lock or fcntl is None:
             yield
             return
@@ -408,6 +439,8 @@ class Namespace:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             f = open(path, "a+b")  # noqa: SIM115 (closed below)
+        except (NotADirectoryError, FileExistsError) as err:
+            raise _not_a_dir(self.path, err) from None
         except OSError as err:
             log.warning("feature cache: no extraction lock under %s (%s); jobs may extract the same texts", self.path, err)
             yield
@@ -462,7 +495,9 @@ class Namespace:
 
 
 def _claim(f, path: Path, stop: threading.Event, stale_s: float) -> None:
-    """Write who holds the lock into it and refresh its mtime until ``stop`` is set (a daemon thread)."""
+    """Write who holds the lock into it, and until ``stop`` is set refresh its mtime whenever this process's work
+    moved on since the last refresh (``heartbeat()``). The daemon thread that does it proves nothing by itself: a
+    holder whose main thread is stuck stops refreshing and goes stale."""
     info = {"host": socket.gethostname(), "pid": os.getpid(),
             "since": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime())}
     try:
@@ -474,7 +509,11 @@ def _claim(f, path: Path, stop: threading.Event, stale_s: float) -> None:
         return
 
     def refresh():
+        seen = _progress[0]
         while not stop.wait(max(0.5, min(30.0, stale_s / 5))):
+            if _progress[0] == seen:
+                continue  # no progress since the last refresh: let the lock age
+            seen = _progress[0]
             with contextlib.suppress(OSError):
                 os.utime(path)
 

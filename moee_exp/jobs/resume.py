@@ -9,10 +9,12 @@ Every row a job writes (``results/<task>.json``, one per dataset, atomically, as
 - the features: prompt template and normalization, ``extract.EXTRACTION_VERSION``, the feature cache's dtype;
 - the embedding: every ``emb.*`` value (kind, activation, standardization, poolings) and, for moee_sum, how α is
   chosen (``weights.identity``: the α of fixed/grid, the criterion and sample size of auto, the grid of dev);
-- the dataset: task name, type, main score, eval splits and ``metadata.dataset`` (path + data revision; the bundled
+- the dataset: task name, type, main score, the splits and language subsets evaluated (``task.eval_splits``,
+  ``task.hf_subsets``: a benchmark's STS17 is en-en only) and ``metadata.dataset`` (path + data revision; the bundled
   demo tasks' revision is a hash of their data file), and for generated data (``tasks.data=synthetic``) its size,
-  seed and generator version;
-- the scorer: the mteb version and a hash of our scoring code's source (``CODE_FILES``).
+  seed and generator version; the data source (real / synthetic) is also a job field (``data``);
+- the scorer: the mteb version and a hash of our scoring code's source (``CODE_FILES``);
+- ``versions``: every installed library that can move a score (``features.identity.SCORE_LIBRARIES``).
 
 A re-run into the same job dir (``hydra.run.dir=...`` / ``hydra.sweep.dir=...``) reuses a row only if its key is
 the key of what it would compute now, so a changed dataset, model, config or code is recomputed, never reused.
@@ -33,7 +35,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..features.extract import EXTRACTION_VERSION
-from ..features.identity import model_identity, package_version
+from ..features.identity import library_versions, model_identity, package_version
 from ..scoring.weights import identity as weights_identity
 
 log = logging.getLogger(__name__)
@@ -75,10 +77,25 @@ def job_identity(resolved: Mapping, template: str) -> dict:
             "dtype": str(cache.get("dtype", "float32")) if cache.get("enabled", False) else "float32",
         },
         "emb": dict(resolved["emb"]),
+        # where the data comes from: a synthetic dry run never shares a dir with real rows (refused, like a changed α)
+        "data": _data_source(resolved.get("tasks") or {}),
         # how α is chosen, for the one emb kind that has an α (other kinds do not depend on it)
         "weights": weights_identity(resolved["weights"]) if resolved["emb"]["kind"] == "moee_sum" else None,
         "scorer": {"mteb": package_version("mteb"), "moee_exp": package_version("moee-exp"), "code": code_version()},
+        # every library that can move a number (features.identity.SCORE_LIBRARIES), for the report to compare rows
+        "versions": library_versions(),
     }
+
+
+def _data_source(tasks: Mapping) -> dict:
+    data = str(tasks.get("data", "real"))
+    synthetic = tasks.get("synthetic") if data == "synthetic" else None
+    return {"source": data, **({"synthetic": dict(synthetic)} if isinstance(synthetic, Mapping) else {})}
+
+
+# The task fields that a config chooses (tasks=..., tasks.data=...), not the dataset's own version: a rerun into a dir
+# whose row of that task differs in one of them is refused like a changed α (foreign_rows), never silently replaced.
+CONFIG_TASK_FIELDS = ("eval_splits", "hf_subsets", "synthetic")
 
 
 def task_identity(task) -> dict:
@@ -87,7 +104,9 @@ def task_identity(task) -> dict:
         "name": m.name,
         "type": m.type,
         "main_score": m.main_score,
-        "eval_splits": list(m.eval_splits),
+        # what is evaluated: a task taken from a benchmark may be filtered to some splits and language subsets
+        "eval_splits": list(getattr(task, "eval_splits", None) or m.eval_splits),
+        "hf_subsets": sorted(str(s) for s in (getattr(task, "hf_subsets", None) or ())),
         "dataset": {k: str(v) for k, v in dict(m.dataset).items()},  # path + revision (the data version)
         # generated data (moee_exp.scoring.synthetic_tasks): never reused for the real data, nor across sizes or seeds
         **({"synthetic": dict(task.synthetic)} if getattr(task, "synthetic", None) else {}),
@@ -140,13 +159,36 @@ class ResumePlan:
         }
 
 
-def _read_row(path: Path) -> dict | None:
+def _read_row(path: Path, quiet: bool = False) -> dict | None:
+    """The row in ``path``, or None (logged unless ``quiet``) when it cannot be read or reused (``row_problem``)."""
     try:
         row = json.loads(path.read_text(encoding="utf-8"))
-        return row if isinstance(row, dict) else None
     except (OSError, ValueError) as err:
-        log.warning("%s is unreadable (%s): its dataset is computed again", path, err.__class__.__name__)
+        if not quiet:
+            log.warning("%s is unreadable (%s): its dataset is computed again", path, err.__class__.__name__)
         return None
+    problem = row_problem(row)
+    if problem:
+        if not quiet:
+            log.warning("%s is not a valid result row (%s): its dataset is computed again", path, problem)
+        return None
+    return row
+
+
+def row_problem(row) -> str | None:
+    """Why ``row`` cannot be reused or summarized (None: it can): a row whose key is valid but whose score is not a
+    finite number (an edited or half-written file) is computed again, whatever its key says."""
+    if not isinstance(row, dict):
+        return "not a JSON object"
+    score = row.get("main_score")
+    if isinstance(score, bool) or not isinstance(score, (int, float)):
+        return f"main_score is {score!r}, not a number"
+    if score != score or score in (float("inf"), float("-inf")):
+        return f"main_score is {score!r}"
+    for key in ("task", "task_type", "main_score_name"):  # (what the printed table reads, where the row has it)
+        if key in row and not (isinstance(row[key], str) and row[key]):
+            return f"{key} is {row[key]!r}"
+    return None
 
 
 def plan(job_dir: Path, tasks: Sequence, job_ident: Mapping, overwrite: bool = False, required=None) -> ResumePlan:
@@ -187,20 +229,28 @@ def plan(job_dir: Path, tasks: Sequence, job_ident: Mapping, overwrite: bool = F
     return result
 
 
-def foreign_rows(job_dir: Path, job_ident: Mapping) -> dict[str, list[str]]:
-    """Rows in ``job_dir/results`` computed with another job config (model, prompt, emb, α, code, ...), whatever
-    their task: {task name: the identity fields that differ}. A dir holds one config's rows, so that its results/
-    and results.csv never mix two configs: the runner refuses to replace them unless ``overwrite=true``."""
+def foreign_rows(job_dir: Path, job_ident: Mapping, tasks: Sequence = ()) -> dict[str, list[str]]:
+    """Rows in ``job_dir/results`` computed with another job config (model, prompt, emb, α, data source, code, ...),
+    whatever their task, or, for the ``tasks`` of this job, with other evaluated splits / subsets or generated data
+    (``CONFIG_TASK_FIELDS``): {task name: the identity fields that differ}. A dir holds one config's rows, so that its
+    results/ and results.csv never mix two configs: the runner refuses to replace them unless ``overwrite=true``."""
     found = {}
+    ours = {t.metadata.name: task_identity(t) for t in tasks}
     for path in sorted((Path(job_dir) / "results").glob("*.json")):
-        row = _read_row(path)
+        row = _read_row(path, quiet=True)
         if row is None:
             continue  # unreadable: recomputed (plan says so)
-        old = row.get("identity")
-        old = {k: v for k, v in old.items() if k != "task"} if isinstance(old, Mapping) else None
+        identity = row.get("identity")
+        old = {k: v for k, v in identity.items() if k != "task"} if isinstance(identity, Mapping) else None
         fields = _changed(old, dict(job_ident))
+        name = str(row.get("task") or path.stem)
+        if old is not None and name in ours:
+            was = identity.get("task") if isinstance(identity.get("task"), Mapping) else {}
+            fields += [f"task.{k}" for k in CONFIG_TASK_FIELDS
+                       if json.dumps(was.get(k), sort_keys=True, default=str)
+                       != json.dumps(ours[name].get(k), sort_keys=True, default=str)]
         if fields:
-            found[str(row.get("task") or path.stem)] = fields
+            found[name] = fields
     return found
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +13,7 @@ import mteb
 from omegaconf import OmegaConf
 
 from ..errors import ConfigError
-from ..faults import Preempted, preemptible, resume_hint
+from ..faults import Preempted, hold_job_dir, in_sweep_worker, preemptible, resume_hint
 from ..features.cache import open_cache
 from ..features.featurize import Featurizer
 from ..features.loading import check_model
@@ -75,14 +76,39 @@ def quiet_libraries() -> None:
 
 
 def run_job(job: Job, job_dir: Path, group: str) -> list[dict]:
-    """Run one job (a Job, or a composed config read here by ``read_job``) into ``job_dir``; return its rows."""
+    """Run one job (a Job, or a composed config read here by ``read_job``) into ``job_dir``; return its rows.
+
+    One job writes into a dir at a time: a second one is refused with one line naming the holder
+    (faults.hold_job_dir)."""
     if not isinstance(job, Job):
         job = read_job(job)  # validated, and checked on this machine (device, writable dirs)
     quiet_libraries()
     check_model(job.model)  # a missing dir, a dense model or a missing bitsandbytes fail before any data is read
-    tasks = tasks_from_config(job.tasks)  # unknown names fail before the model is loaded
+    tasks = distinct_tasks(tasks_from_config(job.tasks))  # unknown names fail before the model is loaded
     check_prediction_types(job.predictions)
     job_dir = Path(job_dir)
+    with hold_job_dir(job_dir, resume_hint(job_dir).split("=", 1)[0]):
+        return _run_job(job, job_dir, group, tasks)
+
+
+def distinct_tasks(tasks: list) -> list:
+    """Each task once, in its first place: a name listed twice (tasks.names=[STS12,STS12,STS13]) is computed and
+    averaged once, with one warning."""
+    seen, out, twice = set(), [], []
+    for task in tasks:
+        name = task.metadata.name
+        if name in seen:
+            twice.append(name)
+            continue
+        seen.add(name)
+        out.append(task)
+    if twice:
+        log.warning("tasks.names lists %s more than once: each dataset is computed and averaged once",
+                    ", ".join(dict.fromkeys(twice)))
+    return out
+
+
+def _run_job(job: Job, job_dir: Path, group: str, tasks: list) -> list[dict]:
     resolved = job.resolved
     # Rows already in this job dir whose key matches what would be computed now are reused (moee_exp.jobs.resume).
     overwrite = job.overwrite
@@ -108,7 +134,7 @@ def run_job(job: Job, job_dir: Path, group: str) -> list[dict]:
         return files
 
     plan_ident = resume.job_identity(resolved, job.template)
-    foreign = resume.foreign_rows(job_dir, plan_ident)  # rows of another config: never replaced silently
+    foreign = resume.foreign_rows(job_dir, plan_ident, tasks)  # rows of another config: never replaced silently
     if foreign and not overwrite:
         fields = sorted({f for fs in foreign.values() for f in fs})
         raise ConfigError(
@@ -152,7 +178,8 @@ def run_job(job: Job, job_dir: Path, group: str) -> list[dict]:
     if mteb_meta is not None:
         encoder.mteb_model_meta = mteb_meta
     rows = list(plan.reused.values())
-    wb_config = {**resolved, "resume": plan.summary()}  # the W&B run records what was reused
+    # the W&B run records what was reused, and every library version that can move a score
+    wb_config = {**resolved, "resume": plan.summary(), "versions": plan_ident["versions"]}
     order = [t.metadata.name for t in tasks]
     # SIGTERM / SIGUSR1 (or submitit's requeue) abandon the dataset in flight and keep the finished rows
     with preemptible(), wandb_logger(job.logger, config=wb_config, job_dir=job_dir, group=group,
@@ -189,10 +216,14 @@ def run_job(job: Job, job_dir: Path, group: str) -> list[dict]:
 
 @contextmanager
 def _kept_on_stop(job_dir: Path, rows: list[dict], order: list[str], wb):
-    """On SIGTERM / SIGUSR1 (faults.Preempted) or submitit's requeue (SystemExit): the dataset in flight is
-    abandoned; results.csv and the W&B run get the finished rows; one line says so."""
+    """On SIGTERM / SIGUSR1 / Ctrl-C (faults.Preempted, KeyboardInterrupt) or submitit's requeue (SystemExit): the
+    dataset in flight is abandoned; results.csv and the W&B run get the finished rows; one line says so (in a joblib
+    sweep's worker without the resume hint: the sweep's parent prints it once, faults.stop_sweep_on_signal)."""
     try:
         yield
+    except KeyboardInterrupt:  # Ctrl-C that arrived outside faults.preemptible's handler: the same clean stop
+        with _kept_on_stop(job_dir, rows, order, wb):
+            raise Preempted(signal.SIGINT) from None
     except (Preempted, SystemExit) as stop:
         done = sorted(rows, key=lambda r: order.index(r["task"]))
         if done:  # (further SIGTERM / SIGUSR1 are ignored from here on: faults.preemptible)
@@ -200,9 +231,11 @@ def _kept_on_stop(job_dir: Path, rows: list[dict], order: list[str], wb):
             if wb:
                 wb.log_summary(done)
         why = f"stopped by {stop.name}" if isinstance(stop, Preempted) else "stopped for submitit's requeue"
-        then = (f"run the same command with {resume_hint(job_dir)} to resume" if isinstance(stop, Preempted)
-                else "the requeued job resumes from them")
-        print(f"{why}: kept {len(done)} of {len(order)} dataset(s) in {job_dir / 'results'} (and results.csv); {then}",
+        then = (f"; run the same command with {resume_hint(job_dir)} to resume" if isinstance(stop, Preempted)
+                else "; the requeued job resumes from them")
+        if isinstance(stop, Preempted) and in_sweep_worker():
+            then = ""
+        print(f"{why}: kept {len(done)} of {len(order)} dataset(s) in {job_dir / 'results'} (and results.csv){then}",
               file=sys.stderr, flush=True)
         raise
 

@@ -1,0 +1,481 @@
+"""Issue 30: results that cannot be mixed or lost, and stops that keep them.
+
+One writer per job dir (and default dirs that never collide), the data source and the evaluated subsets in a row's
+identity, duplicate task names computed once, a row without a number recomputed, a hung extraction-lock holder taken
+over, SIGTERM stopping a joblib sweep's workers, Ctrl-C a clean stop, a cache subdir that is a file and a read-only
+MOEE_CACHE_DIR that holds everything. Jobs run in this process (run.job, as `python run.py` runs them) except where a
+process is what is tested: two concurrent jobs, a kill -9, a hung lock holder, a signal to a sweep, file permissions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import prewarmed
+import pytest
+from conftest import ROOT
+
+import run as run_py
+
+TASKS3 = ["MoEEDemoSTS", "MoEEDemoPairClassification", "MoEEDemoSummarization"]
+TWO = "tasks.names=[MoEEDemoSTS,MoEEDemoPairClassification]"
+
+
+def _env(**extra):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **extra}
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def _compose(*overrides):
+    from hydra import compose, initialize_config_dir
+
+    from moee_exp.jobs.config import register
+
+    register()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def _base(tmp_path: Path, *more: str) -> list[str]:
+    return ["logger=none", "progress=false", "predictions=[]", f"cache.dir={tmp_path / 'features'}", *more]
+
+
+def run_job(job_dir: Path, *overrides: str) -> tuple[int, str]:
+    """`python run.py` in this process: (exit code, stderr)."""
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+        code = run_py.job(_compose(*overrides), job_dir, "issue30")
+    return code, stderr.getvalue()
+
+
+def error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("error:")]
+
+
+def rows_of(job_dir: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in (job_dir / "results").glob("*.json")}
+
+
+def table_tasks(job_dir: Path) -> list[str]:
+    lines = (job_dir / "results.csv").read_text().splitlines()
+    col = lines[0].split(",").index("task")
+    return [line.split(",")[col] for line in lines[1:]]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped) has stopped running
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# On the job's 2nd dataset (first time only: a marker file), write the pid to the marker and hang. A sitecustomize
+# module, so that it also runs in a joblib sweep's worker processes (they inherit PYTHONPATH).
+STALL = """
+import os, pathlib, time
+marker = os.environ.get("MOEE_TEST_STALL_MARKER")
+if marker and not pathlib.Path(marker).exists():
+    import mteb
+
+    _evaluate, _calls = mteb.evaluate, []
+
+    def evaluate(*args, **kwargs):
+        _calls.append(1)
+        if len(_calls) == 2 and not pathlib.Path(marker).exists():
+            pathlib.Path(marker).write_text(str(os.getpid()))
+            time.sleep(600)
+        return _evaluate(*args, **kwargs)
+
+    mteb.evaluate = evaluate
+"""
+
+
+def _stalling_env(tmp_path: Path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(STALL)
+    marker = tmp_path / "in_flight"
+    return _env(PYTHONPATH=f"{site}{os.pathsep}{ROOT}", MOEE_TEST_STALL_MARKER=str(marker)), marker
+
+
+def _wait_for_marker(proc: subprocess.Popen, marker: Path, timeout: float = 400) -> int:
+    deadline = time.monotonic() + timeout
+    while not marker.exists() or not marker.read_text():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the job ended before dataset 2 (exit {proc.returncode}): {err[-3000:]}")
+        assert time.monotonic() < deadline, "dataset 2 never started"
+        time.sleep(0.2)
+    return int(marker.read_text())
+
+
+# ------------------------------------------------------------------------------------------- 1. one writer per dir
+
+
+def test_issue30_1_two_jobs_one_dir_refused(tmp_path):
+    """A second job into a dir in use is refused with one line naming the holder; a holder killed with kill -9 (or
+    one whose flock outlived its pid) blocks nothing: the next job takes the dir over and resumes."""
+    import fcntl
+
+    env, marker = _stalling_env(tmp_path)
+    job = tmp_path / "job"
+    common = _base(tmp_path, "protocol=clean", f"tasks.names=[{','.join(TASKS3)}]")
+    holder = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *common, f"hydra.run.dir={job}"], cwd=tmp_path,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_marker(holder, marker)  # holder: dataset 1 written, hanging in dataset 2
+        before = {p.name: p.read_bytes() for p in (job / "results").iterdir()}
+        code, err = run_job(job, *common)
+        assert code == 2, err[-3000:]
+        (line,) = error_lines(err)
+        assert f"{job} is in use by another job ({socket.gethostname()} pid {holder.pid}, started " in line, line
+        assert "run into another dir (hydra.run.dir=...)" in line
+        assert {p.name: p.read_bytes() for p in (job / "results").iterdir()} == before  # nothing written
+        holder.kill()  # kill -9: no clean-up, the lock file stays behind
+        holder.wait(60)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.communicate()
+    code, err = run_job(job, *common)  # the dead holder blocks nothing: resumed, dataset 1 reused
+    assert code == 0, err[-3000:]
+    assert sorted(rows_of(job)) == sorted(TASKS3) and sorted(table_tasks(job)) == sorted(TASKS3)
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with open(job / ".job.lock", "r+b") as f:  # a flock that outlived its holder (an inherited descriptor, NFS)
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        f.truncate()
+        f.write(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "since": "then"}).encode())
+        f.flush()
+        code, err = run_job(job, *common)
+    assert code == 0, err[-3000:]
+
+
+DIRS = """
+import json, sys
+sys.path.insert(0, {root!r})
+import moee_exp.faults  # what run.py imports first: it registers the dirs' resolver
+from omegaconf import OmegaConf
+OmegaConf.register_new_resolver("now", lambda fmt: "SAME-SECOND", replace=True)  # Hydra's, both in one second
+hydra = OmegaConf.load({config!r}).hydra
+print(json.dumps([hydra.run.dir, hydra.sweep.dir, hydra.run.dir]))
+"""
+
+
+def test_issue30_1_default_run_dirs_of_two_commands_never_collide(tmp_path):
+    code = DIRS.format(root=str(ROOT), config=str(ROOT / "conf" / "config.yaml"))
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    (run_a, sweep_a, again_a), (run_b, sweep_b, _) = outs
+    assert run_a == again_a  # one command resolves its dir once
+    assert run_a.startswith("outputs/SAME-SECOND/SAME-SECOND") and sweep_a.startswith("multirun/SAME-SECOND/")
+    assert run_a != run_b and sweep_a != sweep_b
+
+
+# ------------------------------------------------------------------------------------------- 2. data source
+
+
+def test_issue30_2_changed_data_source_is_refused(tmp_path):
+    job = tmp_path / "job"
+    code, err = run_job(job, TWO, *_base(tmp_path))
+    assert code == 0, err[-3000:]
+    before = {p.name: p.read_bytes() for p in (job / "results").iterdir()}
+    table = (job / "results.csv").read_bytes()
+
+    dry = [*_base(tmp_path), "tasks.data=synthetic", "tasks.names=[MoEEDemoSTS]"]
+    code, err = run_job(job, *dry)  # a dry run into a dir of real rows
+    assert code == 2, err[-3000:]
+    (line,) = error_lines(err)
+    assert "holds results of another config for 2 dataset(s)" in line and "data.source" in line, line
+    assert "overwrite=true" in line
+    assert {p.name: p.read_bytes() for p in (job / "results").iterdir()} == before
+    assert (job / "results.csv").read_bytes() == table
+
+    code, err = run_job(job, *dry, "overwrite=true")
+    assert code == 0, err[-3000:]
+    (moved,) = (job / "replaced").iterdir()  # the real rows, kept out of results/
+    assert {p.name: p.read_bytes() for p in (moved / "results").iterdir()} == before
+    assert sorted(rows_of(job)) == ["MoEEDemoSTS"] and rows_of(job)["MoEEDemoSTS"]["task_data"] == "synthetic"
+    assert table_tasks(job) == ["MoEEDemoSTS"]
+
+
+# ------------------------------------------------------------------------------------------- 3. subsets and splits
+
+
+def test_issue30_3_evaluated_subsets_and_splits_are_in_the_row_identity(tmp_path):
+    import copy
+
+    import mteb
+
+    from moee_exp.jobs import resume
+
+    everything = mteb.get_task("STS17")
+    en_en = {t.metadata.name: t for t in mteb.get_benchmark("MTEB(eng, v2)").tasks}["STS17"]  # tasks=mteb_eng_v2
+    assert list(en_en.hf_subsets) == ["en-en"] and len(everything.hf_subsets) > 1
+    job_ident = {"model": "m", "emb": {"kind": "hs"}}
+    key = {name: resume.row_key({**job_ident, "task": resume.task_identity(t)})
+           for name, t in (("all", everything), ("en-en", en_en))}
+    assert key["all"] != key["en-en"]
+    fewer_splits = copy.deepcopy(everything)
+    fewer_splits._eval_splits = ["validation"]  # as mteb.get_task(..., eval_splits=[...]) filters them
+    assert resume.task_identity(fewer_splits)["eval_splits"] == ["validation"]
+    assert resume.row_key({**job_ident, "task": resume.task_identity(fewer_splits)}) != key["all"]
+
+    # a dir holding STS17 over every subset refuses a rerun over en-en only (as a changed α is refused)
+    job = tmp_path / "job"
+    (job / "results").mkdir(parents=True)
+    identity = {**job_ident, "task": resume.task_identity(everything)}
+    (job / "results" / "STS17.json").write_text(json.dumps(
+        {"task": "STS17", "task_type": "STS", "main_score": 0.8, "row_key": resume.row_key(identity),
+         "identity": identity}))
+    assert resume.foreign_rows(job, job_ident, [en_en]) == {"STS17": ["task.hf_subsets"]}
+    assert resume.foreign_rows(job, job_ident, [everything]) == {}
+
+
+# ------------------------------------------------------------------------------------------- 5. duplicate names
+
+
+def test_issue30_5_duplicate_task_names_are_one_task(tmp_path, caplog):
+    job = tmp_path / "job"
+    names = "tasks.names=[MoEEDemoSTS,MoEEDemoSTS,MoEEDemoPairClassification]"
+    with caplog.at_level(logging.WARNING, logger="moee_exp.jobs.runner"):
+        code, err = run_job(job, names, *_base(tmp_path))
+    assert code == 0, err[-3000:]
+    assert table_tasks(job) == ["MoEEDemoSTS", "MoEEDemoPairClassification"]
+    warned = [r.message for r in caplog.records if "more than once" in r.message]
+    assert len(warned) == 1 and "MoEEDemoSTS" in warned[0]
+
+
+# ------------------------------------------------------------------------------------------- 6. a row without a number
+
+
+def test_issue30_6_row_with_a_valid_key_but_no_number_is_recomputed(tmp_path):
+    from moee_exp.jobs.record import summarize
+
+    job = tmp_path / "job"
+    code, err = run_job(job, TWO, *_base(tmp_path))
+    assert code == 0, err[-3000:]
+    first = rows_of(job)
+    for name, edit in (("MoEEDemoSTS", {"main_score": "n/a"}), ("MoEEDemoPairClassification", None)):
+        row = dict(first[name])
+        if edit is None:
+            row.pop("main_score")
+        else:
+            row.update(edit)
+        (job / "results" / f"{name}.json").write_text(json.dumps(row))  # row_key still valid
+
+    code, err = run_job(job, TWO, *_base(tmp_path))
+    assert code == 0, err[-3000:]
+    again = rows_of(job)
+    for name in first:
+        assert again[name]["computed_at"] != first[name]["computed_at"]  # computed again, not reused
+        assert again[name]["main_score"] == pytest.approx(first[name]["main_score"], abs=1e-6)
+    summarize(list(again.values()))
+
+
+# ------------------------------------------------------------------------------------------- 7. a hung lock holder
+
+HOLDER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from moee_exp.features import cache
+ns = cache.FeatureCache({root_dir!r}, lock_stale_s=3).namespace({{"model": "fake"}})
+with ns.extract_lock():
+    print("held", flush=True)
+    end = time.monotonic() + {busy}
+    while time.monotonic() < end:  # working: a batch done every 0.2 s
+        getattr(cache, "heartbeat", lambda: None)()  # (a cache without heartbeats refreshes the lock by itself)
+        time.sleep(0.2)
+    print("hung", flush=True)
+    time.sleep(600)  # stuck (a hung kernel): alive, threads running, no progress
+"""
+
+
+def test_issue30_7_hung_lock_holder_is_taken_over(tmp_path, caplog):
+    import threading
+
+    from moee_exp.features.cache import FeatureCache
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER.format(root=str(ROOT), root_dir=str(tmp_path / "features"), busy=8)],
+        env=_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        ns = FeatureCache(tmp_path / "features", lock_stale_s=3).namespace({"model": "fake"})
+        outcome, started = [], time.monotonic()
+
+        def wait():
+            with ns.extract_lock():
+                outcome.append(time.monotonic() - started)
+
+        with caplog.at_level(logging.WARNING, logger="moee_exp.features.cache"):
+            thread = threading.Thread(target=wait, daemon=True)
+            thread.start()
+            thread.join(60)
+        assert outcome, "the waiter never got past a holder that makes no progress"
+        assert outcome[0] > 7  # not while the holder worked (its batches keep the lock fresh) ...
+        (took,) = [r.message for r in caplog.records if "taking over" in r.message]  # ... but once it was stuck
+        assert f"pid {holder.pid}" in took and "has not refreshed it for" in took
+        assert holder.poll() is None  # alive all along: its liveness proved nothing
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# ------------------------------------------------------------------------------------------- 8. SIGTERM to a sweep
+
+
+def test_issue30_8_sigterm_stops_a_joblib_sweep(tmp_path):
+    env, marker = _stalling_env(tmp_path)
+    sweep = tmp_path / "sweep"
+    parent = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), "-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "emb=hs,rw",
+         "protocol=clean", f"tasks.names=[{','.join(TASKS3)}]", *_base(tmp_path), f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)  # its own session: whatever it leaves behind is ended below
+    try:
+        worker = _wait_for_marker(parent, marker)
+        assert worker != parent.pid
+        parent.send_signal(signal.SIGTERM)
+        _, stderr = parent.communicate(timeout=200)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)  # (the sweep's session: nothing else)
+        if parent.returncode is None:
+            parent.communicate()
+    assert parent.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    hints = [line for line in stderr.splitlines() if "to resume" in line]
+    assert hints == [f"stopped by SIGTERM: the sweep's jobs keep their finished datasets in {sweep}/<job>/results; "
+                     f"run the same command with hydra.sweep.dir={sweep} to resume"], stderr[-3000:]
+    deadline = time.monotonic() + 10
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(worker), "a worker kept running after its sweep was stopped"
+    stalled = next(d for d in sweep.iterdir() if (d / "results").is_dir() and len(rows_of(d)) < 3)
+    assert table_tasks(stalled) == [TASKS3[0]]  # the stopped job wrote its finished row to results.csv
+    rows = {d.name: sorted(rows_of(d)) for d in sweep.iterdir() if (d / "results").is_dir()}
+    time.sleep(3)
+    assert {d.name: sorted(rows_of(d)) for d in sweep.iterdir() if (d / "results").is_dir()} == rows  # no writer left
+
+
+# ------------------------------------------------------------------------------------------- 9. Ctrl-C
+
+
+def test_issue30_9_ctrl_c_is_a_clean_stop(tmp_path, monkeypatch):
+    from moee_exp.jobs import runner
+
+    evaluate_tasks = runner.evaluate_tasks
+
+    def interrupted(*args, **kwargs):  # Ctrl-C while the 2nd dataset is computed
+        for i, row in enumerate(evaluate_tasks(*args, **kwargs)):
+            yield row
+            if i == 0:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "evaluate_tasks", interrupted)
+    job = tmp_path / "job"
+    try:
+        code, err = run_job(job, TWO, *_base(tmp_path))
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped the job as a KeyboardInterrupt (a traceback)")
+    assert code == 130, err[-3000:]
+    assert "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("stopped by")]
+    assert line == (f"stopped by SIGINT (Ctrl-C): kept 1 of 2 dataset(s) in {job / 'results'} (and results.csv); run "
+                    f"the same command with hydra.run.dir={job} to resume")
+    assert table_tasks(job) == ["MoEEDemoSTS"]
+
+    monkeypatch.setattr(runner, "evaluate_tasks", evaluate_tasks)
+    code, err = run_job(job, TWO, *_base(tmp_path))  # the hint works: the rerun computes only the rest
+    assert code == 0, err[-3000:]
+    assert table_tasks(job) == ["MoEEDemoSTS", "MoEEDemoPairClassification"]
+
+
+# --------------------------------------------------------------------------------------- 14. a subdir that is a file
+
+
+def test_issue30_14_cache_subdir_that_is_a_file_is_one_line(tmp_path):
+    code, err = run_job(tmp_path / "fill", "tasks.names=[MoEEDemoSTS]", *_base(tmp_path))
+    assert code == 0, err[-3000:]
+    (folder,) = (tmp_path / "features").glob("*/hs")
+    shutil.rmtree(folder)
+    folder.write_text("not a dir")
+    code, err = run_job(tmp_path / "job", "tasks.names=[MoEEDemoSTS]", *_base(tmp_path))
+    assert code == 2, err[-3000:]
+    (line,) = error_lines(err)
+    assert f"feature cache: {folder} is a file, not a dir" in line and "cache.dir" in line, line
+    assert "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------------- 15. read-only cache dir
+
+JOB = """
+import sys
+sys.path.insert(0, {root!r})
+from hydra import compose, initialize_config_dir
+import run
+with initialize_config_dir({conf!r}, version_base="1.3"):
+    cfg = compose("config", overrides={overrides!r})
+print("exit", run.job(cfg, {job!r}, "issue30"))
+"""
+
+
+def test_issue30_15_read_only_moee_cache_dir_that_holds_everything(tmp_path):
+    from conftest import tiny_model_cfg
+
+    from moee_exp.features.featurize import model_path
+
+    cache = tmp_path / "moee"  # MOEE_CACHE_DIR: the tiny model and the features, as a lab shares them
+    model = model_path(tiny_model_cfg("tiny"))
+    shutil.copytree(model, cache / "tiny" / Path(model).name)
+    overrides = ["logger=none", "progress=false", "predictions=[]", "tasks.names=[MoEEDemoSTS]"]
+    code, err = run_job(tmp_path / "fill", *overrides, f"paths.cache_dir={cache}")  # fills cache/features
+    assert code == 0, err[-3000:]
+    files = {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()}
+
+    def job(names, name):
+        script = JOB.format(root=str(ROOT), conf=str(ROOT / "conf"), job=str(tmp_path / name),
+                            overrides=[*overrides[:-1], f"tasks.names=[{names}]"])
+        preexec = prewarmed.without_capabilities("dac_override", "dac_read_search", "fowner") \
+            if os.geteuid() == 0 else None
+        return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=tmp_path, capture_output=True,
+                              text=True, env=_env(MOEE_CACHE_DIR=str(cache)), preexec_fn=preexec, timeout=600)
+
+    for p in [cache, *cache.rglob("*")]:
+        p.chmod(p.stat().st_mode & ~0o222)
+    try:
+        hit = job("MoEEDemoSTS", "hit")
+        assert "exit 0" in hit.stdout, hit.stderr[-3000:]
+        assert not error_lines(hit.stderr)
+        assert rows_of(tmp_path / "hit")["MoEEDemoSTS"]["main_score"] == \
+            rows_of(tmp_path / "fill")["MoEEDemoSTS"]["main_score"]
+        miss = job("MoEEDemoClustering", "miss")  # a feature it lacks: only the needed write fails, in one line
+        assert "exit 2" in miss.stdout, miss.stderr[-3000:]
+        (line,) = error_lines(miss.stderr)
+        assert "is read-only and lacks the features of" in line and "Traceback" not in miss.stderr
+    finally:
+        for p in [cache, *cache.rglob("*")]:
+            p.chmod(p.stat().st_mode | 0o200)
+    assert {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()} == files  # nothing written there

@@ -453,7 +453,7 @@ def test_sigterm_keeps_finished_rows_writes_results_csv_and_wandb_and_says_how_t
     (run_dir,) = (job / "wandb").glob("offline-run-*")
     cmd = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(run_dir)]
     summary = json.loads(prewarmed.run(cmd, cwd=tmp_path, check=True, timeout=120).stdout)["summary"]
-    assert f"score/{TASKS3[0]}" in summary and "avg" in summary
+    assert f"STS/{TASKS3[0]}" in summary and "avg" in summary
     assert not [p for p in job.rglob("*") if p.name.endswith(".tmp")]
 
 

@@ -316,8 +316,7 @@ def test_results_are_on_disk_before_wandb_hears_of_them_and_a_wandb_failure_cost
     cfg = _compose(TASK, "logger=wandb", "progress=false")
     runs = []
 
-    def fake_init(**kwargs):  # W&B is first called once the first result is safe on disk
-        assert (tmp_path / "ok" / "results" / "MoEEDemoSTS.json").exists()
+    def fake_init(**kwargs):  # opened at the job's start; each score reaches it after its file (_FakeRun.log)
         runs.append(_FakeRun(tmp_path / "ok", **kwargs))
         return runs[-1]
 
@@ -338,3 +337,29 @@ def test_results_are_on_disk_before_wandb_hears_of_them_and_a_wandb_failure_cost
     assert (tmp_path / "broken" / "results" / "MoEEDemoSTS.json").exists() and len(rows) == 1
     assert "W&B unavailable (RuntimeError: wandb is broken here (key ***))" in caplog.text
     assert FAKE_WANDB_KEY not in caplog.text
+
+
+def test_wandb_run_is_resumed_tagged_and_logs_each_score_once(tmp_path, monkeypatch):
+    """A job resumed into its dir continues its own W&B run (same id, resume=allow); the run is tagged with what
+    was computed (a dry run says so), carries no dead emb.alpha, and each dataset is one key."""
+    import wandb
+
+    from moee_exp.jobs.runner import run_job
+
+    runs = []
+    monkeypatch.setattr(wandb, "init", lambda **kw: runs.append(_FakeRun(Path(kw["dir"]), **kw)) or runs[-1])
+    cfg = _compose(TASK, "logger=wandb", "progress=false")
+    run_job(cfg, tmp_path / "job", "group")
+    run_job(cfg, tmp_path / "job", "group")  # resumed: every row reused
+    first, second = (r.init_kwargs for r in runs)
+    assert first["id"] == second["id"] and first["resume"] == second["resume"] == "allow"
+    assert {"tiny-olmoe", "moee_sum", "paper protocol", "real data", "prompteol"} <= set(first["tags"])
+    assert "emb.alpha" not in first["config"] and "emb.kind" in first["config"]
+    assert not [k for r in runs for k in r.summary if k.startswith("score/")]
+    assert runs[0].summary["STS/MoEEDemoSTS"] > 0
+    other = _compose(TASK, "logger=wandb", "progress=false", "weights.alpha=0.5")
+    run_job(other, tmp_path / "other", "group")  # another job dir / config: another run
+    assert runs[-1].init_kwargs["id"] != first["id"]
+    dry = _compose("tasks=sts", "tasks.names=[STS12]", "tasks.data=synthetic", "logger=wandb", "progress=false")
+    run_job(dry, tmp_path / "dry", "group")
+    assert "synthetic data" in runs[-1].init_kwargs["tags"] and runs[-1].init_kwargs["name"].endswith("-synthetic")

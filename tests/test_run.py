@@ -74,7 +74,8 @@ def test_alpha_sweep_writes_one_result_and_one_wandb_run_per_alpha(tmp_cwd):
         alpha = logged["config"]["weights.alpha"]
         assert {r["alpha"] for r in rows.values()} == {alpha}
         for task, row in rows.items():
-            assert logged["summary"][f"score/{task}"] == pytest.approx(row["main_score"] * 100)
+            assert logged["summary"][f"{row['task_type']}/{task}"] == pytest.approx(row["main_score"] * 100)
+            assert f"score/{task}" not in logged["summary"]  # each score once, under one naming scheme
         alphas.append(alpha)
         groups.add(wandb_group(job))
     assert sorted(alphas) == [0.2, 0.7]

@@ -148,8 +148,8 @@ def _flatten(d: Mapping, prefix: str = "") -> dict:
 class WandbLogger:
     """One W&B run per job. Offline unless asked for online *and* a key is present; never prompts, never blocks.
 
-    The run is opened on the first call, which comes after the job's first result file is on disk, so W&B is never
-    called before a result is safe; if it cannot be opened, the job goes on with local results only.
+    The run is opened when the job starts (so its console log holds the whole job); each dataset's score reaches it
+    only after the dataset's result file is on disk, and if it cannot be opened the job goes on with local results.
     """
 
     def __init__(self, open_run):
@@ -174,8 +174,8 @@ class WandbLogger:
         import wandb
 
         df, by_type, avg = summarize(rows)
-        for r in df.itertuples():
-            self.run.summary[f"score/{r.task}"] = r.score
+        for r in df.itertuples():  # each dataset once, under the key log_row used (<task type>/<task>)
+            self.run.summary[f"{r.task_type}/{r.task}"] = r.score
         for row in rows:  # the α each dataset was scored with (per task for weights auto/dev)
             if row.get("alpha") is not None:
                 self.run.summary[f"alpha/{row['task']}"] = row["alpha"]
@@ -267,7 +267,10 @@ def _init_run(logger: LoggerConfig, kwargs: dict):
 
 
 @contextmanager
-def wandb_logger(logger: LoggerConfig | Mapping, *, config: Mapping, job_dir: Path, group: str, name: str):
+def wandb_logger(logger: LoggerConfig | Mapping, *, config: Mapping, job_dir: Path, group: str, name: str,
+                 tags=(), run_id: str | None = None):
+    """The job's W&B run (or None with logger=none). ``run_id``: the same job resumed into its dir continues its own
+    run (W&B's resume="allow"; offline runs of one id sync into one run) instead of opening a second of that name."""
     logger = logger if isinstance(logger, LoggerConfig) else LoggerConfig(**logger)
     if logger.backend != "wandb":
         yield None
@@ -277,11 +280,13 @@ def wandb_logger(logger: LoggerConfig | Mapping, *, config: Mapping, job_dir: Pa
         entity=logger.entity,
         group=group[-128:],
         name=name,
-        tags=[t[:64] for t in logger.tags or []],
+        tags=list(dict.fromkeys(str(t)[:64] for t in [*tags, *(logger.tags or [])])),
         config=_flatten(config),
         dir=str(job_dir),
+        **({"id": run_id, "resume": "allow"} if run_id else {}),
     )
     run = WandbLogger(lambda: _open_run(logger, kwargs))
+    run._ready()  # opened now: its console capture starts with the job
     # while W&B runs, a log record that cannot be written (W&B's debug logs on a disk that is full, or fills while
     # the job runs) is dropped instead of printed as a traceback per record
     with _quiet_logging_errors():

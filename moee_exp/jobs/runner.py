@@ -63,7 +63,8 @@ def run_name(ident: dict) -> str:
     alpha = f"-a{ident['alpha']:g}" if ident["alpha"] is not None else ""
     if ident.get("weights") in ("auto", "dev"):
         alpha = f"-{ident['weights']}"
-    return f"{ident['model']}-{ident['emb']}{alpha}-{ident['prompt']}-{ident['protocol']}"
+    dry = "-synthetic" if ident.get("task_data") == "synthetic" else ""  # a dry run's name says so
+    return f"{ident['model']}-{ident['emb']}{alpha}-{ident['prompt']}-{ident['protocol']}{dry}"
 
 
 def quiet_libraries() -> None:
@@ -179,11 +180,16 @@ def _run_job(job: Job, job_dir: Path, group: str, tasks: list) -> list[dict]:
         encoder.mteb_model_meta = mteb_meta
     rows = list(plan.reused.values())
     # the W&B run records what was reused, and every library version that can move a score
-    wb_config = {**resolved, "resume": plan.summary(), "versions": plan_ident["versions"]}
+    # (emb.alpha is not read: MoEE(sum)'s α is the weights group's)
+    wb_config = {**resolved, "emb": {k: v for k, v in resolved["emb"].items() if k != "alpha"},
+                 "resume": plan.summary(), "versions": plan_ident["versions"]}
+    wb_tags = [job.model.name, job.emb.kind, f"{job.protocol.name} protocol", f"{job.tasks.data} data", job.prompt.name]
     order = [t.metadata.name for t in tasks]
     # SIGTERM / SIGUSR1 (or submitit's requeue) abandon the dataset in flight and keep the finished rows
+    # one W&B run per job dir and config: a resumed job continues it
+    wb_id = resume.row_key({"job_dir": str(job_dir.resolve()), "job": plan_ident})[:16]
     with preemptible(), wandb_logger(job.logger, config=wb_config, job_dir=job_dir, group=group,
-                                     name=run_name(ident)) as wb, _kept_on_stop(job_dir, rows, order, wb):
+                                     name=run_name(ident), tags=wb_tags, run_id=wb_id) as wb, _kept_on_stop(job_dir, rows, order, wb):
         for row in rows:
             if wb:
                 wb.log_row(row)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Iterator
 
@@ -65,6 +66,29 @@ def load_data(task) -> None:
         ) from None
 
 
+def job_progress(tasks, progress: bool = True):
+    """The job's datasets, with one progress bar over them (time left included) on a terminal; where output goes to a
+    file (a SLURM log), one line per dataset instead of a bar's carriage returns."""
+    tasks = list(tasks)
+    if not progress or not tasks:
+        yield from tasks
+        return
+    if sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        with tqdm(tasks, desc="datasets", unit="dataset") as bar:
+            for task in bar:
+                bar.set_postfix_str(task.metadata.name)
+                yield task
+        return
+    start = time.perf_counter()
+    for k, task in enumerate(tasks):
+        elapsed = time.perf_counter() - start
+        left = f", ~{elapsed / k * (len(tasks) - k):.0f} s left" if k else ""
+        log.info("dataset %d/%d: %s (%.0f s elapsed%s)", k + 1, len(tasks), task.metadata.name, elapsed, left)
+        yield task
+
+
 def evaluate_tasks(
     encoder, tasks, *, batch_size: int = 32, progress: bool = True, prediction_folder=None, prediction_types=(),
     prepare=None, result_cache=None, score=None,
@@ -81,7 +105,7 @@ def evaluate_tasks(
     public code's scoring, moee_exp.scoring.paper_scoring); it writes no predictions and no mteb result file.
     """
     fast_columns.install()  # datasets' lazy columns read in one batch, not row by row (moee_exp.scoring.fast_columns)
-    for task in tasks:
+    for task in job_progress(tasks, progress):
         split = "test" if "test" in task.metadata.eval_splits else task.metadata.eval_splits[0]
         loaded_here = not getattr(task, "data_loaded", True)
         extra = prepare(task) if prepare else {}
@@ -100,8 +124,9 @@ def evaluate_tasks(
             task,
             cache=None,  # results are ours to keep (moee_exp.jobs.record); mteb's cache would reuse stale scores
             co2_tracker=False,
-            encode_kwargs={"batch_size": batch_size},
-            show_progress_bar=progress,
+            # one bar per job (job_progress), not one per encode call or per reranking pass
+            encode_kwargs={"batch_size": batch_size, "show_progress_bar": False},
+            show_progress_bar=False,
             prediction_folder=prediction_folder if task.metadata.type in prediction_types else None,
         )
         (task_result,) = result.task_results

@@ -10,7 +10,7 @@ _EXPORTS = {
     "embed_texts": "moee_exp.integrations.api",
     "find_routers": "moee_exp.features.routers",
     "fuse": "moee_exp.scoring.fuse",
-    "load_model": "moee_exp.features.loading",
+    "load_model": "moee_exp.integrations.api",  # takes conf/model names (tiny, olmoe) too
 }
 __all__ = sorted(_EXPORTS)
 

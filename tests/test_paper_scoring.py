@@ -215,7 +215,7 @@ def test_bad_input_is_one_clear_error():
         ps.evaluate_paper_sum(task, Recorder(), 1.0, emb_info="concat")
     with pytest.raises(ValueError, match="two \\(n, d\\) arrays"):
         ps.evaluate_paper_sum(task, lambda texts, **kw: (np.zeros((len(texts), 3)), np.zeros((1, 2))), 1.0)
-    task.metadata = task.metadata.model_copy(update={"type": "Retrieval"})
+    task.metadata = task.metadata.model_copy(update={"type": "BitextMining"})  # a type it has no scoring for
     with pytest.raises(ValueError, match="covers"):
         ps.evaluate_paper_sum(task, Recorder(), 1.0)
 

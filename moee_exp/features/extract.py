@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import NonFiniteFeatureError
+from .cache import heartbeat
 from .loading import LoadedModel
 from .prompts import apply_prompt
 from .routers import router_logits, text_config
@@ -244,6 +245,9 @@ def extract(
     ``truncate=False`` (the public code) feeds every text whole, whatever max_length says."""
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    if not len(texts):  # no text (a task's sample of none): no forward pass, each feature with zero rows
+        return {name: np.zeros((0, lm.hidden_size) if name.startswith("hs") else (0, len(lm.routers), lm.n_experts),
+                               np.float32) for name in features}
     tok = lm.tokenizer
     limit = {"truncation": True, "max_length": max_length} if truncate else {}
     encoded = [list(ids) for ids in tok(list(texts), **limit)["input_ids"]]
@@ -256,12 +260,15 @@ def extract(
                     desc or "extract", len(empty), tok.convert_ids_to_tokens(filler))
     feats: dict[str, np.ndarray] = {}
     batches = length_batches([len(e) for e in encoded], batch_size)
-    for idx in tqdm(batches, desc=desc or "extract", unit="batch", disable=not progress or not batches):
+    # a transient bar, on a terminal only (disable=None), for long extractions: the job's own bar counts datasets
+    quiet = not progress or len(batches) < 20
+    for idx in tqdm(batches, desc=desc or "extract", unit="batch", leave=False, disable=True if quiet else None):
         tok.padding_side = padding_side
         padded = tok.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
         out = forward_features(lm, padded["input_ids"], padded["attention_mask"], features)
         for name, value in out.items():
             feats.setdefault(name, np.zeros((len(texts), *value.shape[1:]), np.float32))[idx] = value.numpy()
+        heartbeat()  # a batch done: keeps a held extraction lock fresh (a stuck holder's goes stale)
     check_finite(feats, desc, texts)
     return feats
 

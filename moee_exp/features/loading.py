@@ -11,6 +11,8 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, ModelNotFoundError, NotAMoEModelError
+from .quant_experts import IMPLEMENTATION as NF4_EXPERTS
+from .quant_experts import quantize_fused_experts
 from .router_check import check_routers
 from .routers import Router, expert_count, find_routers
 
@@ -155,6 +157,53 @@ def _looks_local(name_or_path: str) -> bool:
     return name_or_path.startswith((".", "/", "~")) or Path(name_or_path).expanduser().exists()
 
 
+_HUB_STATE: dict[str, str] = {}  # "why" the hub is off for this process (set once by hub_offline)
+
+
+def hub_offline(timeout: float = 3.0) -> str | None:
+    """Why the HF hub cannot be used here, or None. HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE say so; otherwise one TCP
+    connect to the hub's endpoint (at most ``timeout`` s, once per process) tells whether it is reachable. When it
+    is not, the process is switched to huggingface_hub's offline mode, so every later hub call reads the HF cache at
+    once instead of retrying for ~30 s per file. Through a configured proxy nothing is probed (the proxy decides)."""
+    import os
+    import socket
+    import sys
+    import threading
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return _HUB_STATE.get("why") or "HF_HUB_OFFLINE=1"
+    if "probed" in _HUB_STATE or any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY",
+                                                                   "all_proxy")):
+        return None
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    reached: list[bool] = []
+
+    def probe():  # in a thread: a resolver that hangs is bounded by the join below as well
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            reached.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    _HUB_STATE["probed"] = "yes"
+    if reached:
+        return None
+    _HUB_STATE["why"] = f"{host}:{port} is not reachable from here"
+    constants.HF_HUB_OFFLINE = True  # read at call time by huggingface_hub and transformers (is_offline_mode)
+    os.environ["HF_HUB_OFFLINE"] = "1"  # datasets (read at its import) and child processes
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].config.HF_HUB_OFFLINE = True
+    log.debug("the HF hub (%s) is not reachable: models and data are read from the HF cache only", host)
+    return _HUB_STATE["why"]
+
+
 def _load_config(name_or_path: str, revision: str | None, trust_remote_code: bool):
     from transformers import AutoConfig
 
@@ -165,13 +214,16 @@ def _load_config(name_or_path: str, revision: str | None, trust_remote_code: boo
             f"model dir {name_or_path!r} does not exist or has no config.json; "
             "set model.name_or_path to a saved checkpoint dir or a hub id"
         )
+    offline = None if _looks_local(name_or_path) else hub_offline()
     try:
         return AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     except OSError as err:
+        where = f"the HF hub cannot be used ({offline}) and it is not in the HF cache" if offline else \
+            "not reachable on the hub or in the HF cache"
         raise ModelNotFoundError(
-            f"could not load {name_or_path!r}: not a local dir and not reachable on the hub or in the HF cache "
-            f"({err.__class__.__name__}). Download it once (`hf download {name_or_path}`) or point "
-            "model.name_or_path at a local dir."
+            f"could not load {name_or_path!r}: not a local dir and {where} ({err.__class__.__name__}). Download it "
+            f"once where there is network (`hf download {name_or_path}`) into the HF cache this machine reads "
+            "(HF_HOME), or point model.name_or_path at a local dir."
         ) from err
 
 
@@ -237,14 +289,18 @@ def tiny_config(spec):
         ) from None
 
 
-def _full_precision_names(config, trust_remote_code: bool) -> list[str]:
+def _full_precision_names(config, trust_remote_code: bool, quantization: str = "none") -> list[str]:
     """Modules kept out of quantization, found on a weightless (meta) copy of the model: the routers, and linear
     layers with fewer than 64 outputs (e.g. Qwen-MoE's 1-output shared_expert_gate: quantizing it saves nothing,
-    and bitsandbytes' CPU kernels reject it)."""
+    and bitsandbytes' CPU kernels reject it). Fused experts that ``quantization`` cannot reach are refused here,
+    before any weight is read (moee_exp.features.quant_experts)."""
     from transformers import AutoModel
+
+    from .quant_experts import check_quantizable
 
     with torch.device("meta"):
         skeleton = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+    check_quantizable(skeleton, quantization, str(config.model_type))
     small = [n for n, m in skeleton.named_modules() if isinstance(m, torch.nn.Linear) and m.out_features < 64]
     return [r.name for r in find_routers(skeleton)] + small
 
@@ -259,7 +315,7 @@ def _quantization_config(quantization: str, config, dtype, trust_remote_code: bo
 
     # Routers are kept out of bitsandbytes' modules (so RW can be read from their weights by shape, whether a
     # router is an nn.Linear or a bare Parameter); quantize_routers rounds them through NF4 after the load.
-    skip = _full_precision_names(config, trust_remote_code)
+    skip = _full_precision_names(config, trust_remote_code, quantization)
     if quantization == "4bit":
         # NF4 with double quantization and the compute dtype as compute dtype: the public code's nf4_config
         return BitsAndBytesConfig(
@@ -325,7 +381,14 @@ def load_model(
     elif quant is None:
         model.to(dev)
     model.eval()
-    set_experts(model, experts_implementation, dev)
+    if quantization == "4bit" and quantize_fused_experts(model, torch_dtype, str(config.model_type)):
+        # fused experts in NF4 run through our experts implementation (an eager loop, each expert's matrices
+        # dequantized as its Linear4bit would); another implementation would read the freed fused tensors
+        if experts_implementation not in ("auto", "eager", NF4_EXPERTS):
+            raise ConfigError(f"model.experts_implementation={experts_implementation!r} cannot run NF4 experts "
+                              f"(model.quantization=4bit); use auto")
+    else:
+        set_experts(model, experts_implementation, dev)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:  # padding never reaches a pooled feature; any id will do
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token

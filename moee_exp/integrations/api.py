@@ -1,12 +1,47 @@
-"""The Python API for one's own texts: a loaded model + texts → pooled features (then ``fuse`` for embeddings)."""
+"""The Python API for one's own texts: a loaded model + texts → pooled features (then ``fuse`` for embeddings).
+
+``load_model`` takes what ``python run.py model=...`` and ``moee-embed --model`` take: a conf/model option (``tiny``,
+``olmoe``, ``qwen_moe``, ...), a hub id or a local dir.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+import os
+from pathlib import Path
 
+import numpy as np
+import yaml
+
+from ..features import loading
 from ..features.extract import DEFAULT_FEATURES, extract, prompt_texts
 from ..features.loading import LoadedModel
 from ..features.prompts import TEMPLATES, check_template
+
+CONF_MODELS = Path(__file__).resolve().parents[2] / "conf" / "model"
+DEFAULT_CACHE = "~/.cache/moee_exp"  # tiny models are built here (MOEE_CACHE_DIR overrides), as run.py's paths.cache_dir
+
+
+def resolve_model(name: str, cache_dir: str | None = None) -> tuple[str, bool]:
+    """A conf/model/<name>.yaml option (e.g. tiny, olmoe) → (its hub id, or the tiny model's dir built on first use,
+    and its trust_remote_code); an existing local path or a hub id ("org/name") is returned as given."""
+    from ..features.tiny import ensure_tiny_model
+
+    conf = CONF_MODELS / f"{name}.yaml"
+    if "/" in name or os.sep in name or Path(name).expanduser().exists() or not conf.exists():
+        return name, False
+    spec = yaml.safe_load(conf.read_text())
+    if spec.get("tiny"):
+        cache = cache_dir or os.environ.get("MOEE_CACHE_DIR") or DEFAULT_CACHE
+        return str(ensure_tiny_model(spec["tiny"], cache)), False
+    return spec["name_or_path"], bool(spec.get("trust_remote_code", False))
+
+
+def load_model(name_or_path: str, *, cache_dir: str | None = None, trust_remote_code: bool = False,
+               **kwargs) -> LoadedModel:
+    """``moee_exp.features.loading.load_model`` that also takes a conf/model option name (``tiny``, ``olmoe``, ...);
+    ``cache_dir``: where a tiny model is built (default ``$MOEE_CACHE_DIR`` or ~/.cache/moee_exp)."""
+    path, trust = resolve_model(str(name_or_path), cache_dir)
+    return loading.load_model(path, trust_remote_code=trust_remote_code or trust, **kwargs)
 
 
 def embed_texts(

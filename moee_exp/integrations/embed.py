@@ -9,14 +9,15 @@ import argparse
 import codecs
 import math
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from ..errors import USER_ERRORS, ConfigError, error_line
+from ..faults import DENIED, SPACE, as_os_error, is_write_fault
 from ..features.loading import (
     DTYPES,
     QUANTIZATIONS,
@@ -25,25 +26,10 @@ from ..features.loading import (
     load_model,
 )
 from ..features.prompts import TEMPLATES, check_template
-from ..features.tiny import ensure_tiny_model
 from ..scoring.fuse import KINDS, RW_ACTIVATIONS, STANDARDIZE, fuse
-from .api import embed_texts
+from .api import DEFAULT_CACHE, embed_texts, resolve_model  # resolve_model: conf/model names
 
-CONF_MODELS = Path(__file__).resolve().parents[2] / "conf" / "model"
-DEFAULT_CACHE = "~/.cache/moee_exp"
 DEFAULT_MAX_LENGTH = 512
-
-
-def resolve_model(name: str, cache_dir: str) -> tuple[str, bool]:
-    """A conf/model/<name>.yaml option (e.g. tiny, olmoe) or else a hub id / local dir; returns (path, trust_remote_code)."""
-    conf = CONF_MODELS / f"{name}.yaml"
-    if "/" in name or not conf.exists():
-        return name, False
-    spec = yaml.safe_load(conf.read_text())
-    if spec.get("tiny"):
-
-        return str(ensure_tiny_model(spec["tiny"], cache_dir)), False
-    return spec["name_or_path"], bool(spec.get("trust_remote_code", False))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,7 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", required=True, help="hub id, local dir, or a conf/model option such as tiny or olmoe")
     p.add_argument("--input", required=True, type=Path,
                    help="text file, one text per line (lines end in \\n or \\r\\n; other Unicode line breaks stay "
-                        "inside a text)")
+                        "inside a text); - (or /dev/stdin) reads standard input")
     p.add_argument("--encoding", default="utf-8", type=_encoding,
                    help="encoding of --input (default utf-8; a BOM is dropped), e.g. latin-1, cp1252, utf-16")
     p.add_argument("--output", required=True, type=Path, help=".npz file to write (this exact path)")
@@ -103,10 +89,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def read_texts(path: Path, encoding: str) -> list[str]:
     """One text per line of ``path``; lines end in \\n or \\r\\n (a text may hold other Unicode line breaks)."""
-    if not path.is_file():
+    if str(path) == "-":  # standard input
+        data = sys.stdin.buffer.read()
+    elif path.is_dir() or not path.exists():
         what = "is a directory" if path.is_dir() else "does not exist"
-        raise ConfigError(f"--input {str(path)!r} {what}: give a text file with one text per line")
-    data = path.read_bytes()
+        raise ConfigError(f"--input {str(path)!r} {what}: give a text file with one text per line (- reads stdin)")
+    else:  # a file, or a pipe / terminal such as /dev/stdin
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise ConfigError(f"--input {str(path)!r} cannot be read ({err.strerror or err})") from None
     try:
         text = data.decode("utf-8-sig" if encoding == "utf-8" else encoding)
     except UnicodeDecodeError as err:
@@ -135,22 +127,54 @@ def check_output(path: Path) -> None:
 
 
 def write_npz(path: Path, **arrays) -> None:
-    """Atomically (temp file + rename, so a killed run leaves no half-written file), at exactly ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Atomically (temp file + rename, so a killed run leaves no half-written file), at exactly ``path``. A write
+    that fails for lack of space or permission is a ConfigError naming ``path``."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if is_write_fault(err):
+            os_err = as_os_error(err)
+            what = SPACE.get(os_err.errno) or DENIED.get(os_err.errno) or os_err.strerror
+            raise ConfigError(f"cannot write --output {str(path)!r}: {what}; free space, or give --output on "
+                              "another filesystem") from None
         raise
+
+
+# the model settings a loader error names, as this command's options
+_OPTIONS = {"model.name_or_path": "--model", "model.revision": "--revision", "model.dtype": "--dtype",
+            "model.quantization": "--quantization", "model.device": "--device", "model.max_length": "--max-length",
+            "model.trust_remote_code": "--trust-remote-code", "model.cache_dir": "--cache-dir"}
+_SETTING = re.compile(r"\b(" + "|".join(re.escape(k) for k in _OPTIONS) + r")\b")
+
+
+def _as_options(err: BaseException) -> BaseException:
+    """``err`` with run.py's setting names (model.name_or_path=...) written as this command's options (--model)."""
+    text = _SETTING.sub(lambda m: _OPTIONS[m.group(1)], str(err))
+    return err if text == str(err) else ConfigError(text.replace("--model=", "--model ").replace(
+        "--revision=", "--revision "))
+
+
+def check_standardize(n_texts: int, standardize: str, batch_size: int = 128) -> None:
+    """--standardize batch z-scores each feature over each batch of ``batch_size`` texts: a batch of one text has no
+    spread and its embedding would be all zeros, so such an input is refused before the model loads."""
+    if standardize == "batch" and n_texts % batch_size == 1:
+        which = "the only text" if n_texts == 1 else f"text {n_texts} (alone in the last batch of {batch_size})"
+        raise ConfigError(f"--standardize batch z-scores each feature over a batch of texts: {which} would embed as "
+                          "all zeros; give more texts, or --standardize text / none")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         texts = read_texts(args.input, args.encoding)
+        check_standardize(len(texts), args.standardize)
         check_output(args.output)
         check_device(args.device, "--device")
         if args.template is not None:
@@ -158,15 +182,18 @@ def main(argv=None) -> int:
                 check_template(args.template)
             except ValueError as err:
                 raise ConfigError(f"--template: {err}") from None
-        path, trust = resolve_model(args.model, args.cache_dir)
-        lm = load_model(
-            path,
-            revision=args.revision,
-            dtype=args.dtype,
-            quantization=args.quantization,
-            device=args.device,
-            trust_remote_code=args.trust_remote_code or trust,
-        )
+        try:
+            path, trust = resolve_model(args.model, args.cache_dir)
+            lm = load_model(
+                path,
+                revision=args.revision,
+                dtype=args.dtype,
+                quantization=args.quantization,
+                device=args.device,
+                trust_remote_code=args.trust_remote_code or trust,
+            )
+        except USER_ERRORS as err:  # the loader names run.py's settings; this command has options
+            raise _as_options(err) from None
         if args.max_length is None:  # a default adapts to the model; a value the user gave is checked
             limit = getattr(lm.model.config, "max_position_embeddings", None)
             args.max_length = min(DEFAULT_MAX_LENGTH, limit) if isinstance(limit, int) else DEFAULT_MAX_LENGTH

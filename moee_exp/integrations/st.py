@@ -19,9 +19,9 @@ import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules.input_module import InputModule
 
-from ..features.loading import LoadedModel, load_model
+from ..features.loading import LoadedModel
 from ..scoring.fuse import KINDS, fuse
-from .api import embed_texts
+from .api import embed_texts, load_model  # load_model: conf/model names (tiny, olmoe) too
 
 
 class MoEE(InputModule):
@@ -133,6 +133,7 @@ class MoEE(InputModule):
 
 
 def moee_sentence_transformer(model_name_or_path: str, **kwargs) -> SentenceTransformer:
-    """A SentenceTransformer over ``MoEE(model_name_or_path, **kwargs)``, on the device ``kwargs["device"]`` names."""
+    """A SentenceTransformer over ``MoEE(model_name_or_path, **kwargs)``, on the device ``kwargs["device"]`` names;
+    ``model_name_or_path``: a conf/model option (``tiny``, ``olmoe``, ...), a hub id or a local dir."""
     module = MoEE(model_name_or_path, **kwargs)
     return SentenceTransformer(modules=[module], device=str(module.lm.device))

@@ -20,6 +20,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from ..errors import USER_ERRORS, ModelNotFoundError, error_line
+from ..faults import note_sweep
 from ..features.cache import CacheConfig
 from ..features.loading import check_model
 from ..scoring.tasks import check_prediction_types, tasks_from_config
@@ -70,6 +71,8 @@ class Preflight(Callback):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         try:
+            # a signal to this process stops the sweep's workers too (moee_exp.faults.stop_sweep_on_signal)
+            note_sweep(OmegaConf.select(config, "hydra.sweep.dir"), OmegaConf.select(config, "hydra.launcher._target_"))
             check_output_dir(config, "hydra.sweep.dir")
             job = read_job(config, here=False)  # the sweep may be launched from a login node: no device check
             check_reachable(job)

@@ -20,7 +20,7 @@ from ..features.loading import check_model
 from ..integrations.mteb_model import runner_model_meta
 from ..scoring.encoder import MoEEEncoder
 from ..scoring.evaluate import evaluate_tasks, main_score
-from ..scoring.paper_scoring import MAIN_SCORES, evaluate_paper_sum
+from ..scoring.paper_scoring import evaluate_paper_sum, main_score_name
 from ..scoring.tasks import check_prediction_types, describe_data, tasks_from_config
 from ..scoring.weights import AlphaChooser
 from . import resume
@@ -263,5 +263,5 @@ def paper_sum_scorer(encoder):
     def score(task, split):
         return evaluate_paper_sum(task, encoder.encode_blocks, float(encoder.fuse_kwargs["alpha"]), split=split)
 
-    score.main_score_name = lambda task: MAIN_SCORES[task.metadata.type]  # the fork's (Reranking: map)
+    score.main_score_name = main_score_name  # the fork's (Reranking: map; Retrieval: the task's own)
     return score

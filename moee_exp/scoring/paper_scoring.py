@@ -27,6 +27,17 @@ principled alternative (a true similarity sum everywhere).
   float values are the clusters v_measure sees. MiniBatchKMeans itself changed between scikit-learn 1.5 and 1.9
   (other labels for the same data and RandomState), so clustering scores match the public code only on the same
   scikit-learn version.
+  mteb 2.x clustering tasks (``AbsTaskClustering``: the ``.v2`` and hierarchical sets, one document per row, a label
+  or a list of labels one per level) have no counterpart in the fork (mteb 1.x scored them per set, as above): they
+  keep mteb 2's own protocol (the documents it embeds: ``max_fraction_of_documents_to_embed`` / ``max_document_to_embed``
+  drawn by ``random.Random(task.seed)``; per level ``n_clusters`` bootstrap draws of ``max_documents_per_cluster``;
+  MiniBatchKMeans(k-means++, n_init 1, ``k_mean_batch_size``, random_state = task seed)), with the fork's combination:
+  k-means on HS and on RW for each draw, cluster ids averaged. Main ``v_measure`` (mean over levels and draws), ``ami``.
+- Retrieval (no counterpart in the fork, whose paper scored none): the summed similarity cos_HS + w*cos_RW, as the
+  fork's Reranking, ranks each query's candidates (its ``top_ranked`` list, else the whole corpus; the best
+  ``task._top_k`` kept); mteb 2's own retrieval metrics (pytrec_eval: ndcg/map/recall/precision/mrr at the task's
+  k_values, nAUC) are computed on that ranking; main = the task's own (``ndcg_at_10``). Each subset's fields say so
+  (``"scoring": "summed_similarity"``). A Reranking task without ``top_ranked`` ranks the whole corpus the same way.
 
 Entry point (for the runner):
 
@@ -52,6 +63,7 @@ The array-level functions (``sts_scores`` ...) take ``Blocks`` directly, e.g. em
 from __future__ import annotations
 
 import copy
+import random
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -65,6 +77,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     accuracy_score,
+    adjusted_mutual_info_score,
     average_precision_score,
     f1_score,
     v_measure_score,
@@ -242,6 +255,36 @@ def clustering_v_measure(blocks: Blocks, labels: Sequence, w: float, **kw) -> fl
         return float(v_measure_score(list(labels), cluster_ids(blocks, len(set(labels)), w, **kw)))
 
 
+def bootstrapped_clustering_scores(blocks: Blocks, labels: Sequence, w: float, *, n_draws: int, draw_size: int,
+                                  batch_size: int, max_depth: int | None, rng: random.Random, seed: int) -> dict:
+    """mteb 2's bootstrapped clustering (per level, ``n_draws`` draws of ``draw_size`` rows with replacement, a
+    MiniBatchKMeans per draw) with the fork's combination: k-means on HS and on RW, cluster ids averaged."""
+    levels = [list(y) if isinstance(y, (list, tuple)) else [y] for y in labels]
+    depth = max(map(len, levels))
+    depth = min(max_depth, depth) if max_depth is not None else depth
+    v_measures: dict[str, list[float]] = {}
+    amis: dict[str, list[float]] = {}
+    for level in range(depth):
+        rows = [i for i, y in enumerate(levels) if len(y) > level]
+        gold = np.array([levels[i][level] for i in rows])
+        hs, rw = blocks.hs[rows], blocks.rw[rows]
+        k = int(np.unique(gold).size)
+        v_measures[f"Level {level}"], amis[f"Level {level}"] = [], []
+        for _ in range(n_draws):
+            idx = rng.choices(range(len(rows)), k=draw_size)
+            ids = [MiniBatchKMeans(n_clusters=k, batch_size=batch_size, init="k-means++", n_init=1,
+                                   random_state=seed).fit_predict(x[idx]) for x in (hs, rw)]
+            averaged = (ids[0] + ids[1] * w) / (1 + w)
+            with warnings.catch_warnings():  # sklearn warns that the averaged ids are not integers: the method
+                warnings.simplefilter("ignore", UserWarning)
+                v_measures[f"Level {level}"].append(float(v_measure_score(gold[idx], averaged)))
+                amis[f"Level {level}"].append(float(adjusted_mutual_info_score(gold[idx], averaged)))
+    flat_v = [v for vs in v_measures.values() for v in vs]
+    flat_a = [a for a_s in amis.values() for a in a_s]
+    return {"v_measure": float(np.mean(flat_v)), "v_measure_std": float(np.std(flat_v)), "v_measures": v_measures,
+            "ami": float(np.mean(flat_a)), "ami_std": float(np.std(flat_a)), "ami_scores": amis}
+
+
 # ---- Reranking ----------------------------------------------------------------------------------------------------
 
 def reranking_scores(queries: Blocks, docs: Blocks, samples: Sequence[tuple[int, list[int], int]], w: float,
@@ -263,6 +306,48 @@ def reranking_scores(queries: Blocks, docs: Blocks, samples: Sequence[tuple[int,
         for fct in confs[0]:
             out[f"nAUC_{name}_{fct}"] = float(nauc(np.array([c[fct] for c in confs]), np.array(metric)))
     return out
+
+
+def summed_similarity_ranking(queries: Blocks, docs: Blocks, query_ids: Sequence[str], doc_ids: Sequence[str],
+                              w: float, *, top_k: int, candidates: dict | None = None,
+                              chunk: int = 256) -> dict[str, dict[str, float]]:
+    """{query id: {doc id: cos_HS + w*cos_RW}} for each query's best ``top_k`` candidates (``candidates[qid]``: its
+    doc ids, else the whole corpus), the results dict mteb's retrieval metrics read."""
+    results: dict[str, dict[str, float]] = {}
+    if candidates is not None:
+        row = {d: i for i, d in enumerate(doc_ids)}
+        for q, qid in enumerate(query_ids):
+            cand = [d for d in candidates.get(qid, []) if d in row]
+            if not cand:
+                results[qid] = {}
+                continue
+            rows = [row[d] for d in cand]
+            summed = (_cos(queries.hs[q], docs.hs[rows]) + _cos(queries.rw[q], docs.rw[rows]) * w)[0]
+            top = torch.topk(summed, min(top_k, len(rows)))
+            results[qid] = {cand[i]: float(v) for v, i in zip(top.values.tolist(), top.indices.tolist())}
+        return results
+    for start in range(0, len(query_ids), chunk):  # query chunks: the full matrix of a large corpus would not fit
+        sl = slice(start, start + chunk)
+        summed = _cos(queries.hs[sl], docs.hs) + _cos(queries.rw[sl], docs.rw) * w
+        top = torch.topk(summed, min(top_k, len(doc_ids)), dim=1)
+        for qid, values, idx in zip(query_ids[sl], top.values.tolist(), top.indices.tolist()):
+            results[qid] = {doc_ids[i]: float(v) for v, i in zip(values, idx)}
+    return results
+
+
+def retrieval_scores(results: dict[str, dict[str, float]], qrels: dict, k_values: Sequence[int], *,
+                     ignore_identical_ids: bool = False, skip_first_result: bool = False,
+                     task_scores: Callable[[dict], dict] | None = None) -> dict[str, Any]:
+    """mteb 2's retrieval metrics of a ranking (pytrec_eval: ndcg, map, recall, precision, mrr, nAUC, hit rate);
+    ``task_scores(per-query scores)``: a task's own extra fields (mteb's ``task_specific_scores``)."""
+    from mteb._evaluators.retrieval_metrics import calculate_retrieval_scores, make_score_dict
+
+    if ignore_identical_ids:  # as mteb's RetrievalEvaluator: a document never retrieves itself
+        results = {qid: {d: v for d, v in docs.items() if d != qid} for qid, docs in results.items()}
+    r = calculate_retrieval_scores(results, qrels, list(k_values), skip_first_result)
+    return make_score_dict(ndcg=r.ndcg, _map=r.map, recall=r.recall, precision=r.precision, mrr=r.mrr,
+                           naucs=r.naucs, naucs_mrr=r.naucs_mrr, hit_rate=r.hit_rate,
+                           task_scores=task_scores(r.all_scores) if task_scores else {})
 
 
 # ---- Summarization ------------------------------------------------------------------------------------------------
@@ -363,8 +448,28 @@ def _classification(task, subset: str, split: str, enc: _Encoder, w: float) -> d
 def _clustering(task, subset: str, split: str, enc: _Encoder, w: float) -> dict:
     data = _split(task, subset, split)
     x_col, y_col = getattr(task, "input_column_name", "sentences"), getattr(task, "label_column_name", "labels")
-    v = [clustering_v_measure(enc(row[x_col]), row[y_col], w) for row in data]
-    return {"v_measure": float(np.mean(v)), "v_measure_std": float(np.std(v)), "v_measures": v}
+    if len(data) and isinstance(data[0][x_col], (list, tuple)):  # mteb 1.x layout: a row is a set of texts
+        v = [clustering_v_measure(enc(row[x_col]), row[y_col], w) for row in data]
+        return {"v_measure": float(np.mean(v)), "v_measure_std": float(np.std(v)), "v_measures": v}
+    return _clustering_documents(task, data, x_col, y_col, enc, w)
+
+
+def _clustering_documents(task, data, x_col: str, y_col: str, enc: _Encoder, w: float) -> dict:
+    """mteb 2's AbsTaskClustering layout (a row is one document): its sampling, the fork's id averaging."""
+    rng = random.Random(task.seed)  # the task's rng_state as mteb creates it
+    n_docs, fraction = len(data), getattr(task, "max_fraction_of_documents_to_embed", None)
+    limit = getattr(task, "max_document_to_embed", None)
+    if fraction is not None:
+        limit = int(fraction * n_docs)
+    rows = list(range(n_docs)) if limit is None else rng.sample(range(n_docs), k=min(n_docs, limit))
+    if len(rows) < 2:
+        raise ValueError(f"{task.metadata.name}: {len(rows)} of its {n_docs} documents would be embedded "
+                         "(max_fraction_of_documents_to_embed / max_document_to_embed): too few to cluster")
+    subset = data.select(rows)
+    return bootstrapped_clustering_scores(
+        enc(subset[x_col]), subset[y_col], w, n_draws=task.n_clusters, draw_size=task.max_documents_per_cluster,
+        batch_size=task.k_mean_batch_size, max_depth=task.max_depth, rng=rng, seed=task.seed,
+    )
 
 
 def _reranking(task, subset: str, split: str, enc: _Encoder, w: float) -> dict:
@@ -376,7 +481,7 @@ def _reranking(task, subset: str, split: str, enc: _Encoder, w: float) -> dict:
     query_texts, groups = [], []
     for qid, text in zip(data["queries"]["id"], data["queries"]["text"]):
         rel = qrels.get(qid, {})
-        ranked = list(top[qid])
+        ranked = list(top[qid]) if top is not None else list(data["corpus"]["id"])  # no top_ranked: whole corpus
         pos = [d for d in ranked if rel.get(d, 0) > 0] + [d for d, s in rel.items() if s > 0 and d not in ranked]
         neg = [d for d in ranked if rel.get(d, 0) <= 0]
         if pos and neg:  # the fork drops a query without positives or without negatives before encoding
@@ -386,6 +491,35 @@ def _reranking(task, subset: str, split: str, enc: _Encoder, w: float) -> dict:
     row = {t: i for i, t in enumerate(docs)}
     samples = [(q, [row[t] for t in g[:-1]], g[-1]) for q, g in enumerate(groups)]
     return reranking_scores(enc(query_texts, PromptType.query), enc(docs, PromptType.document), samples, w)
+
+
+def _retrieval_texts(dataset, prompt_type) -> list[str]:
+    """A corpus entry's or query's text as mteb's retrieval dataloaders give it to a model (title + text, ...)."""
+    try:
+        from mteb._create_dataloaders import _retrieval_texts
+    except ImportError:  # an mteb without the helper: title and text joined, as its corpus loader does
+        titles = dataset["title"] if "title" in dataset.column_names else [""] * len(dataset)
+        return [f"{t} {x}".strip() if t else x.strip() for t, x in zip(titles, dataset["text"])]
+    return _retrieval_texts(dataset, prompt_type)
+
+
+def _retrieval(task, subset: str, split: str, enc: _Encoder, w: float) -> dict:
+    data = _split(task, subset, split)
+    from mteb.types import PromptType
+
+    qrels = {q: r for q, r in data["relevant_docs"].items() if len(r)}  # as mteb: queries without qrels dropped
+    queries = data["queries"].select([i for i, q in enumerate(data["queries"]["id"]) if q in qrels])
+    query_ids, doc_ids = list(queries["id"]), list(data["corpus"]["id"])
+    q_blocks = enc(_retrieval_texts(queries, PromptType.query), PromptType.query)
+    d_blocks = enc(_retrieval_texts(data["corpus"], PromptType.document), PromptType.document)
+    results = summed_similarity_ranking(q_blocks, d_blocks, query_ids, doc_ids, w, top_k=getattr(task, "_top_k", 1000),
+                                        candidates=data.get("top_ranked"))
+    out = retrieval_scores(results, qrels, task.k_values, ignore_identical_ids=task.ignore_identical_ids,
+                           skip_first_result=task.skip_first_result,
+                           task_scores=lambda per_query: task.task_specific_scores(per_query, qrels, results,
+                                                                                    hf_split=split, hf_subset=subset))
+    out["scoring"] = "summed_similarity"  # cos_HS + w*cos_RW ranks; mteb's metrics (the fork scored no Retrieval)
+    return out
 
 
 def _summarization(task, subset: str, split: str, enc: _Encoder, w: float) -> dict:
@@ -406,9 +540,17 @@ def _summarization(task, subset: str, split: str, enc: _Encoder, w: float) -> di
 
 _BY_TYPE = {"STS": (_sts, "cosine_spearman"), "PairClassification": (_pair_classification, "max_ap"),
             "Classification": (_classification, "accuracy"), "Clustering": (_clustering, "v_measure"),
-            "Reranking": (_reranking, "map"), "Summarization": (_summarization, "cosine_spearman")}
+            "Reranking": (_reranking, "map"), "Summarization": (_summarization, "cosine_spearman"),
+            "Retrieval": (_retrieval, "ndcg_at_10")}
 
 MAIN_SCORES = {kind: name for kind, (_, name) in _BY_TYPE.items()}  # the fork's main score name per task type
+# (Retrieval: mteb's, ndcg_at_10 for every Retrieval task of MTEB(eng, v2); main_score_name gives a task's own)
+
+
+def main_score_name(task) -> str:
+    """The main score this module reports for ``task``: the fork's per type, a Retrieval task's own mteb one."""
+    kind = task.metadata.type
+    return task.metadata.main_score if kind == "Retrieval" else MAIN_SCORES[kind]
 
 
 def evaluate_paper_sum(task, encode: EncodeFn, alpha: float, *, split: str = "test",
@@ -423,7 +565,7 @@ def evaluate_paper_sum(task, encode: EncodeFn, alpha: float, *, split: str = "te
         raise ValueError(f"emb_info={emb_info!r} is not one of {EMB_INFOS}")
     if not getattr(task, "data_loaded", False):
         task.load_data()
-    score_fn, main = _BY_TYPE[kind]
+    score_fn, main = _BY_TYPE[kind][0], main_score_name(task)
     enc = _Encoder(encode, task, emb_info)
     subsets = list(getattr(task, "hf_subsets", None) or ["default"])
     scores = []

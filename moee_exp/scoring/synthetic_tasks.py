@@ -25,8 +25,13 @@ What is read from the task, not written per task: its type and AbsTask class (â†
 names (``input_column_name``, ``column_names``, ...), ``min_score``/``max_score`` (STS, Summarization),
 ``samples_per_label`` (Classification), and from the descriptive statistics: samples per split (per subset where
 mteb has them), average text lengths, number of labels and their frequencies, queries / candidates / positives
-per query. One thing mteb's metadata does not hold: how many sets a legacy clustering task's texts come in
-(``LEGACY_CLUSTERING_SETS``, the mteb 1.x layout of 10 sets).
+per query. Two things mteb's metadata does not hold: how many sets a legacy clustering task's texts come in
+(``LEGACY_CLUSTERING_SETS``, the mteb 1.x layout of 10 sets), and whether a clustering task's labels are
+hierarchical (a list of labels per document, made by its ``dataset_transform``; by name, ``_hierarchical``).
+A document-per-row clustering task (mteb 2's AbsTaskClustering) embeds only ``max_fraction_of_documents_to_embed``
+(4%) of its documents: "small" generates enough documents for that sample to hold ``_SMALL["clustered"]`` of them,
+and draws that many per bootstrap draw (``max_documents_per_cluster``; mteb's 16384 would repeat the same few).
+A Reranking task always gets candidates per query (``top_ranked``), as every mteb reranking set has.
 
 The content is varied so that no evaluator degenerates: several labels (texts of a label share topic words),
 STS scores spread over [min_score, max_score] with sentence2 a copy of sentence1 in which a share of words
@@ -46,7 +51,7 @@ from typing import Any
 import numpy as np
 
 SIZES = ("small", "real")
-VERSION = 1  # bump when the generated data change
+VERSION = 2  # bump when the generated data change
 LEGACY_CLUSTERING_SETS = 10  # mteb 1.x clustering datasets: 10 sets of texts per split (not in the metadata)
 
 # "small": per split; kept tiny so that all 19 paper tasks run in seconds on a tiny model.
@@ -56,6 +61,7 @@ _SMALL = {
     "labels": 4,  # at most this many labels / clusters / topics
     "sets": 2,  # clustering sets
     "set_size": 12,  # texts per clustering set
+    "clustered": 24,  # documents a document-per-row clustering task embeds (its sample of the generated ones)
     "queries": 4,
     "candidates": 6,  # reranking candidates per query
     "positives": 2,
@@ -146,14 +152,22 @@ def _plan_split(task, split: str, subset: str, size: str) -> dict:
                 sets = LEGACY_CLUSTERING_SETS
                 per_set = max(n_labels, math.ceil(n_total / sets))
             return {"sets": sets, "n": per_set, "n_labels": n_labels, "chars": chars, "texts": sets * per_set}
-        n = _SMALL["sets"] * _SMALL["set_size"] if small else n_total
+        fraction, limit = task.max_fraction_of_documents_to_embed, task.max_document_to_embed
+        n = n_total
+        if small:  # enough documents that the task's own sample of them holds _SMALL["clustered"]
+            n = _SMALL["clustered"] if fraction is None else math.ceil(_SMALL["clustered"] / fraction)
+            if fraction is None and limit is not None:
+                n = max(n, min(limit, _SMALL["clustered"]))
         n_labels = min(n_labels, _SMALL["labels"]) if small else n_labels
-        return {"n": n, "n_labels": n_labels, "chars": chars, "texts": n}
+        texts = int(fraction * n) if fraction is not None else min(n, limit) if limit is not None else n
+        return {"n": n, "n_labels": n_labels, "chars": chars, "texts": texts, "levels": 2 if _hierarchical(task) else 1}
     if kind in ("Reranking", "Retrieval", "InstructionReranking", "InstructionRetrieval"):
         top = s.get("top_ranked_statistics") or {}
         rel = s.get("relevant_docs_statistics") or {}
         per_query = float(top.get("average_top_ranked_per_query") or 0)
-        n_queries = s.get("num_queries") or (round(top["num_top_ranked"] / per_query) if per_query else 0)
+        if kind.endswith("Reranking") and not per_query:  # no statistics (a bundled task): candidates all the same
+            per_query = _SMALL["candidates"]
+        n_queries = s.get("num_queries") or (round(top["num_top_ranked"] / per_query) if top.get("num_top_ranked") else 0)
         if not n_queries:
             n_queries = max(1, n_total // 10)
         n_docs = s.get("num_documents") or max(1, n_total - n_queries)
@@ -161,7 +175,7 @@ def _plan_split(task, split: str, subset: str, size: str) -> dict:
         chars = [_chars(size, _avg(s, "queries_text_statistics")), _chars(size, _avg(s, "documents_text_statistics"))]
         if small:
             n_queries, positives = _SMALL["queries"], _SMALL["positives"]
-            per_query = _SMALL["candidates"] if top else 0
+            per_query = _SMALL["candidates"] if top or kind.endswith("Reranking") else 0
             n_docs = n_queries * (per_query or _SMALL["candidates"])
         shape = {"n": int(n_queries), "n_docs": int(n_docs), "positives": positives, "chars": chars}
         shape["per_query"] = per_query  # 0: plain retrieval (no top_ranked), the whole corpus is searched
@@ -182,6 +196,12 @@ def _plan_split(task, split: str, subset: str, size: str) -> dict:
         chars = [_chars(size, _avg(s, k)) for k in keys]
         return {"n": n, "human": human, "machine": machine, "chars": chars, "texts": n * (human + machine)}
     raise NotImplementedError(f"{task.metadata.name}: no synthetic layout for task type {kind!r}")
+
+
+def _hierarchical(task) -> bool:
+    """Whether a clustering task's documents carry a list of labels, one per level (ArXivHierarchicalClustering*:
+    its dataset_transform splits "cs.AI" into ["cs", "AI"]); mteb's metadata does not say, its name does."""
+    return "Hierarchical" in task.metadata.name
 
 
 def _splits(task) -> list[str]:
@@ -302,12 +322,12 @@ def _clustering(task, rng, shape):
             }
         )
     labels = _labels(rng, shape["n"], weights)  # AbsTaskClustering: one row per text
-    return Dataset.from_dict(
-        {
-            task.input_column_name: [w.text(shape["chars"], int(y)) for y in labels],
-            task.label_column_name: [int(y) for y in labels],
-        }
-    )
+    texts = [w.text(shape["chars"], int(y)) for y in labels]
+    if shape.get("levels", 1) > 1:  # hierarchical: [top label, sub label] per document, as strings (the real layout)
+        sub = rng.integers(0, 2, len(labels))
+        return Dataset.from_dict({task.input_column_name: texts,
+                                  task.label_column_name: [[f"t{y}", f"t{y}.s{z}"] for y, z in zip(labels, sub)]})
+    return Dataset.from_dict({task.input_column_name: texts, task.label_column_name: [int(y) for y in labels]})
 
 
 def _summarization(task, rng, shape) :
@@ -418,6 +438,10 @@ def synthesize(task, size: str = "small", seed: int = 0):
         task.data_loaded = True
 
     task.load_data = load_data
+    if size == "small" and hasattr(task, "max_documents_per_cluster"):
+        # mteb 2's clustering draws max_documents_per_cluster (16384) documents with replacement from the few it
+        # embeds, 10 times per level: on "small" data that only repeats the same 24 (~1 s of k-means per draw)
+        task.max_documents_per_cluster = _SMALL["clustered"]
     task.synthetic = {"size": size, "seed": int(seed), "version": VERSION}
     task.dataset, task.data_loaded = None, False
     return task

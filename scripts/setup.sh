@@ -17,8 +17,14 @@ pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # user's choice (CPU, CUDA version); it is the one package the lock leaves out.
 # shellcheck disable=SC2086  # TORCH_SPEC may carry pip options (--index-url ...)
 .venv/bin/python -c "import torch" 2>/dev/null || "${pip[@]}" ${TORCH_SPEC:-torch==2.13.0}
-# exactly the lock: no resolution (--no-deps), every file checked against its hash
-"${pip[@]}" --no-deps --require-hashes -r "$lock"
+# exactly the lock: no resolution (--no-deps), every file checked against its hash. pip by default (it reads the
+# machine's pip configuration: mirrors, find-links); SETUP_WITH_UV=1 installs the same files with uv, ~6x faster
+if [ "${SETUP_WITH_UV:-0}" = 1 ]; then
+    "${pip[@]}" "uv==0.13.9"
+    .venv/bin/python -m uv pip install -q --python .venv/bin/python --no-deps --require-hashes -r "$lock"
+else
+    "${pip[@]}" --no-deps --require-hashes -r "$lock"
+fi
 "${pip[@]}" --no-deps --no-build-isolation -e .
 # the lock and the chosen torch agree (a torch of another version may need other versions of its dependencies)
 .venv/bin/python -m pip check >/dev/null || { .venv/bin/python -m pip check >&2; echo "error: the installed packages \

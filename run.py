@@ -51,7 +51,9 @@ def job(cfg, job_dir, group: str, run: bool = True) -> int:
     """
     try:
         spec = read_job(cfg)  # config and model mistakes fail in seconds, before the heavy imports below
-        data = "synthetic data: a dry run, scores mean nothing" if spec.tasks.data == "synthetic" else "real data"
+        from moee_exp.scoring.tasks import describe_data  # (preflight has imported it already)
+
+        data = describe_data(spec.tasks)
         origin = task_set_origin(HydraConfig.get()) if HydraConfig.initialized() else "composed config"
         log.info("tasks=%s: %d dataset(s), %s (%s)", spec.tasks.name, len(spec.tasks.names), data, origin)
         check_reachable(spec)  # a model that can be neither loaded nor read from the feature cache: before any data

@@ -42,6 +42,9 @@ def test_default_job(tmp_cwd):
     proc = run(cwd=tmp_cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Avg (mean of task types)" in proc.stdout
+    # the header says what these numbers are: a random model on the bundled hand-written tasks
+    assert "(demo tasks, bundled demo data: hand-written, a few rows each; a tiny random model: scores mean nothing;" \
+        in proc.stdout
     (job,) = job_dirs(tmp_cwd / "outputs")
     rows = [json.loads(p.read_text()) for p in (job / "results").glob("*.json")]
     assert {r["task_type"] for r in rows} == {

@@ -12,7 +12,7 @@ import torch
 
 from ..errors import ConfigError, ModelNotFoundError, NotAMoEModelError
 from .quant_experts import IMPLEMENTATION as NF4_EXPERTS
-from .quant_experts import quantize_fused_experts
+from .quant_experts import check_quantizable, quantize_fused_experts
 from .router_check import check_routers
 from .routers import Router, expert_count, find_routers
 
@@ -295,8 +295,6 @@ def _full_precision_names(config, trust_remote_code: bool, quantization: str = "
     and bitsandbytes' CPU kernels reject it). Fused experts that ``quantization`` cannot reach are refused here,
     before any weight is read (moee_exp.features.quant_experts)."""
     from transformers import AutoModel
-
-    from .quant_experts import check_quantizable
 
     with torch.device("meta"):
         skeleton = AutoModel.from_config(config, trust_remote_code=trust_remote_code)

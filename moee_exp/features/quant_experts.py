@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
+from .routers import expert_count
 
 IMPLEMENTATION = "moee_nf4"
 BLOCKSIZE = 64  # Params4bit's blocksize: what Linear4bit used in the public code
@@ -33,7 +34,6 @@ KINDS = ("gate", "up", "down")
 def fused_experts(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     """Modules holding experts as fused parameters, in registration order: a parameter of 3 or more dims whose
     leading dim is the config's expert count (not a convolution's kernel)."""
-    from .routers import expert_count
 
     n = expert_count(model.config)
     if n is None:

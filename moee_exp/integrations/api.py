@@ -16,6 +16,7 @@ from ..features import loading
 from ..features.extract import DEFAULT_FEATURES, extract, prompt_texts
 from ..features.loading import LoadedModel
 from ..features.prompts import TEMPLATES, check_template
+from ..features.tiny import ensure_tiny_model
 
 CONF_MODELS = Path(__file__).resolve().parents[2] / "conf" / "model"
 DEFAULT_CACHE = "~/.cache/moee_exp"  # tiny models are built here (MOEE_CACHE_DIR overrides), as run.py's paths.cache_dir
@@ -24,7 +25,6 @@ DEFAULT_CACHE = "~/.cache/moee_exp"  # tiny models are built here (MOEE_CACHE_DI
 def resolve_model(name: str, cache_dir: str | None = None) -> tuple[str, bool]:
     """A conf/model/<name>.yaml option (e.g. tiny, olmoe) → (its hub id, or the tiny model's dir built on first use,
     and its trust_remote_code); an existing local path or a hub id ("org/name") is returned as given."""
-    from ..features.tiny import ensure_tiny_model
 
     conf = CONF_MODELS / f"{name}.yaml"
     if "/" in name or os.sep in name or Path(name).expanduser().exists() or not conf.exists():

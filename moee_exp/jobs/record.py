@@ -286,10 +286,10 @@ def wandb_logger(logger: LoggerConfig | Mapping, *, config: Mapping, job_dir: Pa
         **({"id": run_id, "resume": "allow"} if run_id else {}),
     )
     run = WandbLogger(lambda: _open_run(logger, kwargs))
-    run._ready()  # opened now: its console capture starts with the job
     # while W&B runs, a log record that cannot be written (W&B's debug logs on a disk that is full, or fills while
     # the job runs) is dropped instead of printed as a traceback per record
     with _quiet_logging_errors():
+        run._ready()  # opened now: its console capture starts with the job
         try:
             yield run
         finally:

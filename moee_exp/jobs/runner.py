@@ -225,7 +225,9 @@ def _run_job(job: Job, job_dir: Path, group: str, tasks: list) -> list[dict]:
         write_table(job_dir, rows)
         if wb:
             wb.log_summary(rows)
-    print(f"\n{run_name(ident)}  ({job.tasks.name} tasks, {describe_data(job.tasks)}; scores x100)\n{format_summary(rows)}")
+    model = "; a tiny random model: scores mean nothing" if job.model.tiny else ""
+    print(f"\n{run_name(ident)}  ({job.tasks.name} tasks, {describe_data(job.tasks)}{model}; scores x100)\n"
+          f"{format_summary(rows)}")
     print(f"results: {job_dir / 'results'}/ and {job_dir / 'results.csv'}")
     return rows
 

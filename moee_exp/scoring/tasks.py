@@ -50,7 +50,10 @@ def benchmark_tasks(benchmark: str, names) -> list:
 
 
 def describe_data(tasks) -> str:
-    """'real data' or 'synthetic data (size small, seed 0)', for logs and printed tables."""
+    """Where the task set's data comes from, for logs and printed tables: the bundled demo data, a dataset's real
+    data, or generated data (a dry run)."""
+    if tasks.data != "synthetic" and set(tasks.names) <= set(DEMO_TASKS):
+        return "bundled demo data: hand-written, a few rows each"
     if tasks.data != "synthetic":
         return "real data"
     return f"synthetic data (size {tasks.synthetic.size}, seed {tasks.synthetic.seed}; scores mean nothing)"

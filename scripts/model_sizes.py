@@ -1,6 +1,6 @@
 """RW dims and weight memory (bf16, 4-bit) of the conf/model/*.yaml checkpoints, computed on the meta device.
 
-    python scripts/model_sizes.py          # markdown table (the README's "Today's checkpoints")
+    python scripts/model_sizes.py          # markdown table (docs/models.md, "Today's checkpoints")
 
 The config is the checkpoint's own when it is in the HF cache (or the hub is reachable), else the config.json
 values recorded under ``hub_config:`` in the model's yaml. Nothing is downloaded but config.json.

@@ -1,7 +1,7 @@
-"""Print (or write into the README) the coverage table of the installed transformers' MoE families.
+"""Print (or write into docs/coverage.md) the coverage table of the installed transformers' MoE families.
 
     python scripts/moe_coverage.py                  # markdown table on stdout
-    python scripts/moe_coverage.py --write          # replace the README's table (between the coverage markers)
+    python scripts/moe_coverage.py --write          # replace docs/coverage.md's table (between the coverage markers)
     python scripts/moe_coverage.py qwen3_moe gpt_oss  # some families only
     python scripts/moe_coverage.py --jobs 4         # families in parallel processes
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-README = ROOT / "README.md"
+PAGE = ROOT / "docs" / "coverage.md"
 START, END = "<!-- moe-coverage:start -->", "<!-- moe-coverage:end -->"
 
 
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model_types", nargs="*")
     p.add_argument("--jobs", type=int, default=1)
-    p.add_argument("--write", action="store_true", help="replace the README's table")
+    p.add_argument("--write", action="store_true", help="replace docs/coverage.md's table")
     args = p.parse_args(argv)
     from moee_exp.features.coverage import HEADER, moe_model_types, parse_table, summary
 
@@ -49,13 +49,13 @@ def main(argv=None) -> int:
         rows = list(pool.map(_row, types))
     text = "\n".join([HEADER, *rows, "", summary(parse_table("\n".join(rows)))])
     if args.write:
-        readme = README.read_text(encoding="utf-8")
+        readme = PAGE.read_text(encoding="utf-8")
         block = f"{START}\n{text}\n{END}"
         new, n = re.subn(re.escape(START) + r".*?" + re.escape(END), lambda _: block, readme, flags=re.S)
         if n != 1:
-            print(f"error: README.md has no {START} ... {END} block", file=sys.stderr)
+            print(f"error: {PAGE.relative_to(ROOT)} has no {START} ... {END} block", file=sys.stderr)
             return 1
-        README.write_text(new, encoding="utf-8")
+        PAGE.write_text(new, encoding="utf-8")
     print(text)
     return 0
 

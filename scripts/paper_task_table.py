@@ -1,13 +1,13 @@
-"""Print the README's table of the 19 paper datasets, read from the installed mteb's own task metadata, with what
+"""Print the table of the 19 paper datasets (docs/reproducing.md), read from the installed mteb's own task metadata, with what
 differs from mteb 1.14 (the base of the paper's public code's forked mteb).
 
     python scripts/paper_task_table.py            # markdown table
     python scripts/paper_task_table.py --sizes    # + texts encoded per dataset and feature-cache disk per model
-    python scripts/paper_task_table.py --write    # replace the README's table (between the paper-tasks markers)
+    python scripts/paper_task_table.py --write    # replace docs/reproducing.md's table (between the markers)
 
 Nothing here is typed in by hand except ``V1``: the mteb 1.x side, read from mteb's git tag 1.14.0 (the public
 code's ``mteb/__init__.py`` is that of mteb 1.13.1-1.14.17, and these 19 tasks' metadata is the same over that
-range). tests/test_task_table.py checks that the README's table is this script's output.
+range). tests/test_task_table.py checks that docs/reproducing.md's table is this script's output.
 """
 
 from __future__ import annotations
@@ -129,15 +129,15 @@ def sizes() -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", action="store_true", help="also the text counts and feature-cache disk")
-    ap.add_argument("--write", action="store_true", help="replace the README's table")
+    ap.add_argument("--write", action="store_true", help="replace docs/reproducing.md's table")
     args = ap.parse_args(argv)
     if args.write:
-        readme = ROOT / "README.md"
+        readme = ROOT / "docs" / "reproducing.md"
         text = readme.read_text(encoding="utf-8")
         new, n = re.subn(re.escape(START) + r".*?" + re.escape(END), lambda _: f"{START}\n{table()}\n{END}", text,
                          flags=re.S)
         if n != 1:
-            print(f"error: README.md has no {START} ... {END} block", file=sys.stderr)
+            print(f"error: docs/reproducing.md has no {START} ... {END} block", file=sys.stderr)
             return 1
         readme.write_text(new, encoding="utf-8")
     print(table())

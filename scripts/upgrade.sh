@@ -20,6 +20,6 @@ bash scripts/setup.sh test
 echo "== versions changed (old -> new)"
 .venv/bin/python scripts/lock_diff.py "$old" requirements/test.txt
 echo "== files changed"
-git status --short -- requirements README.md conf
+git status --short -- requirements docs conf
 echo "== the suite"
 .venv/bin/python -m pytest -q

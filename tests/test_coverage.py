@@ -1,4 +1,4 @@
-"""The README's MoE coverage table is what the installed transformers gives: each row regenerated.
+"""docs/coverage.md's MoE coverage table is what the installed transformers gives: each row regenerated.
 
 A row per family: a tiny model from the family's own config class, our HS/RW against the model's own
 hidden_states / router_logits (left and right padding, batch 1 and 7). A transformers upgrade that adds a family,
@@ -16,8 +16,8 @@ from moee_exp.features.coverage import moe_model_types, parse_table
 from moee_exp.features.router_check import check_routers
 from moee_exp.features.routers import Router
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCK = re.search(r"<!-- moe-coverage:start -->(.*?)<!-- moe-coverage:end -->", README.read_text(), re.S).group(1)
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "coverage.md"
+BLOCK = re.search(r"<!-- moe-coverage:start -->(.*?)<!-- moe-coverage:end -->", PAGE.read_text(), re.S).group(1)
 ROWS = parse_table(BLOCK)
 
 

@@ -66,7 +66,17 @@ def commands(path: Path) -> list[tuple[int, list[str]]]:
 # the hub checkpoints of conf/model/: a tool's --model naming one gets the tiny model
 HUB_IDS = {m.group(1) for p in (ROOT / "conf/model").glob("*.yaml")
            if (m := re.search(r"^name_or_path: (\S+)", p.read_text(), re.M))}
-ALL = [(f"{p.relative_to(ROOT)}:{line}", argv) for p in DOCS for line, argv in commands(p)]
+def _unique(found):
+    """Each distinct command once (the README repeats some of docs/'s), at its first place."""
+    seen, out = set(), []
+    for where, argv in found:
+        if tuple(argv) not in seen:
+            seen.add(tuple(argv))
+            out.append((where, argv))
+    return out
+
+
+ALL = _unique([(f"{p.relative_to(ROOT)}:{line}", argv) for p in DOCS for line, argv in commands(p)])
 
 
 def test_the_readme_has_the_commands_this_test_knows():
@@ -221,3 +231,12 @@ def test_command_runs_as_written(where, argv, cwd, monkeypatch):
         tool = args[2:] + ([] if "--dry-run" in args else ["--dry-run"])
         assert dashboard.main(tool) == 0
 
+
+
+def test_readme_python_runs_as_written(tmp_path, monkeypatch):
+    """The README's Python block, run as written (it names the tiny model: nothing to stand in for)."""
+    monkeypatch.chdir(tmp_path)
+    (block,) = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)  # noqa: S102  the README's own code
+    assert scope["emb"].shape == (2, scope["feats"]["hs"].shape[1] + scope["feats"]["rw"][0].size)

@@ -14,8 +14,8 @@ _TMP.mkdir(exist_ok=True)
 
 
 def _share_cores(workers: int) -> None:
-    """Each worker's torch (and the subprocesses it starts) takes its share of the cores: N workers x all-core thread
-    pools would oversubscribe the machine and slow every test."""
+    """Each worker's torch (the jobs it runs in-process, and the processes it starts) takes its share of the cores:
+    N workers x all-core thread pools would oversubscribe the machine and slow every test."""
     if workers > 1:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ.setdefault(var, str(max(1, (os.cpu_count() or 1) // workers)))
@@ -35,10 +35,8 @@ os.environ.update(
     MTEB_CACHE=str(_TMP / "mteb"),  # before mteb is imported: it creates its cache dir at import
     MOEE_CACHE_DIR=str(_TMP / "moee"),
     HF_HOME=str(_TMP / "hf"),  # an empty HF cache: no test sees a model the machine happens to hold
-    MOEE_TEST_TMP=str(_TMP),  # tests/prewarmed.py keeps its processes' output here
 )
 
-import prewarmed  # noqa: E402 (the run's fork server starts with this environment, whatever a test patches later)
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
@@ -63,22 +61,15 @@ def pytest_configure(config):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_setupnodes(config, specs):
-    """The workers fork from the run's prewarmed server, through its launcher: each then collects without importing
-    torch, transformers and mteb again (~12 s of CPU per worker). The server starts with the workers' environment."""
-    if config.option.testrunuid != _RUN:
-        return
-    _share_cores(len(specs))  # (the workers inherit it; so does the server, which imports torch)
-    prewarmed.ensure_server(dict(os.environ), owner=os.getpid())
-    for spec in specs:
-        if spec.popen and not spec.python:
-            spec.python = str(prewarmed.LAUNCHER)
+    _share_cores(len(specs))  # before the workers start: they inherit it
 
 
 # The slowest modules, longest first (pytest --durations=0 on 2 cores), handed out before the rest: with
 # `--dist loadscope --no-loadscope-reorder` a module is one unit of work in collection order, and a long one handed
 # out last would leave the other worker idle at the end. Only an order: a module missing here runs after these.
-SLOW_FIRST = ["test_coverage", "test_fuzz", "test_faults", "test_launchers", "test_paper_protocol", "test_paper_tasks",
-              "test_analysis", "test_run", "test_weights", "test_robustness", "test_mteb_mocks", "test_prewarmed"]
+SLOW_FIRST = ["test_faults", "test_issue30_jobs", "test_coverage", "test_fuzz", "test_launchers", "test_paper_protocol",
+              "test_paper_tasks", "test_analysis", "test_run", "test_cross_product", "test_weights", "test_robustness",
+              "test_resume", "test_issue30_faults", "test_loading", "test_mteb_mocks"]
 
 
 def pytest_collection_modifyitems(items):

@@ -4,17 +4,14 @@ figure, checked against the raw result files the jobs wrote."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
-import prewarmed
 import pytest
+from jobs import cli
 from scipy.stats import spearmanr
 from sklearn.metrics import adjusted_mutual_info_score
 
@@ -41,21 +38,18 @@ SWEEPS = {  # 25 tiny jobs: each experiment's grid, cut down by overrides as a u
 
 def run_sweep(tmp: Path, name: str) -> int:
     experiment, *overrides = SWEEPS[name]
-    cmd = [sys.executable, str(ROOT / "run.py"), f"+experiment={experiment}", "model=tiny", "logger=none",
-           "progress=false", f"hydra.sweep.dir={tmp / name}", *overrides, "-m"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # a tiny model gains nothing from threads; two sweeps share 2 cores
-    proc = prewarmed.run(cmd, cwd=tmp, env=env, timeout=900)
+    proc = cli(f"+experiment={experiment}", "model=tiny", "logger=none", "progress=false",
+               f"hydra.sweep.dir={tmp / name}", *overrides, "-m", cwd=tmp)
     (tmp / f"{name}.log").write_text(proc.stdout + proc.stderr)
     return proc.returncode
 
 
 @pytest.fixture(scope="session")  # (module scope: built again when xdist interleaves another module)
 def sweeps(tmp_path_factory):
-    """The four sweeps through run.py, two at a time (each process spends ~8 s importing). They share the tiny model
-    and this test session's feature cache (MOEE_CACHE_DIR), both safe for concurrent writers."""
+    """The four sweeps through run.py (in-process, tests/jobs.py), one after the other. They share the tiny model and
+    this test session's feature cache (MOEE_CACHE_DIR)."""
     tmp = tmp_path_factory.mktemp("sweeps")
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        codes = dict(zip(SWEEPS, pool.map(lambda name: run_sweep(tmp, name), SWEEPS)))
+    codes = {name: run_sweep(tmp, name) for name in SWEEPS}
     for name, code in codes.items():
         assert code == 0, (tmp / f"{name}.log").read_text()[-4000:]
     return {name: tmp / name for name in SWEEPS}

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import ROOT, tiny_model_cfg
+from jobs import compose
 
 from moee_exp.features import featurize
 from moee_exp.features.cache import FeatureCache, identity_hash, text_key
@@ -298,21 +299,16 @@ def test_length_batches_bound_padding_on_a_long_tail():
 
 
 def test_sweep_jobs_after_the_first_never_build_the_model(tmp_path, fresh_process, monkeypatch):
-    from hydra import compose, initialize_config_dir
-
-    from moee_exp.jobs.config import register
     from moee_exp.jobs.runner import run_job
 
-    register()
     common = [
         "logger=none",
         "progress=false",
         "tasks.names=[MoEEDemoSTS,MoEEDemoReranking]",
         f"cache.dir={tmp_path / 'features'}",
     ]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfgs = [compose("config", overrides=[*common, *o]) for o in (["emb=hs"], ["emb=rw"], ["weights.alpha=0.3"])]
-        off = compose("config", overrides=[*common, "weights.alpha=0.3", "cache=off"])
+    cfgs = [compose(*common, *o) for o in (["emb=hs"], ["emb=rw"], ["weights.alpha=0.3"])]
+    off = compose(*common, "weights.alpha=0.3", "cache=off")
     rows = run_job(cfgs[0], tmp_path / "0", "g")
     assert fresh_process() == 1 and len(rows) == 2
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import yaml
 from conftest import ROOT
+from jobs import compose
 
 PROTOCOLS = ["paper", "clean"]
 EMBS = ["hs", "rw", "moee_concat", "moee_sum"]
@@ -122,13 +123,7 @@ def test_the_sample_covers_every_value_every_task_class_and_every_pair():
 
 
 def _compose(overrides):
-    from hydra import compose, initialize_config_dir
-
-    from moee_exp.jobs.config import register
-
-    register()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return compose(*overrides)
 
 
 def _run(job: dict, job_dir: Path) -> tuple[int, str, float]:

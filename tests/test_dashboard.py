@@ -1,20 +1,12 @@
 """The W&B dashboard (moee_exp.integrations.dashboard): every panel reads a key the runner's W&B runs really log; offline."""
 
 import json
-import os
 import re
-import sys
 
-import prewarmed
 import pytest
-from conftest import ROOT
+from jobs import cli, job_dirs, wandb_records, wandb_summary
 
 pytest.importorskip("wandb_workspaces")
-
-
-def _leet(run_dir, *flags):
-    cmd = [sys.executable, "-m", "wandb", "leet", "inspect", *flags, "--json", str(run_dir)]
-    return prewarmed.run(cmd, check=True, timeout=120).stdout
 
 
 def _references(spec: dict) -> dict[str, set]:
@@ -52,15 +44,11 @@ def test_every_panel_reads_a_key_our_runs_log(tmp_cwd):
         types_from_dirs,
     )
 
-    proc = prewarmed.run(
-        [sys.executable, str(ROOT / "run.py"), "progress=false", "logger.project=moee-dash"], cwd=tmp_cwd,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=600,
-    )  # fmt: skip
+    proc = cli("progress=false", "logger.project=moee-dash", cwd=tmp_cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (run_dir,) = tmp_cwd.glob("outputs/**/wandb/offline-run-*")
-    logged = json.loads(_leet(run_dir, "--summary"))
-    records = [json.loads(line) for line in _leet(run_dir).splitlines() if line.startswith("{")]
-    (run,) = [r["run"] for r in records if r.get("type") == "run"]
+    (job,) = job_dirs(tmp_cwd / "outputs")
+    logged = wandb_summary(job)
+    (run,) = [r["run"] for r in wandb_records(job) if r.get("type") == "run"]
 
     combos = combos_from_dirs([tmp_cwd / "outputs"])
     assert combos == [("tiny-olmoe", "prompteol")]
@@ -85,14 +73,15 @@ def test_every_panel_reads_a_key_our_runs_log(tmp_cwd):
         assert own["config"] <= set(logged["config"]) and own["summary"] <= set(logged["summary"])
 
 
-def test_saving_without_network_or_key_is_one_error_line(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
-    env.update(NETRC=str(tmp_path / "no-netrc"), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"))  # no key anywhere
-    proc = prewarmed.run(
-        [sys.executable, "-m", "moee_exp.integrations.dashboard", "someone/moee", "--combo", "tiny-olmoe:prompteol"], cwd=ROOT,
-        env=env, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 1
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: saving the report"), proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+def test_saving_without_network_or_key_is_one_error_line(tmp_path, monkeypatch, capfd):
+    """`python -m moee_exp.integrations.dashboard someone/moee --combo ...`: its main, in-process."""
+    from moee_exp.integrations.dashboard import main
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)  # no key anywhere
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    assert main(["someone/moee", "--combo", "tiny-olmoe:prompteol"]) == 1
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: saving the report"), err[-2000:]
+    assert "Traceback" not in err

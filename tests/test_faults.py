@@ -1,26 +1,29 @@
 """Faults of a shared GPU cluster (issue 18): unreadable shared files, read-only caches, full disks and file-size
 limits, uncreatable output dirs, hung extraction-lock holders, reruns with a changed config, preemption.
 
-Permission faults need a process that file modes bind: as root it runs with the capabilities that bypass them
-dropped, as ``setpriv --bounding-set`` would (tests/prewarmed.py: without_capabilities). File-size limits are real
-(RLIMIT_FSIZE in a subprocess: writes raise EFBIG, Python ignores SIGXFSZ); a full disk is simulated in-process
-(ENOSPC from the write call).
+Permission faults are real (EACCES from the kernel), in-process: as root, in a thread without the capabilities
+that bypass file modes (tests/jobs.py: unprivileged). File-size limits are real too (RLIMIT_FSIZE, a
+process's own: writes raise EFBIG, Python ignores SIGXFSZ), so those jobs are processes; a full disk is simulated
+in-process (ENOSPC from the write call). Preemption (a signal to a job, submitit's requeue) and a hung lock holder
+(SIGSTOP) are processes too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import shutil
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
-import prewarmed
 import pytest
 from conftest import ROOT, tiny_model_cfg
+from jobs import cli, compose, file_size_limit, output, process, run_py, start, unprivileged, wandb_summary
 
 from moee_exp.features.cache import FeatureCache, text_key
 
@@ -31,48 +34,22 @@ def _env(**extra):
     return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **extra}
 
 
-def unprivileged():
-    """The `preexec` of a process that file permissions bind (root: without the capabilities that override them, as
-    `setpriv --bounding-set -dac_override,-dac_read_search,-fowner` would run it)."""
-    if os.geteuid() != 0:
-        return None
-    return prewarmed.without_capabilities("dac_override", "dac_read_search", "fowner")
-
-
-def python(code: str, *, cwd, unpriv=False, env=None, timeout=600):
-    cmd = [sys.executable, "-c", textwrap.dedent(code)]
-    return prewarmed.run(cmd, cwd=cwd, env=env or _env(), timeout=timeout, preexec=unprivileged() if unpriv else None)
-
-
 def error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("error:")]
 
 
-def _compose(*overrides):
-    from hydra import compose, initialize_config_dir
-
-    from moee_exp.jobs.config import register
-
-    register()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+_compose = compose
 
 
-# In a subprocess: compose the config and run it as `python run.py` does (run.job), print the exit code.
-JOB = """
-import sys
-sys.path.insert(0, {root!r})
-from hydra import compose, initialize_config_dir
-import run
-with initialize_config_dir({conf!r}, version_base="1.3"):
-    cfg = compose("config", overrides={overrides!r})
-print("exit", run.job(cfg, {job!r}, "group"))
-"""
+def job_in_process(overrides, job: Path, *, unpriv=False) -> tuple[int, str]:
+    """run.job on the composed config, as `python run.py` runs it: (exit code, stderr)."""
+    import run
 
-
-def job_in_subprocess(overrides, job: Path, *, cwd, unpriv=False):
-    code = JOB.format(root=str(ROOT), conf=str(ROOT / "conf"), overrides=list(overrides), job=str(job))
-    return python(code, cwd=cwd, unpriv=unpriv)
+    cfg = compose(*overrides)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = unprivileged(run.job, cfg, str(job), "group") if unpriv else run.job(cfg, str(job), "group")
+    return code, err.getvalue()
 
 
 # ------------------------------------------------------------------------- 1. unreadable shard (permission denied)
@@ -80,7 +57,7 @@ def job_in_subprocess(overrides, job: Path, *, cwd, unpriv=False):
 IDENT = {"model": "fake", "template": "{text}"}
 
 
-def test_unreadable_shard_is_skipped_left_in_place_and_logged_once(tmp_path):
+def test_unreadable_shard_is_skipped_left_in_place_and_logged_once(tmp_path, caplog):
     """A shard this user cannot read (a group-shared cache) is another user's good features: never removed."""
     root = tmp_path / "features"
     keys = [text_key(f"text {i}") for i in range(5)]
@@ -88,20 +65,14 @@ def test_unreadable_shard_is_skipped_left_in_place_and_logged_once(tmp_path):
     (shard,) = (root).glob("*/hs/*.npy")
     data = shard.read_bytes()
     shard.chmod(0o000)
-    proc = python(f"""
-        import logging, sys
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-        from moee_exp.features.cache import FeatureCache, text_key
-        ns = FeatureCache({str(root)!r}).namespace({IDENT!r})
-        keys = [text_key(f"text {{i}}") for i in range(5)]
-        print("cached", int(ns.contains(keys, "hs").sum()), int(ns.contains(keys, "hs").sum()))
-    """, cwd=tmp_path, unpriv=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "cached 0 0" in proc.stdout  # not served (it cannot be read) ...
+    ns = FeatureCache(root).namespace(IDENT)  # a new namespace object: as a new process sees the cache
+    with caplog.at_level(logging.INFO, logger="moee_exp.features.cache"):
+        cached = unprivileged(lambda: [int(ns.contains(keys, "hs").sum()), int(ns.contains(keys, "hs").sum())])
+    assert cached == [0, 0]  # not served (it cannot be read) ...
     assert shard.exists() and shard.read_bytes() == data  # ... and still there, bytes untouched
     assert (shard.stat().st_mode & 0o777) == 0
-    assert proc.stderr.count("unreadable shard") == 1, proc.stderr  # logged once per process
-    assert "removing" not in proc.stderr
+    assert caplog.text.count("unreadable shard") == 1, caplog.text  # logged once per namespace
+    assert "removing" not in caplog.text
 
 
 # ------------------------------------------------------------------------- 5. a read-only cache that holds everything
@@ -110,24 +81,24 @@ def test_unreadable_shard_is_skipped_left_in_place_and_logged_once(tmp_path):
 def test_read_only_cache_serves_a_job_it_holds_and_names_cache_dir_when_it_does_not(tmp_path):
     cache = tmp_path / "features"
     common = ["logger=none", "progress=false", f"cache.dir={cache}", "predictions=[]"]
-    first = job_in_subprocess([TASK, *common], tmp_path / "fill", cwd=tmp_path)  # fills the cache (writable)
-    assert "exit 0" in first.stdout, first.stderr[-3000:]
+    code, stderr = job_in_process([TASK, *common], tmp_path / "fill")  # fills the cache (writable)
+    assert code == 0, stderr[-3000:]
     before = {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()}
     for p in [cache, *cache.rglob("*")]:
         p.chmod(p.stat().st_mode & ~0o222)  # the lab's shared, read-only copy
     try:
-        hit = job_in_subprocess([TASK, *common], tmp_path / "hit", cwd=tmp_path, unpriv=True)
-        assert "exit 0" in hit.stdout, hit.stderr[-3000:]
-        assert not error_lines(hit.stderr)
+        code, stderr = job_in_process([TASK, *common], tmp_path / "hit", unpriv=True)
+        assert code == 0, stderr[-3000:]
+        assert not error_lines(stderr)
         assert json.loads((tmp_path / "hit" / "results" / "MoEEDemoSTS.json").read_text())["main_score"] == \
             json.loads((tmp_path / "fill" / "results" / "MoEEDemoSTS.json").read_text())["main_score"]
 
-        miss = job_in_subprocess(["tasks.names=[MoEEDemoClustering]", *common], tmp_path / "miss", cwd=tmp_path,
-                                 unpriv=True)
-        assert "exit 2" in miss.stdout, miss.stderr[-3000:]
-        (line,) = error_lines(miss.stderr)
+        code, stderr = job_in_process(["tasks.names=[MoEEDemoClustering]", *common], tmp_path / "miss",
+                                      unpriv=True)
+        assert code == 2, stderr[-3000:]
+        (line,) = error_lines(stderr)
         assert f"cache.dir={cache} is read-only and lacks the features of" in line and "writable dir" in line
-        assert "Traceback" not in miss.stderr
+        assert "Traceback" not in stderr
     finally:
         for p in [cache, *cache.rglob("*")]:
             p.chmod(p.stat().st_mode | 0o200)
@@ -166,7 +137,7 @@ def test_full_disk_while_writing_a_row_keeps_the_old_file_and_leaves_no_temp_fil
 
 
 def _fsize_limit(kib: int):
-    return prewarmed.file_size_limit(kib)  # a write past it raises EFBIG (SIGXFSZ ignored) instead of killing
+    return file_size_limit(kib)  # a write past it raises EFBIG (SIGXFSZ ignored) instead of killing
 
 
 def test_file_size_limit_in_the_tiny_model_build_is_one_error_and_leaves_no_half_built_model(tmp_path):
@@ -180,8 +151,7 @@ def test_file_size_limit_in_the_tiny_model_build_is_one_error_and_leaves_no_half
         except USER_ERRORS as err:
             print(error_line(err))
     """
-    proc = prewarmed.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, env=_env(), timeout=600,
-                         preexec=_fsize_limit(6))
+    proc = process([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, env=_env(), preexec=_fsize_limit(6))
     (line,) = error_lines(proc.stdout)
     assert f"cannot write {tmp_path / 'models' / 'tiny'}" in line and "file-size limit" in line, proc.stderr[-2000:]
     assert "model.cache_dir" in line
@@ -193,10 +163,10 @@ def test_file_size_limit_in_a_job_is_one_error_line_and_the_rerun_resumes(tmp_pa
 
     model_path(tiny_model_cfg())  # the session's tiny model is built (unlimited) before the limited job
     job = tmp_path / "job"
-    args = [sys.executable, str(ROOT / "run.py"), "tasks.names=[MoEEDemoSTS,MoEEDemoReranking]", "logger=none", "protocol=clean",
+    args = ["tasks.names=[MoEEDemoSTS,MoEEDemoReranking]", "logger=none", "protocol=clean",
             "progress=false", f"cache.dir={tmp_path / 'features'}", f"hydra.run.dir={job}"]
     # 6 KiB: the STS row fits, the reranking row (its per-query scores) does not
-    proc = prewarmed.run(args, cwd=tmp_path, env=_env(), timeout=600, preexec=_fsize_limit(6))
+    proc = process(run_py(*args), cwd=tmp_path, env=_env(), preexec=_fsize_limit(6))
     assert proc.returncode == 2, proc.stderr[-3000:]
     (line,) = error_lines(proc.stderr)
     assert line.startswith(f"error: cannot write {job}") and "file-size limit (ulimit -f)" in line, line
@@ -204,7 +174,7 @@ def test_file_size_limit_in_a_job_is_one_error_line_and_the_rerun_resumes(tmp_pa
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".tmp")]
     kept = sorted(p.stem for p in (job / "results").glob("*.json"))
     assert kept == ["MoEEDemoSTS"]
-    rerun = prewarmed.run(args, cwd=tmp_path, env=_env(), timeout=600)
+    rerun = cli(*args, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "reusing 1 result(s)" in rerun.stderr + rerun.stdout
     assert sorted(p.stem for p in (job / "results").glob("*.json")) == ["MoEEDemoReranking", "MoEEDemoSTS"]
@@ -217,9 +187,8 @@ def test_file_size_limit_in_a_job_is_one_error_line_and_the_rerun_resumes(tmp_pa
 def test_output_dir_that_cannot_be_created_is_one_error_line(tmp_path, mode):
     (tmp_path / "a_file").write_text("not a dir")
     key = "hydra.run.dir" if mode == "run" else "hydra.sweep.dir"
-    cmd = [sys.executable, str(ROOT / "run.py"), *(["-m", "emb=hs,rw"] if mode == "sweep" else []), TASK,
-           "logger=none", f"{key}={tmp_path / 'a_file' / 'out'}"]
-    proc = prewarmed.run(cmd, cwd=tmp_path, env=_env(), timeout=600)
+    proc = cli(*(["-m", "emb=hs,rw"] if mode == "sweep" else []), TASK, "logger=none",
+               f"{key}={tmp_path / 'a_file' / 'out'}", cwd=tmp_path)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "NotADirectoryError" not in proc.stderr
     assert error_lines(proc.stderr) == [f"error: {key}='{tmp_path / 'a_file' / 'out'}' cannot be used: "
@@ -229,8 +198,7 @@ def test_output_dir_that_cannot_be_created_is_one_error_line(tmp_path, mode):
 def test_unwritable_output_dir_is_one_error_line(tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
-    cmd = [sys.executable, str(ROOT / "run.py"), TASK, "logger=none", f"hydra.run.dir={locked / 'out'}"]
-    proc = prewarmed.run(cmd, cwd=tmp_path, env=_env(), timeout=600, preexec=unprivileged())
+    proc = unprivileged(cli, TASK, "logger=none", f"hydra.run.dir={locked / 'out'}", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert error_lines(proc.stderr) == [f"error: hydra.run.dir='{locked / 'out'}' cannot be used: '{locked}' is not "
                                         "writable; point hydra.run.dir at a writable dir"]
@@ -288,6 +256,11 @@ def _holder(tmp_path, stale):
     return proc
 
 
+def dead_pid() -> int:
+    """A pid no process on this host has: the kernel's pid_max (pids are below it)."""
+    return int(Path("/proc/sys/kernel/pid_max").read_text())
+
+
 def _wait_in_thread(ns):
     """Enter and leave ns.extract_lock() in a thread: (thread, outcome list). A thread, so that a waiter that
     waits for ever (today's flock) fails the test instead of hanging it."""
@@ -338,34 +311,47 @@ def test_dead_lock_holder_on_this_host_is_taken_over(tmp_path, caplog):
 
     ns = FeatureCache(tmp_path / "features").namespace(IDENT)
     ns.path.mkdir(parents=True)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = dead_pid()
     with open(ns.path / ".extract.lock", "w+b") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        f.write(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "since": "then"}).encode())
+        f.write(json.dumps({"host": socket.gethostname(), "pid": dead, "since": "then"}).encode())
         f.flush()
         with caplog.at_level(logging.WARNING, logger="moee_exp.features.cache"):
             thread, outcome = _wait_in_thread(ns)
             thread.join(120)
     assert outcome == ["entered"]
-    assert f"pid {int(dead.stdout)} since then, which is gone: taking over" in caplog.text
+    assert f"pid {dead} since then, which is gone: taking over" in caplog.text
 
 
 def test_lock_wait_limit_ends_with_one_line(tmp_path):
+    """The holder is alive and refreshing (never taken over): a thread of this process, holding the lock through its
+    own open file (flock locks are per open file, so another open of it in this process waits)."""
+    import threading
+
     from moee_exp.errors import USER_ERRORS, error_line
 
-    holder = _holder(tmp_path, stale=300)  # alive and refreshing: never taken over
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with FeatureCache(tmp_path / "features", lock_stale_s=300).namespace(IDENT).extract_lock():
+            held.set()
+            release.wait(120)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
     try:
+        assert held.wait(60)
         ns = FeatureCache(tmp_path / "features", lock_wait_s=3).namespace(IDENT)
         thread, outcome = _wait_in_thread(ns)
         thread.join(120)
         (err,) = outcome
         assert isinstance(err, USER_ERRORS), repr(err)
         line = error_line(err)
-        assert line.startswith("error: gave up after ") and f"pid {holder.pid}" in line
+        assert line.startswith("error: gave up after ") and f"pid {os.getpid()}" in line
         assert "raise cache.lock_wait_s (0 waits for ever)" in line
     finally:
-        holder.kill()
-        holder.wait()
+        release.set()
+        holder.join(60)
 
 
 # ------------------------------------------------------------------------- preemption: SIGTERM, SIGUSR1, submitit
@@ -407,7 +393,7 @@ def _signal_when_in_flight(proc, marker, signum):
 
     deadline = time.monotonic() + 400
     while not marker.exists() or not marker.read_text():
-        assert proc.poll() is None, f"the job ended before dataset 2: {proc.output()[1][-3000:]}"
+        assert proc.poll() is None, f"the job ended before dataset 2: {output(proc)[1][-3000:]}"
         assert time.monotonic() < deadline, "dataset 2 never started"
         time.sleep(0.2)
     os.kill(int(marker.read_text()), signum)
@@ -433,15 +419,15 @@ def test_sigterm_keeps_finished_rows_writes_results_csv_and_wandb_and_says_how_t
 
     env, marker = _stalling_env(tmp_path)
     job = tmp_path / "job"
-    proc = prewarmed.Process(
-        [sys.executable, str(ROOT / "run.py"), f"tasks.names=[{','.join(TASKS3)}]", "logger=wandb", "progress=false", "protocol=clean",
-         f"cache.dir={tmp_path / 'features'}", f"hydra.run.dir={job}"], cwd=tmp_path, env=env)
+    proc = start(run_py(f"tasks.names=[{','.join(TASKS3)}]", "logger=wandb", "progress=false", "protocol=clean",
+                        f"cache.dir={tmp_path / 'features'}", f"hydra.run.dir={job}"), cwd=tmp_path, env=env)
     try:
         _signal_when_in_flight(proc, marker, signal.SIGTERM)
         proc.wait(300)
     finally:
         proc.kill()
-    _, stderr = proc.output()
+        proc.wait()
+    _, stderr = output(proc)
     assert proc.returncode == 128 + signal.SIGTERM
     assert "Traceback" not in stderr
     stopped = [line for line in stderr.splitlines() if line.startswith("stopped by")]
@@ -450,9 +436,7 @@ def test_sigterm_keeps_finished_rows_writes_results_csv_and_wandb_and_says_how_t
     assert sorted(p.stem for p in (job / "results").glob("*.json")) == [TASKS3[0]]
     table = (job / "results.csv").read_text().splitlines()
     assert len(table) == 2 and table[1].split(",")[table[0].split(",").index("task")] == TASKS3[0]
-    (run_dir,) = (job / "wandb").glob("offline-run-*")
-    cmd = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(run_dir)]
-    summary = json.loads(prewarmed.run(cmd, cwd=tmp_path, check=True, timeout=120).stdout)["summary"]
+    summary = wandb_summary(job)["summary"]
     assert f"STS/{TASKS3[0]}" in summary and "avg" in summary
     assert not [p for p in job.rglob("*") if p.name.endswith(".tmp")]
 
@@ -462,16 +446,16 @@ def test_sigterm_under_submitit_requeues_the_job_and_it_resumes(tmp_path):
 
     env, marker = _stalling_env(tmp_path)
     sweep = tmp_path / "sweep"
-    proc = prewarmed.Process(
-        [sys.executable, str(ROOT / "run.py"), "-m", "hydra/launcher=local", "emb=moee_sum", "weights.alpha=1.0", "protocol=clean",
-         f"tasks.names=[{','.join(TASKS3)}]", "logger=none", "progress=false", f"cache.dir={tmp_path / 'features'}",
-         f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env)
+    proc = start(run_py("-m", "hydra/launcher=local", "emb=moee_sum", "weights.alpha=1.0", "protocol=clean",
+                        f"tasks.names=[{','.join(TASKS3)}]", "logger=none", "progress=false",
+                        f"cache.dir={tmp_path / 'features'}", f"hydra.sweep.dir={sweep}"), cwd=tmp_path, env=env)
     try:
         _signal_when_in_flight(proc, marker, signal.SIGTERM)
         proc.wait(600)
     finally:
         proc.kill()
-    _, stderr = proc.output()
+        proc.wait()
+    _, stderr = output(proc)
     assert proc.returncode == 0, stderr[-3000:]
     rows = {p.stem: json.loads(p.read_text()) for p in (sweep / "0" / "results").glob("*.json")}
     assert sorted(rows) == sorted(TASKS3)  # the requeued job finished the job

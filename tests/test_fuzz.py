@@ -14,7 +14,7 @@ one of:
   job's results/;
 - the job runs (a tiny model on one small demo task; the first few valid values per key) and writes its results.
 Anything else is an exception that would reach the user as a traceback: the test fails with the drawn value.
-A few real subprocess runs prove that the in-process harness prints what the command prints.
+Two real `python run.py` processes prove that the in-process harness prints what the command prints.
 """
 
 from __future__ import annotations
@@ -24,18 +24,17 @@ import dataclasses
 import io
 import json
 import os
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import prewarmed
 import pytest
 import yaml
 from conftest import ROOT
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
+from jobs import cli, compose, process, run_py
 from omegaconf import OmegaConf
 
 # CI: the same examples every run (derandomize), a bounded count, no deadline (2 busy cores), no example database.
@@ -56,13 +55,7 @@ JOBS_PER_KEY = {"known": 1, "drawn": 3}
 
 
 def _compose(overrides):
-    from hydra import compose, initialize_config_dir
-
-    from moee_exp.jobs.config import register
-
-    register()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return compose(*overrides)
 
 
 _BASES: dict = {}  # group choices -> the config Hydra composed for them
@@ -315,9 +308,8 @@ def test_issue_cases_in_process_and_on_the_command_line_give_the_same_line(workd
 
     def command(override):
         cwd = Path(tempfile.mkdtemp(prefix="cli", dir=workdir))
-        proc = prewarmed.run([sys.executable, str(ROOT / "run.py"), *(f"{k}={v}" for k, v in BASE.items()),
-                               override], cwd=cwd, timeout=300,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = process(run_py(*(f"{k}={v}" for k, v in BASE.items()), override), cwd=cwd, timeout=300,
+                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
         return proc, cwd
 
     on_command_line = ["weights.alpha=nan", "model.device=cuda"]  # seconds of imports each: two are enough
@@ -337,8 +329,7 @@ def test_issue_cases_in_process_and_on_the_command_line_give_the_same_line(workd
 
 def test_a_hydra_type_error_is_hydras_message_on_the_command_line_too(workdir):
     kind, code, message = run_in_process({**BASE, "model.batch_size": "'x'"}, workdir / "hydra", run=False)
-    proc = prewarmed.run([sys.executable, str(ROOT / "run.py"), "model.batch_size='x'", "logger=none"],
-                          cwd=workdir, timeout=300)
+    proc = cli("model.batch_size='x'", "logger=none", cwd=workdir)  # through Hydra's main, as the command
     assert (kind, code, proc.returncode) == ("hydra", 1, 1)
     assert "Value 'x' of type 'str' could not be converted to Integer" in message
     assert "Value 'x' of type 'str' could not be converted to Integer" in proc.stderr
@@ -458,11 +449,12 @@ def test_every_embed_input_gives_an_npz_or_one_error_line(case, embed_main, work
 def test_latin1_input_names_the_encoding_option_and_is_read_with_it(workdir, embed_main):
     src = workdir / "latin1.txt"
     src.write_bytes("café au lait\r\nnaïve\r\n".encode("latin-1"))
-    proc = prewarmed.run([sys.executable, "-m", "moee_exp.integrations.embed", "--model", "tiny", "--cache-dir",
-                           os.environ["MOEE_CACHE_DIR"], "--input", str(src), "--output", str(workdir / "l.npz")],
-                          cwd=ROOT, timeout=300)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):  # `python -m moee_exp.integrations.embed ...`: its main, in-process
+        code = embed_main(["--model", "tiny", "--cache-dir", os.environ["MOEE_CACHE_DIR"], "--input", str(src),
+                           "--output", str(workdir / "l.npz")])
+    assert code == 2 and "Traceback" not in stderr.getvalue()
+    (line,) = [line for line in stderr.getvalue().splitlines() if line.startswith("error:")]
     assert "is not valid utf-8 (byte 0xe9 at offset 3)" in line and "--encoding latin-1" in line
     assert not (workdir / "l.npz").exists()
     code = embed_main(["--model", "tiny", "--cache-dir", os.environ["MOEE_CACHE_DIR"], "--input", str(src),

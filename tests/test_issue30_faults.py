@@ -18,18 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import ROOT
+from jobs import compose
 
 TASK = "tasks.names=[MoEEDemoSTS]"
 
 
-def _compose(*overrides):
-    from hydra import compose, initialize_config_dir
-
-    from moee_exp.jobs.config import register
-
-    register()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+_compose = compose
 
 
 def _job(cfg, job_dir: Path) -> tuple[int, str]:

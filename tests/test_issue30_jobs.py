@@ -19,13 +19,12 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
-import prewarmed
 import pytest
 from conftest import ROOT
+from jobs import compose, unprivileged
 
 import run as run_py
 
@@ -38,14 +37,7 @@ def _env(**extra):
     return {k: v for k, v in env.items() if v is not None}
 
 
-def _compose(*overrides):
-    from hydra import compose, initialize_config_dir
-
-    from moee_exp.jobs.config import register
-
-    register()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+_compose = compose
 
 
 def _base(tmp_path: Path, *more: str) -> list[str]:
@@ -157,11 +149,11 @@ def test_issue30_1_two_jobs_one_dir_refused(tmp_path):
     assert code == 0, err[-3000:]
     assert sorted(rows_of(job)) == sorted(TASKS3) and sorted(table_tasks(job)) == sorted(TASKS3)
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(Path("/proc/sys/kernel/pid_max").read_text())  # a pid no process on this host has (pids are below it)
     with open(job / ".job.lock", "r+b") as f:  # a flock that outlived its holder (an inherited descriptor, NFS)
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         f.truncate()
-        f.write(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "since": "then"}).encode())
+        f.write(json.dumps({"host": socket.gethostname(), "pid": dead, "since": "then"}).encode())
         f.flush()
         code, err = run_job(job, *common)
     assert code == 0, err[-3000:]
@@ -431,18 +423,7 @@ def test_issue30_14_cache_subdir_that_is_a_file_is_one_line(tmp_path):
 
 # ------------------------------------------------------------------------------------------- 15. read-only cache dir
 
-JOB = """
-import sys
-sys.path.insert(0, {root!r})
-from hydra import compose, initialize_config_dir
-import run
-with initialize_config_dir({conf!r}, version_base="1.3"):
-    cfg = compose("config", overrides={overrides!r})
-print("exit", run.job(cfg, {job!r}, "issue30"))
-"""
-
-
-def test_issue30_15_read_only_moee_cache_dir_that_holds_everything(tmp_path):
+def test_issue30_15_read_only_moee_cache_dir_that_holds_everything(tmp_path, monkeypatch):
     from conftest import tiny_model_cfg
 
     from moee_exp.features.featurize import model_path
@@ -455,26 +436,23 @@ def test_issue30_15_read_only_moee_cache_dir_that_holds_everything(tmp_path):
     assert code == 0, err[-3000:]
     files = {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()}
 
-    def job(names, name):
-        script = JOB.format(root=str(ROOT), conf=str(ROOT / "conf"), job=str(tmp_path / name),
-                            overrides=[*overrides[:-1], f"tasks.names=[{names}]"])
-        preexec = prewarmed.without_capabilities("dac_override", "dac_read_search", "fowner") \
-            if os.geteuid() == 0 else None
-        return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=tmp_path, capture_output=True,
-                              text=True, env=_env(MOEE_CACHE_DIR=str(cache)), preexec_fn=preexec, timeout=600)
+    def job(names, name):  # MOEE_CACHE_DIR=<cache>, file permissions binding (tests/jobs.py: unprivileged)
+        with monkeypatch.context() as env:
+            env.setenv("MOEE_CACHE_DIR", str(cache))
+            return unprivileged(run_job, tmp_path / name, *overrides[:-1], f"tasks.names=[{names}]")
 
     for p in [cache, *cache.rglob("*")]:
         p.chmod(p.stat().st_mode & ~0o222)
     try:
-        hit = job("MoEEDemoSTS", "hit")
-        assert "exit 0" in hit.stdout, hit.stderr[-3000:]
-        assert not error_lines(hit.stderr)
+        code, err = job("MoEEDemoSTS", "hit")
+        assert code == 0, err[-3000:]
+        assert not error_lines(err)
         assert rows_of(tmp_path / "hit")["MoEEDemoSTS"]["main_score"] == \
             rows_of(tmp_path / "fill")["MoEEDemoSTS"]["main_score"]
-        miss = job("MoEEDemoClustering", "miss")  # a feature it lacks: only the needed write fails, in one line
-        assert "exit 2" in miss.stdout, miss.stderr[-3000:]
-        (line,) = error_lines(miss.stderr)
-        assert "is read-only and lacks the features of" in line and "Traceback" not in miss.stderr
+        code, err = job("MoEEDemoClustering", "miss")  # a feature it lacks: only the needed write fails, in one line
+        assert code == 2, err[-3000:]
+        (line,) = error_lines(err)
+        assert "is read-only and lacks the features of" in line and "Traceback" not in err
     finally:
         for p in [cache, *cache.rglob("*")]:
             p.chmod(p.stat().st_mode | 0o200)

@@ -2,23 +2,28 @@
 
 Each job runs in its own process, so run.py's task function must pickle, and jobs of one sweep share the feature
 cache: two jobs extracting the same model x prompt x dataset at once must leave a cache a later job reads back.
+The two sweeps whose launchers start processes (submitit local, joblib) run as a real `python run.py -m ...`; the
+others stop before a job starts (preflight, a refused sbatch, --cfg) and run in-process (tests/jobs.py).
 """
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
-import prewarmed
-from conftest import ROOT
+from jobs import cli, process, run_py
 
 TASK = "tasks.names=[MoEEDemoSTS]"
 
 
 def run(*overrides, cwd, env=None):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return prewarmed.run([sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd, env=env, timeout=600)
+    """`python run.py <overrides>` in-process, with ``env`` added to the environment."""
+    return cli(*overrides, cwd=cwd, env={**os.environ, **(env or {})})
+
+
+def run_process(*overrides, cwd, env=None):
+    """`python run.py <overrides>` as a real process: for launchers that start the jobs' own processes."""
+    return process(run_py(*overrides), cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def results(sweep: Path) -> dict[int, dict]:
@@ -31,8 +36,9 @@ def test_submitit_local_two_job_sweep_sharing_one_feature_cache(tmp_cwd, monkeyp
     # Both jobs need the same features (same model, prompt, dataset; only alpha differs) and start together
     # on an empty cache: both extract and write the same namespace at once.
     secrets = {"WANDB_API_KEY": "0123456789abcdef0123456789abcdefFAKEKEY!", "HF_TOKEN": "hf_FakeTokenNeverWritten42"}
-    proc = run("-m", "hydra/launcher=local", "emb=moee_sum", "weights.alpha=0.5,1.0", TASK, "logger=none",
-               "protocol=clean", "progress=false", f"cache.dir={cache}", f"hydra.sweep.dir={sweep}", cwd=tmp_cwd, env=secrets)
+    proc = run_process("-m", "hydra/launcher=local", "emb=moee_sum", "weights.alpha=0.5,1.0", TASK, "logger=none",
+                       "protocol=clean", "progress=false", f"cache.dir={cache}", f"hydra.sweep.dir={sweep}", cwd=tmp_cwd,
+                       env=secrets)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for path in sweep.rglob("*"):  # submitit's pickles and logs, Hydra's configs, our results
         if path.is_file():
@@ -81,8 +87,8 @@ def test_a_mistake_shared_by_the_sweep_stops_it_before_anything_is_submitted(tmp
 
 def test_joblib_two_job_sweep(tmp_cwd):
     sweep = tmp_cwd / "sweep"
-    proc = run("-m", "hydra/launcher=parallel", "emb=hs", "prompt=none,prompteol", TASK, "logger=none",
-               "progress=false", f"hydra.sweep.dir={sweep}", cwd=tmp_cwd)
+    proc = run_process("-m", "hydra/launcher=parallel", "emb=hs", "prompt=none,prompteol", TASK, "logger=none",
+                       "progress=false", f"hydra.sweep.dir={sweep}", cwd=tmp_cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
     rows = results(sweep)

@@ -106,26 +106,27 @@ def test_public_import_paths_are_kept(alias):
     assert importlib.import_module(f"moee_exp.{alias}") is importlib.import_module(f"moee_exp.integrations.{alias}")
 
 
-def test_python_m_embed_still_runs():
-    import subprocess
+def test_python_m_embed_still_runs(monkeypatch, capsys):
+    """`python -m moee_exp.embed --help`, as runpy runs a -m module (run as __main__, argv[0] its file)."""
+    import runpy
 
-    out = subprocess.run([sys.executable, "-m", "moee_exp.embed", "--help"], capture_output=True, text=True,
-                         cwd=ROOT, timeout=300)
-    assert out.returncode == 0 and "--model" in out.stdout, out.stderr
+    monkeypatch.setattr(sys, "argv", ["moee_exp/embed.py", "--help"])
+    monkeypatch.delitem(sys.modules, "moee_exp.embed", raising=False)  # as in a new interpreter: not imported yet
+    with pytest.raises(SystemExit) as done:
+        runpy.run_module("moee_exp.embed", run_name="__main__", alter_sys=True)
+    out = capsys.readouterr()
+    assert done.value.code in (0, None) and "--model" in out.out, out.err
 
 
 def test_a_job_enters_the_config_module_once_and_climbs_up_at_most_three_times(tmp_path):
     """Follow one job through every Python call: the config module is entered once (read_job), and calls from a
     lower floor into a higher one (callbacks the runner hands down) are at most 3 distinct edges."""
-    from hydra import compose, initialize_config_dir
+    from jobs import compose
 
-    from moee_exp.jobs.config import register
     from moee_exp.jobs.runner import run_job
 
-    register()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["tasks.names=[MoEEDemoSTS]", "logger=none", "progress=false",
-                                           "predictions=[]", f"paths.cache_dir={tmp_path / 'cache'}"])
+    cfg = compose("tasks.names=[MoEEDemoSTS]", "logger=none", "progress=false", "predictions=[]",
+                  f"paths.cache_dir={tmp_path / 'cache'}")
     run_job(cfg, tmp_path / "warm", "g")  # imports, the tiny model and the features: not what is followed
     config_file = str(PKG / "jobs" / "config.py")
     entries, climbs = [], set()

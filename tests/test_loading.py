@@ -56,10 +56,10 @@ def test_our_model_classes_are_registered_on_first_config_read_not_on_import():
     cached jobs never read a config) must not pay it, while reading a config must still find our classes."""
     import sys
 
-    import prewarmed  # a process that has imported none of our modules (third-party ones may be loaded)
+    from jobs import process  # a fresh interpreter: it has imported none of our modules
 
     code = ("import sys, moee_exp, moee_exp.jobs.runner; assert 'moee_exp.features.models' not in sys.modules; "
             "from moee_exp.features.loading import tiny_config; tiny_config({'model_type': 'deepseek'}); "
             "assert 'moee_exp.features.models' in sys.modules")
-    proc = prewarmed.run([sys.executable, "-c", code], timeout=300)
+    proc = process([sys.executable, "-c", code], timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

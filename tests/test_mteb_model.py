@@ -1,13 +1,11 @@
 """MoEE as an mteb model (real metadata, mteb's loader protocol) and the runner's optional mteb result layout."""
 
 import json
-import os
-import sys
 
 import mteb
-import prewarmed
 import pytest
-from conftest import ROOT, tiny_model_cfg
+from conftest import tiny_model_cfg
+from jobs import cli, compose
 
 from moee_exp.features.featurize import Featurizer, model_path
 from moee_exp.features.prompts import TEMPLATES
@@ -59,13 +57,8 @@ def test_mteb_evaluate_in_a_users_script_equals_the_runners_encoder():
     assert other.fuse_kwargs["alpha"] == 1.0 and other.mteb_model_meta.experiment_kwargs == {"alpha": 1.0}
 
 
-def _run(*overrides, cwd):
-    return prewarmed.run([sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd,
-                         env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=600)
-
-
 def test_runner_writes_mteb_result_layout_that_mteb_loads(tmp_cwd):
-    proc = _run(
+    proc = cli(
         "-m", "emb=moee_sum", "weights.alpha=0.2,0.7", "tasks.names=[MoEEDemoSTS,MoEEDemoPairClassification]",
         "logger=none", "progress=false", "mteb_results=mteb-results",
         "protocol.sum_scoring=similarity",  # mteb's result layout holds mteb's scores (paper's sum is scored by us)
@@ -95,11 +88,4 @@ def test_runner_writes_mteb_result_layout_that_mteb_loads(tmp_cwd):
 
 
 def test_mteb_results_is_off_by_default():
-    from hydra import compose, initialize_config_dir
-
-    from moee_exp.jobs.config import register
-
-    register()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[])
-    assert cfg.mteb_results is None
+    assert compose().mteb_results is None

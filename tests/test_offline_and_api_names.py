@@ -74,16 +74,11 @@ def test_a_reachable_hub_is_left_alone(fresh_hub_state, monkeypatch):
 
 
 def test_a_job_on_a_hub_model_offline_is_one_line_in_seconds(tmp_path):
-    from hydra import compose, initialize_config_dir
+    from jobs import compose
 
     import run as run_py
-    from conftest import ROOT
-    from moee_exp.jobs.config import register
 
-    register()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["model=olmoe", "model.quantization=none", "tasks.data=synthetic",
-                                           "logger=none"])
+    cfg = compose("model=olmoe", "model.quantization=none", "tasks.data=synthetic", "logger=none")
     stderr = io.StringIO()
     start = time.perf_counter()
     with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):

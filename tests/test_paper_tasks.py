@@ -2,21 +2,19 @@
 subsets, evaluators and main scores) through run.py, our encoder and the report, with only their data replaced by
 synthetic data of each task's schema (tasks.data=synthetic, moee_exp/scoring/synthetic_tasks.py) and the tiny model.
 
-Every experiment config runs as a user would type it, one Hydra multirun process each, cut down by overrides."""
+Every experiment config runs as a user would type it, one Hydra multirun each (in-process: tests/jobs.py), cut down
+by overrides."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mteb
 import pandas as pd
-import prewarmed
 import pytest
 import yaml
+from jobs import cli
 
 from analysis import report
 from moee_exp.scoring.paper_scoring import MAIN_SCORES
@@ -46,10 +44,7 @@ EVALUATOR_KEYS = {
 
 
 def run_sweep(tmp: Path, name: str) -> int:
-    cmd = [sys.executable, str(ROOT / "run.py"), f"+experiment={name}", *DRY, *SWEEPS[name],
-           f"hydra.sweep.dir={tmp / name}", "-m"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # a tiny model gains nothing from threads; two sweeps share 2 cores
-    proc = prewarmed.run(cmd, cwd=tmp, env=env, timeout=900)
+    proc = cli(f"+experiment={name}", *DRY, *SWEEPS[name], f"hydra.sweep.dir={tmp / name}", "-m", cwd=tmp)
     (tmp / f"{name}.log").write_text(proc.stdout + proc.stderr)
     return proc.returncode
 
@@ -57,8 +52,7 @@ def run_sweep(tmp: Path, name: str) -> int:
 @pytest.fixture(scope="session")  # (module scope: built again when xdist interleaves another module)
 def sweeps(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rehearsal")
-    with ThreadPoolExecutor(max_workers=2) as pool:  # each process spends seconds importing
-        codes = dict(zip(SWEEPS, pool.map(lambda name: run_sweep(tmp, name), SWEEPS)))
+    codes = {name: run_sweep(tmp, name) for name in SWEEPS}  # in-process (tests/jobs.py), one after the other
     for name, code in codes.items():
         assert code == 0, (tmp / f"{name}.log").read_text()[-4000:]
     return {name: tmp / name for name in SWEEPS}

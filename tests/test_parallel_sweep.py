@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, tiny_model_cfg
+from conftest import tiny_model_cfg
+from jobs import compose
 
 from moee_exp.features.cache import FeatureCache, text_key
 from moee_exp.features.featurize import Featurizer
@@ -63,17 +64,11 @@ def test_without_the_lock_both_jobs_extract(tmp_path):
 def test_alpha_jobs_run_at_once_on_a_shared_cache_score_as_sequential_jobs_without_it(tmp_path):
     """The real runner: 2 moee_sum jobs at once (threads, as joblib workers would be processes) on one cache dir
     versus the same jobs one after the other without any cache: every score equal to 1e-6."""
-    from hydra import compose, initialize_config_dir
-
-    from moee_exp.jobs.config import register
     from moee_exp.jobs.runner import run_job
 
-    register()
     common = ["tasks.names=[MoEEDemoSTS,MoEEDemoClassification]", "logger=none", "progress=false", "emb=moee_sum"]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        seq = [compose("config", overrides=[*common, f"weights.alpha={a}", "cache=off"]) for a in (0.3, 1.0)]
-        par = [compose("config", overrides=[*common, f"weights.alpha={a}", f"cache.dir={tmp_path / 'features'}"])
-               for a in (0.3, 1.0)]
+    seq = [compose(*common, f"weights.alpha={a}", "cache=off") for a in (0.3, 1.0)]
+    par = [compose(*common, f"weights.alpha={a}", f"cache.dir={tmp_path / 'features'}") for a in (0.3, 1.0)]
     expected = [run_job(cfg, tmp_path / f"seq{i}", "seq") for i, cfg in enumerate(seq)]
     got, errors = {}, []
 

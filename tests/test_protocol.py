@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from jobs import compose
 import torch
-from hydra import compose, initialize_config_dir
 
 from moee_exp.errors import ConfigError
 from moee_exp.features.instructions import E5_TABLE, Instructions, format_instruction
@@ -115,12 +115,7 @@ def test_batch_standardization_is_the_public_codes_torch_zscore():
     assert not standardize_block(x[:129], "batch", 128)[128].any()
 
 
-def _compose(*overrides):
-    from moee_exp.jobs.config import register
-
-    register()
-    with initialize_config_dir(str(ROOT / "conf"), version_base=None):
-        return compose("config", overrides=list(overrides))
+_compose = compose
 
 
 @pytest.mark.parametrize(

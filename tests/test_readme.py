@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from jobs import compose
 
 pytestmark = pytest.mark.xdist_group("test_readme")
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
@@ -143,14 +144,10 @@ def first_job(overrides: list[str]) -> tuple[list[str], str | None]:
 def stand_in(overrides: list[str]) -> list[str]:
     """STAND_IN applied: a hub model → the tiny model, keeping the task set the command would run."""
     import yaml
-    from hydra import compose, initialize_config_dir
 
-    from moee_exp.jobs.config import register
     from moee_exp.scoring.demo_tasks import DEMO_TASKS
 
-    register()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        written = compose("config", overrides=overrides, return_hydra_config=True)
+    written = compose(*overrides, hydra=True)
     task_set = written.hydra.runtime.choices["tasks@_global_.tasks"] if "tasks@_global_.tasks" in \
         written.hydra.runtime.choices else written.hydra.runtime.choices.get("tasks")
     model = written.hydra.runtime.choices.get("model")
@@ -178,7 +175,6 @@ def one_per_type(cfg) -> None:
 
 def run_command(args: list[str], cwd: Path, where: str) -> int:
     """run.py's own parser on the command line, then its first job in-process (run.job: the command's own path)."""
-    from hydra import compose, initialize_config_dir
     from hydra._internal.utils import get_args_parser
 
     import run
@@ -186,8 +182,7 @@ def run_command(args: list[str], cwd: Path, where: str) -> int:
     parsed = get_args_parser().parse_args(args)  # exits (argparse) on a command line run.py would refuse
     overrides, sweep_dir = first_job(parsed.overrides)
     overrides = stand_in(overrides)
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose(*overrides)
     one_per_type(cfg)
     default = f"multirun/{where}/0" if parsed.multirun else f"outputs/{where}"  # as Hydra's: a new dir per command
     job_dir = cwd / (sweep_dir or default.replace(":", "_").replace(".md", ""))

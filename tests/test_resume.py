@@ -3,14 +3,15 @@
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import prewarmed
 import pytest
-from conftest import ROOT
+from jobs import ROOT, cli, wandb_summary
+from jobs import compose as hydra_compose
 
 from moee_exp.jobs import resume
 
@@ -39,41 +40,30 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def _env(**extra):
-    return {**os.environ, "PYTHONUNBUFFERED": "1", **extra}
-
-
-def run(*overrides, cwd):
-    return prewarmed.run([sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd, env=_env(), timeout=600)
-
-
 def rows_of(job: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in (job / "results").glob("*.json")}
 
 
-def wandb_config(job: Path) -> dict:
-    (run_dir,) = (job / "wandb").glob("offline-run-*")
-    cmd = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(run_dir)]
-    return json.loads(prewarmed.run(cmd, check=True, timeout=120).stdout)["config"]
-
-
 def test_kill_9_mid_job_then_rerun_recomputes_only_what_was_missing(tmp_cwd):
+    """A real process, killed with SIGKILL (nothing of it runs after: no handler, no finally); the re-run in-process."""
     job = tmp_cwd / "job"
     script = tmp_cwd / "stalling_run.py"
     script.write_text(STALLING_RUN)
     in_flight = tmp_cwd / "in_flight"
-    proc = prewarmed.Process(
-        [sys.executable, str(script), TASK_OVERRIDE, "protocol=clean", "logger=none", f"hydra.run.dir={job}"],
-        cwd=tmp_cwd, env=_env(MOEE_TEST_IN_FLIGHT=str(in_flight), MOEE_TEST_RUN_PY=str(ROOT / "run.py")),
-    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MOEE_TEST_IN_FLIGHT": str(in_flight),
+           "MOEE_TEST_RUN_PY": str(ROOT / "run.py")}
+    with open(tmp_cwd / "stderr", "w") as err:
+        proc = subprocess.Popen([sys.executable, str(script), TASK_OVERRIDE, "protocol=clean", "logger=none",
+                                 f"hydra.run.dir={job}"], cwd=tmp_cwd, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err)
     try:
         deadline = time.monotonic() + 300
         while not in_flight.exists():
-            assert proc.poll() is None, f"the job ended before dataset 2: {proc.output()[1][-3000:]}"
+            assert proc.poll() is None, f"the job ended before dataset 2: {(tmp_cwd / 'stderr').read_text()[-3000:]}"
             assert time.monotonic() < deadline, "dataset 2 never started"
             time.sleep(0.2)
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
+        proc.kill()
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert set(rows_of(job)) == {TASKS[0]}  # dataset 1 saved; dataset 2 (in flight) and 3 lost
@@ -82,7 +72,7 @@ def test_kill_9_mid_job_then_rerun_recomputes_only_what_was_missing(tmp_cwd):
     before, mtime = first.read_bytes(), first.stat().st_mtime_ns
     killed_uid = json.loads(before)["run_uid"]
 
-    rerun = run(TASK_OVERRIDE, "protocol=clean", "logger=wandb", f"hydra.run.dir={job}", cwd=tmp_cwd)
+    rerun = cli(TASK_OVERRIDE, "protocol=clean", "logger=wandb", f"hydra.run.dir={job}", cwd=tmp_cwd)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     log = rerun.stdout + rerun.stderr
     assert f"reusing 1 result(s) already in {job / 'results'}: {TASKS[0]}" in log
@@ -94,7 +84,7 @@ def test_kill_9_mid_job_then_rerun_recomputes_only_what_was_missing(tmp_cwd):
     assert all(rows[t]["computed_at"] > rows[TASKS[0]]["computed_at"] for t in TASKS[1:])
     table = (job / "results.csv").read_text().splitlines()
     assert len(table) == 1 + len(TASKS)  # the table holds reused and new rows
-    config = wandb_config(job)  # the W&B run records what was reused
+    config = wandb_summary(job)["config"]  # the W&B run records what was reused
     assert config["resume.reused_tasks"] == [TASKS[0]]
     assert config["resume.computed_tasks"] == TASKS[1:]
 
@@ -109,15 +99,9 @@ def fake_task(name="T", revision="r1"):
 
 
 def compose(*overrides) -> dict:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from moee_exp.jobs.config import register
-
-    register()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return OmegaConf.to_container(hydra_compose("config", overrides=list(overrides)), resolve=True)
+    return OmegaConf.to_container(hydra_compose(*overrides), resolve=True)
 
 
 def save(job: Path, plan: resume.ResumePlan, task) -> dict:

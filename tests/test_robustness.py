@@ -10,32 +10,24 @@ import os
 import re
 import socket
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import prewarmed
 import pytest
-from conftest import ROOT, tiny_model_cfg
-
-# one xdist worker runs this module: its session-scoped fixture is built once, not once per worker
-pytestmark = pytest.mark.xdist_group("test_robustness")
+from conftest import tiny_model_cfg
+from jobs import cli, compose, error_lines
 
 TASK = "tasks.names=[MoEEDemoSTS]"
 
 
 def _env(**extra):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **extra}
+    env = {**os.environ, **extra}
     return {k: v for k, v in env.items() if v is not None}
 
 
-def run(*overrides, cwd, env=None, timeout=600, script=None):
-    cmd = [sys.executable, str(script or ROOT / "run.py"), *overrides]
-    return prewarmed.run(cmd, cwd=cwd, env=env or _env(), timeout=timeout)
-
-
-def error_lines(proc) -> list[str]:
-    return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+def run(*overrides, cwd, env=None):
+    """`python run.py <overrides>`, in-process (tests/jobs.py)."""
+    return cli(*overrides, cwd=cwd, env=env)
 
 
 # ------------------------------------------------------------------------------------------- config mistakes
@@ -58,29 +50,14 @@ CONFIG_CASES = {
 }
 
 
-@pytest.fixture(scope="session")  # (module scope: built again when xdist interleaves another module)
-def config_runs(tmp_path_factory):
-    """Every bad command, run at once (they fail in seconds, before any model or data is touched)."""
-    base = tmp_path_factory.mktemp("bad-config")
-    no_bnb = base / "no_bnb"  # bitsandbytes cannot be imported, as on a machine without it (the import system's
-    no_bnb.mkdir()  # own way to block a module: None in sys.modules; a start-up hook sets it before run.py runs)
-    (no_bnb / "sitecustomize.py").write_text("import sys\nsys.modules['bitsandbytes'] = None\n")
-
-    def one(item):
-        name, (overrides, _, _) = item
-        cwd = base / name.replace(" ", "_")
-        cwd.mkdir()
-        env = _env(PYTHONPATH=str(no_bnb)) if "bitsandbytes" in name else None
-        return name, cwd, run(TASK, "logger=none", *overrides, cwd=cwd, env=env, timeout=300)
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return {name: (cwd, proc) for name, cwd, proc in pool.map(one, CONFIG_CASES.items())}
-
-
 @pytest.mark.parametrize("case", list(CONFIG_CASES))
-def test_a_config_mistake_names_the_fix_without_a_traceback(config_runs, case):
-    cwd, proc = config_runs[case]
-    _, code, messages = CONFIG_CASES[case]
+def test_a_config_mistake_names_the_fix_without_a_traceback(case, tmp_cwd, monkeypatch):
+    """Each bad command fails in a second, before any model or data is touched."""
+    overrides, code, messages = CONFIG_CASES[case]
+    if "bitsandbytes" in case:  # bitsandbytes cannot be imported, as on a machine without it (the import system's
+        monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # own way to block a module: None in sys.modules)
+    cwd = tmp_cwd
+    proc = run(TASK, "logger=none", *overrides, cwd=cwd)
     output = proc.stdout + proc.stderr
     assert proc.returncode == code, output[-3000:]
     for message in messages:
@@ -193,30 +170,23 @@ def test_all_zero_features_are_an_error_too():
         check_finite(feats)
 
 
-NAN_RUN = """
-import os, runpy, sys
-import moee_exp.features.featurize as featurize
+def test_nan_in_a_job_is_one_error_line_with_indices(tmp_cwd, monkeypatch):
+    import torch
 
-_load = featurize.load_model
+    import moee_exp.features.featurize as featurize
 
-def load_model(*args, **kwargs):  # a model whose first router has a NaN weight: RW is NaN for every text
-    lm = _load(*args, **kwargs)
-    with __import__("torch").no_grad():
-        lm.routers[0].module.weight[0, 0] = float("nan")
-    return lm
+    load = featurize.load_model
 
-featurize.load_model = load_model
-sys.argv = [os.environ["MOEE_TEST_RUN_PY"], *sys.argv[1:]]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
+    def load_model(*args, **kwargs):  # a model whose first router has a NaN weight: RW is NaN for every text
+        lm = load(*args, **kwargs)
+        with torch.no_grad():
+            lm.routers[0].module.weight[0, 0] = float("nan")
+        return lm
 
-
-def test_nan_in_a_job_is_one_error_line_with_indices(tmp_cwd):
-    script = tmp_cwd / "nan_run.py"
-    script.write_text(NAN_RUN)
+    monkeypatch.setattr(featurize, "load_model", load_model)
+    monkeypatch.setattr(featurize, "_loaded", {})  # the poisoned model is this test's alone: not kept for later jobs
     cache = tmp_cwd / "features"  # fresh: the features must be extracted (and are never cached when NaN)
-    proc = run(TASK, "logger=none", f"cache.dir={cache}", "progress=false", cwd=tmp_cwd, script=script,
-               env=_env(MOEE_TEST_RUN_PY=str(ROOT / "run.py")))
+    proc = run(TASK, "logger=none", f"cache.dir={cache}", "progress=false", cwd=tmp_cwd)
     assert proc.returncode == 2, proc.stderr[-3000:]
     (line,) = error_lines(proc)
     assert re.match(r"error: (hs|rw) has NaN/inf for \d+ text\(s\) of MoEEDemoSTS(/test)?, at text index \[0, 1, 2", line)
@@ -252,7 +222,7 @@ def _wandb_home(base: Path) -> dict:
 
 def test_online_without_a_key_runs_offline_with_one_warning(tmp_cwd):
     env = _env(WANDB_API_KEY=None, WANDB_MODE=None, **_wandb_home(tmp_cwd))
-    proc = run(TASK, "logger.mode=online", "progress=false", cwd=tmp_cwd, env=env, timeout=300)
+    proc = run(TASK, "logger.mode=online", "progress=false", cwd=tmp_cwd, env=env)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     assert output.count("no W&B API key") == 1
@@ -268,7 +238,7 @@ def test_unreachable_wandb_goes_offline_and_no_secret_is_written_or_printed(tmp_
         WANDB_BASE_URL=f"http://127.0.0.1:{_closed_port()}",  # nothing leaves this machine
         WANDB_INIT_TIMEOUT="3", WANDB_SILENT=None,
     )
-    proc = run(TASK, "logger.mode=online", "progress=false", cwd=tmp_cwd, env=env, timeout=300)
+    proc = run(TASK, "logger.mode=online", "progress=false", cwd=tmp_cwd, env=env)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     assert output.count("W&B online init failed") == 1
@@ -279,16 +249,6 @@ def test_unreachable_wandb_goes_offline_and_no_secret_is_written_or_printed(tmp_
         for path in tmp_cwd.rglob("*"):
             if path.is_file():
                 assert secret.encode() not in path.read_bytes(), path
-
-
-def _compose(*overrides):
-    from hydra import compose, initialize_config_dir
-
-    from moee_exp.jobs.config import register
-
-    register()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 class _FakeRun:
@@ -313,7 +273,7 @@ def test_results_are_on_disk_before_wandb_hears_of_them_and_a_wandb_failure_cost
 
     from moee_exp.jobs.runner import run_job
 
-    cfg = _compose(TASK, "logger=wandb", "progress=false")
+    cfg = compose(TASK, "logger=wandb", "progress=false")
     runs = []
 
     def fake_init(**kwargs):  # opened at the job's start; each score reaches it after its file (_FakeRun.log)
@@ -348,7 +308,7 @@ def test_wandb_run_is_resumed_tagged_and_logs_each_score_once(tmp_path, monkeypa
 
     runs = []
     monkeypatch.setattr(wandb, "init", lambda **kw: runs.append(_FakeRun(Path(kw["dir"]), **kw)) or runs[-1])
-    cfg = _compose(TASK, "logger=wandb", "progress=false")
+    cfg = compose(TASK, "logger=wandb", "progress=false")
     run_job(cfg, tmp_path / "job", "group")
     run_job(cfg, tmp_path / "job", "group")  # resumed: every row reused
     first, second = (r.init_kwargs for r in runs)
@@ -357,9 +317,9 @@ def test_wandb_run_is_resumed_tagged_and_logs_each_score_once(tmp_path, monkeypa
     assert "emb.alpha" not in first["config"] and "emb.kind" in first["config"]
     assert not [k for r in runs for k in r.summary if k.startswith("score/")]
     assert runs[0].summary["STS/MoEEDemoSTS"] > 0
-    other = _compose(TASK, "logger=wandb", "progress=false", "weights.alpha=0.5")
+    other = compose(TASK, "logger=wandb", "progress=false", "weights.alpha=0.5")
     run_job(other, tmp_path / "other", "group")  # another job dir / config: another run
     assert runs[-1].init_kwargs["id"] != first["id"]
-    dry = _compose("tasks=sts", "tasks.names=[STS12]", "tasks.data=synthetic", "logger=wandb", "progress=false")
+    dry = compose("tasks=sts", "tasks.names=[STS12]", "tasks.data=synthetic", "logger=wandb", "progress=false")
     run_job(dry, tmp_path / "dry", "group")
     assert "synthetic data" in runs[-1].init_kwargs["tags"] and runs[-1].init_kwargs["name"].endswith("-synthetic")

@@ -1,45 +1,23 @@
-"""run.py end to end in a subprocess: the default job, an alpha sweep read back from disk and W&B, bad input."""
+"""run.py end to end: the default job as a real `python run.py` process (the command a user types first); an alpha
+sweep read back from disk and W&B, and bad input, in-process (tests/jobs.py)."""
 
 import json
 import os
-import sys
 from pathlib import Path
 
-import prewarmed
 import pytest
-from conftest import ROOT
+from jobs import cli, job_dirs, process, run_py, wandb_records, wandb_summary
 
 FAST_TASKS = "tasks.names=[MoEEDemoSTS,MoEEDemoClassification]"
 
 
-def run(*overrides, cwd):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return prewarmed.run([sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd, env=env, timeout=600)
-
-
-def job_dirs(base: Path):
-    return sorted(p.parent for p in base.glob("**/config.yaml") if (p.parent / "results").exists())
-
-
-def leet(job_dir: Path, *flags) -> str:
-    """W&B's own reader of an offline run's .wandb log."""
-    (run_dir,) = (job_dir / "wandb").glob("offline-run-*")
-    cmd = [sys.executable, "-m", "wandb", "leet", "inspect", *flags, "--json", str(run_dir)]
-    return prewarmed.run(cmd, check=True, timeout=120).stdout
-
-
-def wandb_summary(job_dir: Path) -> dict:
-    return json.loads(leet(job_dir, "--summary"))
-
-
 def wandb_group(job_dir: Path) -> str:
-    records = [json.loads(line) for line in leet(job_dir).splitlines() if line.startswith("{")]
-    (run_record,) = [r["run"] for r in records if r.get("type") == "run"]
+    (run_record,) = [r["run"] for r in wandb_records(job_dir) if r.get("type") == "run"]
     return run_record["run_group"]
 
 
 def test_default_job(tmp_cwd):
-    proc = run(cwd=tmp_cwd)
+    proc = process(run_py(), cwd=tmp_cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Avg (mean of task types)" in proc.stdout
     # the header says what these numbers are: a random model on the bundled hand-written tasks
@@ -65,7 +43,7 @@ def test_default_job(tmp_cwd):
 
 
 def test_alpha_sweep_writes_one_result_and_one_wandb_run_per_alpha(tmp_cwd):
-    proc = run("-m", "emb=moee_sum", "weights.alpha=0.2,0.7", FAST_TASKS, cwd=tmp_cwd)
+    proc = cli("-m", "emb=moee_sum", "weights.alpha=0.2,0.7", FAST_TASKS, cwd=tmp_cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = job_dirs(tmp_cwd / "multirun")
     assert len(jobs) == 2
@@ -91,7 +69,7 @@ def test_alpha_sweep_writes_one_result_and_one_wandb_run_per_alpha(tmp_cwd):
 
 def test_sweep_with_group_default_alphas_is_ten_jobs(tmp_cwd):
     """The moee_sum file carries the paper's alpha grid; --cfg shows it without running anything."""
-    proc = run("emb=moee_sum", "--cfg", "hydra", "-p", "hydra.sweeper.params", cwd=tmp_cwd)
+    proc = cli("emb=moee_sum", "--cfg", "hydra", "-p", "hydra.sweeper.params", cwd=tmp_cwd)
     assert proc.returncode == 0, proc.stderr
     assert "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0" in proc.stdout
 
@@ -110,7 +88,7 @@ def test_sweep_with_group_default_alphas_is_ten_jobs(tmp_cwd):
     ],
 )
 def test_bad_config_gives_a_clear_error(tmp_cwd, overrides, message):
-    proc = run(*overrides, "logger=none", cwd=tmp_cwd)
+    proc = cli(*overrides, "logger=none", cwd=tmp_cwd)
     assert proc.returncode != 0
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -122,7 +100,7 @@ def test_dense_model_gives_one_line_error(tmp_cwd):
     cfg = AutoConfig.for_model("llama", vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                num_attention_heads=4, num_key_value_heads=4)
     AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_cwd / "dense")
-    proc = run("model=olmoe", "model.name_or_path=./dense", "logger=none", cwd=tmp_cwd)
+    proc = cli("model=olmoe", "model.name_or_path=./dense", "logger=none", cwd=tmp_cwd)
     assert proc.returncode == 2
     error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "dense model with no MoE routers" in error_lines[0]
@@ -131,6 +109,6 @@ def test_dense_model_gives_one_line_error(tmp_cwd):
 @pytest.mark.parametrize(("sweep", "n_jobs"), [("prompt=none,prompteol", 2), ("emb=hs,moee_sum", 2)])
 def test_a_sweep_over_other_groups_runs_one_job_per_value(tmp_cwd, sweep, n_jobs):
     """The default emb carries no alpha sweep, so it does not multiply other sweeps by ten."""
-    proc = run("-m", sweep, "tasks.names=[MoEEDemoSTS]", "logger=none", "progress=false", cwd=tmp_cwd)
+    proc = cli("-m", sweep, "tasks.names=[MoEEDemoSTS]", "logger=none", "progress=false", cwd=tmp_cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(job_dirs(tmp_cwd / "multirun")) == n_jobs

@@ -6,18 +6,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import ROOT, tiny_model_cfg
-import prewarmed
-from hydra import compose, initialize_config_dir
+from jobs import cli, error_lines
+from jobs import compose as composed
 from omegaconf import OmegaConf
-
-from moee_exp.jobs.config import register
 
 PAPER = yaml.safe_load((ROOT / "conf/tasks/paper.yaml").read_text())["names"]
 DEMO = yaml.safe_load((ROOT / "conf/tasks/demo.yaml").read_text())["names"]
@@ -25,15 +22,9 @@ HUB_MODELS = ["olmoe", "qwen_moe", "deepseek_moe"]
 TINY_MODELS = sorted(p.stem for p in (ROOT / "conf/model").glob("tiny*.yaml"))
 
 
-def composed(*overrides):
-    register()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
-
 def run(*args, cwd, env=None):
-    return prewarmed.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env={**os.environ, **(env or {})},
-                         timeout=300)
+    """`python run.py <args>` (in-process), with ``env`` added to the environment."""
+    return cli(*args, cwd=cwd, env={**os.environ, **(env or {})})
 
 
 @pytest.mark.parametrize("model", HUB_MODELS + TINY_MODELS)
@@ -68,7 +59,7 @@ def test_cfg_job_shows_the_choice_and_the_job_log_says_why(tmp_cwd):
 
 
 def _error_lines(proc) -> list[str]:
-    return [line for line in (proc.stderr + proc.stdout).splitlines() if line.startswith("error:")]
+    return error_lines(proc) + [line for line in proc.stdout.splitlines() if line.startswith("error:")]
 
 
 def test_a_sweep_whose_model_cannot_be_reached_stops_once_with_the_single_job_error(tmp_cwd):

@@ -2,16 +2,14 @@
 finite on degenerate inputs; dev scores the grid on held-out data only; grid/fixed give the right number of jobs."""
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import mteb
 import numpy as np
-import prewarmed
 import pytest
-from conftest import ROOT, tiny_model_cfg
+from conftest import tiny_model_cfg
 from datasets import DatasetDict
+from jobs import cli, compose, wandb_summary
 
 from moee_exp.features.featurize import Featurizer
 from moee_exp.features.prompts import TEMPLATES
@@ -197,33 +195,22 @@ def test_dev_uses_a_validation_split_with_mteb(featurizer):
     assert scores[0.5] == pytest.approx(ref.get_score(splits=["test"]))
 
 
-def run(*overrides, cwd):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return prewarmed.run([sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd, env=env, timeout=600)
-
-
 def job_rows(base: Path):
     return [[json.loads(p.read_text()) for p in sorted(d.glob("*.json"))] for d in sorted(base.glob("**/results"))]
 
 
 def test_grid_carries_the_alpha_sweep_and_the_other_options_do_not():
-    from hydra import compose, initialize_config_dir
-
-    from moee_exp.jobs.config import register
-
-    register()
     grid = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0"
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        for overrides, sweeps in ((["weights=grid"], True), (["emb=moee_sum"], True), (["weights=fixed"], False),
-                                  (["weights=auto"], False), (["weights=dev"], False), ([], False),
-                                  (["emb=moee_sum", "weights=fixed"], False)):
-            params = compose("config", overrides=overrides, return_hydra_config=True).hydra.sweeper.params or {}
-            assert (params.get("weights.alpha") == grid) == sweeps, overrides
+    for overrides, sweeps in ((["weights=grid"], True), (["emb=moee_sum"], True), (["weights=fixed"], False),
+                              (["weights=auto"], False), (["weights=dev"], False), ([], False),
+                              (["emb=moee_sum", "weights=fixed"], False)):
+        params = compose(*overrides, hydra=True).hydra.sweeper.params or {}
+        assert (params.get("weights.alpha") == grid) == sweeps, overrides
 
 
 def test_headline_sweep_is_ten_jobs_with_ten_distinct_alphas(tmp_cwd):
     """`-m emb=moee_sum` (emb=moee_sum selects weights=grid): one job per α in 0.1..1.0, each α recorded."""
-    proc = run("-m", "emb=moee_sum", "tasks.names=[MoEEDemoSTS]", "logger=none", "progress=false", "predictions=[]",
+    proc = cli("-m", "emb=moee_sum", "tasks.names=[MoEEDemoSTS]", "logger=none", "progress=false", "predictions=[]",
                cwd=tmp_cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = job_rows(tmp_cwd / "multirun")
@@ -236,7 +223,7 @@ def test_headline_sweep_is_ten_jobs_with_ten_distinct_alphas(tmp_cwd):
 
 
 def test_fixed_and_auto_are_one_job_each_and_auto_reaches_wandb(tmp_cwd):
-    proc = run("-m", "emb=moee_sum", "weights=fixed,auto", "weights.alpha=0.3", "tasks.names=[MoEEDemoSTS]",
+    proc = cli("-m", "emb=moee_sum", "weights=fixed,auto", "weights.alpha=0.3", "tasks.names=[MoEEDemoSTS]",
                "progress=false", "predictions=[]", cwd=tmp_cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = {job[0]["weights"]: job for job in job_rows(tmp_cwd / "multirun")}
@@ -246,26 +233,20 @@ def test_fixed_and_auto_are_one_job_each_and_auto_reaches_wandb(tmp_cwd):
     assert auto["alpha_source"] == "auto:calibration" and auto["alpha"] != 0.3  # the default criterion
     auto_dir = next(p.parents[1] for p in (tmp_cwd / "multirun").glob("**/results/MoEEDemoSTS.json")
                     if json.loads(p.read_text())["weights"] == "auto")
-    (run_dir,) = auto_dir.glob("wandb/offline-run-*")
-    cmd = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(run_dir)]
-    logged = json.loads(prewarmed.run(cmd, check=True, timeout=120).stdout)
+    logged = wandb_summary(auto_dir)
     assert logged["summary"]["alpha/MoEEDemoSTS"] == pytest.approx(auto["alpha"])
     assert logged["config"]["weights.name"] == "auto"
 
 
 def test_row_keys_change_with_what_changes_alpha_only():
     """resume: a row is recomputed when the way its α is chosen changes, and only then."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from moee_exp.jobs import resume
-    from moee_exp.jobs.config import register, template_of
-
-    register()
+    from moee_exp.jobs.config import template_of
 
     def key(*overrides):
-        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose("config", overrides=list(overrides))
+        cfg = compose(*overrides)
         return resume.row_key(resume.job_identity(OmegaConf.to_container(cfg, resolve=True), template_of(cfg.prompt)))
 
     auto = key("weights=auto")

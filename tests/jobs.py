@@ -272,3 +272,36 @@ def wandb_summary(job_dir: Path) -> dict:
 
 def wandb_records(job_dir: Path) -> list[dict]:
     return [json.loads(line) for line in wandb_inspect(job_dir).splitlines() if line.startswith("{")]
+
+
+# A process that hangs on its job's 2nd dataset (first attempt only: a marker file), after writing its pid to the
+# marker: a test then signals or inspects that pid. A sitecustomize module, so that it also runs in a submitit job's
+# or a joblib worker's own process (they inherit PYTHONPATH); submitit's controller process runs no dataset.
+STALL = """
+import os, pathlib, sys, time
+marker = os.environ.get("MOEE_TEST_STALL_MARKER")
+job = "submitit.local._local" not in sys.orig_argv
+if marker and job and not pathlib.Path(marker).exists():
+    import mteb
+
+    _evaluate, _calls = mteb.evaluate, []
+
+    def evaluate(*args, **kwargs):
+        _calls.append(1)
+        if len(_calls) == 2 and not pathlib.Path(marker).exists():
+            pathlib.Path(marker).write_text(str(os.getpid()))
+            time.sleep(600)
+        return _evaluate(*args, **kwargs)
+
+    mteb.evaluate = evaluate
+"""
+
+
+def stalling_env(tmp_path, env: dict) -> tuple[dict, Path]:
+    """``env`` with the STALL sitecustomize first on PYTHONPATH, and the marker file the stalled process writes."""
+    site = Path(tmp_path) / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(STALL)
+    marker = Path(tmp_path) / "in_flight"
+    path = os.pathsep.join(p for p in (str(site), env.get("PYTHONPATH")) if p)
+    return {**env, "PYTHONPATH": path, "MOEE_TEST_STALL_MARKER": str(marker)}, marker

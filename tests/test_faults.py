@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import ROOT, tiny_model_cfg
-from jobs import cli, compose, file_size_limit, output, process, run_py, start, unprivileged, wandb_summary
+from jobs import (cli, compose, file_size_limit, output, process, run_py, stalling_env, start, unprivileged,
+                  wandb_summary)
 
 from moee_exp.features.cache import FeatureCache, text_key
 
@@ -357,34 +358,8 @@ def test_lock_wait_limit_ends_with_one_line(tmp_path):
 # ------------------------------------------------------------------------- preemption: SIGTERM, SIGUSR1, submitit
 
 TASKS3 = ["MoEEDemoSTS", "MoEEDemoPairClassification", "MoEEDemoSummarization"]
-# On the job's 2nd dataset (first attempt only: a marker file), write the pid to the marker and hang: the test then
-# signals that pid. A sitecustomize module, so that it also runs in a submitit job's own process.
-STALL = """
-import os, pathlib, sys, time
-marker = os.environ.get("MOEE_TEST_STALL_MARKER")
-job = "submitit.local._local" not in sys.orig_argv  # (submitit's controller process runs no dataset)
-if marker and job and not pathlib.Path(marker).exists():
-    import mteb
-
-    _evaluate, _calls = mteb.evaluate, []
-
-    def evaluate(*args, **kwargs):
-        _calls.append(1)
-        if len(_calls) == 2 and not pathlib.Path(marker).exists():
-            pathlib.Path(marker).write_text(str(os.getpid()))
-            time.sleep(600)
-        return _evaluate(*args, **kwargs)
-
-    mteb.evaluate = evaluate
-"""
-
-
 def _stalling_env(tmp_path):
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(STALL)
-    marker = tmp_path / "in_flight"
-    return _env(PYTHONPATH=f"{site}{os.pathsep}{ROOT}", MOEE_TEST_STALL_MARKER=str(marker)), marker
+    return stalling_env(tmp_path, _env())
 
 
 def _signal_when_in_flight(proc, marker, signum):

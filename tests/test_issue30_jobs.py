@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from jobs import compose, unprivileged
+from jobs import compose, stalling_env, unprivileged
 
 import run as run_py
 
@@ -77,33 +77,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-# On the job's 2nd dataset (first time only: a marker file), write the pid to the marker and hang. A sitecustomize
-# module, so that it also runs in a joblib sweep's worker processes (they inherit PYTHONPATH).
-STALL = """
-import os, pathlib, time
-marker = os.environ.get("MOEE_TEST_STALL_MARKER")
-if marker and not pathlib.Path(marker).exists():
-    import mteb
-
-    _evaluate, _calls = mteb.evaluate, []
-
-    def evaluate(*args, **kwargs):
-        _calls.append(1)
-        if len(_calls) == 2 and not pathlib.Path(marker).exists():
-            pathlib.Path(marker).write_text(str(os.getpid()))
-            time.sleep(600)
-        return _evaluate(*args, **kwargs)
-
-    mteb.evaluate = evaluate
-"""
-
-
 def _stalling_env(tmp_path: Path):
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(STALL)
-    marker = tmp_path / "in_flight"
-    return _env(PYTHONPATH=f"{site}{os.pathsep}{ROOT}", MOEE_TEST_STALL_MARKER=str(marker)), marker
+    return stalling_env(tmp_path, _env())
 
 
 def _wait_for_marker(proc: subprocess.Popen, marker: Path, timeout: float = 400) -> int:

@@ -85,3 +85,15 @@ def test_saving_without_network_or_key_is_one_error_line(tmp_path, monkeypatch, 
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: saving the report"), err[-2000:]
     assert "Traceback" not in err
+
+
+def test_from_a_missing_or_empty_dir_is_one_error_line(tmp_path, capsys):
+    """A mistyped --from would silently give a report without sections: it is one error line instead."""
+    from moee_exp.integrations import dashboard
+
+    assert dashboard.main(["my-team/moee", "--from", str(tmp_path / "nope"), "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --from {tmp_path / 'nope'}: no such dir (give job or sweep dirs of run.py)"]
+    assert dashboard.main(["my-team/moee", "--from", str(tmp_path), "--dry-run"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: --from {tmp_path}: no job dir with results there")

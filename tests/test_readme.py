@@ -22,7 +22,11 @@ from conftest import ROOT
 from jobs import compose
 
 pytestmark = pytest.mark.xdist_group("test_readme")
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
+# the README, then its docs pages in the order its Docs table lists them (a later page's command may read what an
+# earlier one wrote: the dashboard reads the sweep dir docs/cluster.md's commands make), then any page it does not list
+_LISTED = list(dict.fromkeys(re.findall(r"\(docs/([\w-]+\.md)\)", (ROOT / "README.md").read_text(encoding="utf-8"))))
+DOCS = [ROOT / "README.md", *[ROOT / "docs" / n for n in _LISTED if (ROOT / "docs" / n).exists()],
+        *sorted(p for p in (ROOT / "docs").glob("**/*.md") if p.name not in _LISTED)]
 # What a command needs that this machine has not: appended (Hydra: a later value wins) / swapped, as stated above.
 STAND_IN = ("tasks.data=synthetic", "tasks.synthetic.size=small", "logger=none", "progress=false")
 HANDLED_ELSEWHERE = {  # the README's first commands, run by .ci/run itself and by tests/test_run.py::test_default_job

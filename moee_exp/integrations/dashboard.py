@@ -180,7 +180,15 @@ def main(argv=None) -> int:
     except ImportError:
         print("error: the dashboard needs wandb-workspaces: pip install 'moee-exp[dashboard]'", file=sys.stderr)
         return 2
+    missing = [str(d) for d in args.dirs if not d.is_dir()]
+    if missing:
+        print(f"error: --from {' '.join(missing)}: no such dir (give job or sweep dirs of run.py)", file=sys.stderr)
+        return 2
     combos = combos_from_dirs(args.dirs) + [tuple(c.split(":", 1)) for c in args.combo if ":" in c]
+    if args.dirs and not combos_from_dirs(args.dirs):
+        print(f"error: --from {' '.join(map(str, args.dirs))}: no job dir with results there (a job dir holds "
+              "config.yaml and results/)", file=sys.stderr)
+        return 2
     if args.types is None:
         args.types = (types_from_dirs(args.dirs) if args.dirs else []) or list(TASK_TYPES)
     if args.dry_run:

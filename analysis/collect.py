@@ -7,7 +7,7 @@ finished rows are kept.
 
 Two rows are the same computation when their ``identity`` (everything that changes the number: model, protocol,
 prompt, features, emb, α, the dataset with its data source, splits and subsets) is the same once where and when they
-ran (``WHERE_WHEN``: library versions, our code's hash, the device) is left out; the same computation run twice (a
+ran (``WHERE_WHEN``: our code's hash, the device) is left out; the same computation run twice (a
 re-run in another sweep) keeps the latest row (``computed_at``, else the file's mtime) and counts the rest in
 ``Collection.n_duplicates``. Anything else is never merged: each row's ``cell_id`` is its computation without the
 dataset, and the tables keep one cell per ``cell_id`` (analysis.tables labels cells that differ only in a setting).
@@ -33,9 +33,12 @@ KEY = ["model", "emb", "weights", "alpha", "rw_activation", "standardize", "hs_f
        "split", "protocol"]
 # Further row fields that change a number: with KEY, the cell key of a row that has no ``identity`` (an old row).
 FALLBACK_KEY = ["task_data", "instructions", "text_handling", "sum_scoring", "quantization", "quantize_routers"]
-# Parts of a row's identity that say where or when it ran, not what was computed (dotted paths into the identity).
-# Library versions are compared across a table instead (analysis.report prints a note when they differ).
-WHERE_WHEN = ("versions", "scorer", "model.device_type", "model.torch", "model.transformers", "model.tokenizers")
+# Parts of a row's identity that say where or when it ran, not what was computed (dotted paths into the identity):
+# the scorer block (our own code's hash, held to the same scores by the tests and scripts/compare_revisions.py) and
+# the device type; and the model's and scorer's copies of library versions (each is in ``versions``, labelled once).
+# Library versions are not among them: the same config run under another mteb or transformers is another computation
+# (another cell, labelled with the version that differs), and a table that holds several versions says so.
+WHERE_WHEN = ("scorer", "model.device_type", "model.torch", "model.transformers", "model.tokenizers")
 # Library versions (the row identity's ``versions``) as rows.csv columns
 VERSION_PACKAGES = ("torch", "transformers", "tokenizers", "bitsandbytes", "mteb", "scikit-learn", "numpy", "scipy",
                     "datasets", "sentence-transformers")

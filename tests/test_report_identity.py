@@ -112,6 +112,18 @@ def test_issue30_04_other_subsets_of_a_dataset_are_another_cell(tmp_path):
     assert len(labels) == 2 and all("hf_subsets" in lbl for lbl in labels), labels
 
 
+def test_issue30_04_the_same_config_under_another_library_version_is_another_cell(tmp_path):
+    """An upgrade's rows never replace the old ones in a cell: each version is its own cell, labelled by it."""
+    old = _job(tmp_path, "old", [_row(0.70)])
+    new = _job(tmp_path, "new", [_row(0.71, mteb="2.26.30", at="2026-12-07T10:00:00+00:00")])
+    c = col.collect([old, new])
+    assert c.n_duplicates == 0 and c.rows.cell_id.nunique() == 2
+    long = tables.main_long(c.rows)
+    sts = long[long.column == "STS"].set_index("label").ours
+    assert sorted(sts.items()) == [("HS [paper protocol, versions.mteb=2.26.24]", 70.0),  # one label per version
+                                   ("HS [paper protocol, versions.mteb=2.26.30]", 71.0)]
+
+
 def test_issue30_04_rows_without_identity_fall_back_to_their_fields(tmp_path):
     old = [{k: v for k, v in r.items() if k != "identity"} for r in (_row(0.7), _row(0.5, instructions="none"))]
     c = col.collect([_job(tmp_path, "a", [old[0]]), _job(tmp_path, "b", [old[1]])])

@@ -2,9 +2,9 @@
 
 A router (gate) is a linear map from the hidden state to one logit per expert: a module whose 2-D ``weight`` is
 (n_experts, hidden_size), outside the experts themselves (a per-expert scale of that shape inside the module holding
-the 3-D expert weights, e.g. Ergo's expert-indexed norm, is not a router). That holds for every MoE family transformers ships (OLMoE, Qwen2/3-MoE, Mixtral,
-DeepSeek-V2/V3, ...) and for DeepSeekMoE's gate (moee_exp.features.models); it needs no list of
-model names and no patched modeling files.
+the 3-D expert weights, e.g. Ergo's expert-indexed norm, is not a router). That holds for every MoE family
+transformers ships (OLMoE, Qwen2/3-MoE, Mixtral, DeepSeek-V2/V3, ...) and for DeepSeekMoE's gate
+(moee_exp.features.models); it needs no list of model names and no patched modeling files.
 """
 
 from __future__ import annotations

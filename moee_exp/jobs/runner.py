@@ -198,8 +198,9 @@ def _run_job(job: Job, job_dir: Path, group: str, tasks: list) -> list[dict]:
     # SIGTERM / SIGUSR1 (or submitit's requeue) abandon the dataset in flight and keep the finished rows
     # one W&B run per job dir and config: a resumed job continues it
     wb_id = resume.row_key({"job_dir": str(job_dir.resolve()), "job": plan_ident})[:16]
-    with preemptible(), wandb_logger(job.logger, config=wb_config, job_dir=job_dir, group=group,
-                                     name=run_name(ident), tags=wb_tags, run_id=wb_id) as wb, _kept_on_stop(job_dir, rows, order, wb):
+    wb_run = wandb_logger(job.logger, config=wb_config, job_dir=job_dir, group=group, name=run_name(ident),
+                          tags=wb_tags, run_id=wb_id)
+    with preemptible(), wb_run as wb, _kept_on_stop(job_dir, rows, order, wb):
         for row in rows:
             if wb:
                 wb.log_row(row)

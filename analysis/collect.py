@@ -39,13 +39,11 @@ FALLBACK_KEY = ["task_data", "instructions", "text_handling", "sum_scoring", "qu
 # Library versions are not among them: the same config run under another mteb or transformers is another computation
 # (another cell, labelled with the version that differs), and a table that holds several versions says so.
 WHERE_WHEN = ("scorer", "model.device_type", "model.torch", "model.transformers", "model.tokenizers")
-# Library versions (the row identity's ``versions``) as rows.csv columns
-VERSION_PACKAGES = ("torch", "transformers", "tokenizers", "bitsandbytes", "mteb", "scikit-learn", "numpy", "scipy",
-                    "datasets", "sentence-transformers")
-VERSION_COLUMNS = [f"versions.{p}" for p in VERSION_PACKAGES]
+# rows.csv's columns, and one versions.<package> column per library the rows' identity records
+# (moee_exp.features.identity.SCORE_LIBRARIES)
 COLUMNS = KEY + FALLBACK_KEY + ["method", "task_type", "main_score_name", "main_score", "score", "computed_at",
                                 "job_dir", "predictions", "task_set", "model_name_or_path", "alpha_source",
-                                *VERSION_COLUMNS, "cell_id", "row_id", "setting", "task_identity"]
+                                "cell_id", "row_id", "setting", "task_identity"]
 # How MoEE(sum)'s α was chosen (moee_exp.scoring.weights); a row written before the weights group existed is `fixed`.
 CHOSEN_PER_TASK = ("auto", "dev")
 
@@ -189,8 +187,8 @@ def _ids(rows: list[dict]) -> None:
         r["task_identity"] = json.dumps(_task_of(r), sort_keys=True, default=str)
         r["row_id"] = _hash([setting, _task_of(r)])
         versions = ((r.get("identity") or {}).get("versions") or {}) if isinstance(r.get("identity"), dict) else {}
-        for p in VERSION_PACKAGES:
-            r.setdefault(f"versions.{p}", versions.get(p))
+        for package, version in versions.items():
+            r.setdefault(f"versions.{package}", version)
     variants: dict[tuple, set] = {}
     for r in rows:
         variants.setdefault((r["cell_id"], r.get("task")), set()).add(_hash(_task_of(r)))
@@ -217,7 +215,8 @@ def tidy(rows: list[dict]) -> tuple[pd.DataFrame, int]:
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=COLUMNS), 0
-    for col in COLUMNS:
+    columns = COLUMNS + sorted(c for c in df.columns if c.startswith("versions."))
+    for col in columns:
         if col not in df:
             df[col] = None
     is_sum = df.emb == "moee_sum"
@@ -227,7 +226,7 @@ def tidy(rows: list[dict]) -> tuple[pd.DataFrame, int]:
     df["protocol"] = df.protocol.fillna("clean")  # rows written before the protocol group: today's clean computation
     df["task_data"] = df.task_data.fillna("real")
     df["score"] = df.main_score.astype(float) * 100
-    df = df[COLUMNS].sort_values("computed_at", kind="stable")
+    df = df[columns].sort_values("computed_at", kind="stable")
     n = len(df)
     df = df.drop_duplicates("row_id", keep="last")
     return df.sort_values(KEY + ["cell_id"], kind="stable").reset_index(drop=True), n - len(df)

@@ -1,6 +1,7 @@
-"""α selection cost (weights=auto / dev; issue 9): its own table, BENCHMARKS.md block bench:alpha-selection.
+"""α selection cost (weights=auto / dev): its own table, block bench:alpha-selection (docs/benchmarks/).
 
-    python benchmarks/bench.py --alpha-selection [--repeats 3] [--threads 1] [--update BENCHMARKS.md]
+    python benchmarks/bench.py --alpha-selection [--repeats 3] [--threads 1] \
+        [--update docs/benchmarks/alpha-selection.md]
 
 The cost of choosing α per task, as a ratio to the job's scoring time (mteb.evaluate of every task), on the tiny
 model and the six demo tasks with the feature cache warm (a warm-up job fills it): the ratio is then the largest,
@@ -86,7 +87,7 @@ def main() -> None:
     ap.add_argument("--alpha-selection", action="store_true", required=True)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--update", type=Path)
+    ap.add_argument("--update", type=Path, metavar="PAGE", help="write the table into this markdown page")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

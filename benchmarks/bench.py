@@ -1,7 +1,7 @@
-"""Benchmarks for "one forward pass per model × prompt × dataset" (see BENCHMARKS.md for the numbers and method).
+"""Benchmarks for "one forward pass per model × prompt × dataset" (numbers and method: docs/benchmarks/, a page each).
 
     python benchmarks/bench.py                          # CPU, tiny models, medians of 3 repeats (~15 min, 2 cores)
-    python benchmarks/bench.py --update BENCHMARKS.md   # same, and write the table into BENCHMARKS.md
+    python benchmarks/bench.py --update docs/benchmarks/cpu-tiny.md   # same, and write the table into that page
     python benchmarks/bench.py --sections overhead,padding --repeats 5
     python benchmarks/bench.py --model olmoe-full --device cuda --dtype bfloat16            # GPU: OLMoE-1B-7B
     python benchmarks/bench.py --model olmoe-full --device cuda --quantization 4bit         #   architecture,
@@ -9,7 +9,8 @@
     python benchmarks/bench.py --alpha-selection        # α selection cost (benchmarks/alpha_selection.py)
 
 Sections, one module each under benchmarks/ (its docstring says what it measures), each reported as a ratio.
-The machine table (BENCHMARKS.md block bench:<model>-<device>[-<quantization>]), the default set:
+The machine table (block bench:<model>-<device>[-<quantization>]: tiny-cpu in docs/benchmarks/cpu-tiny.md,
+olmoe-full-cuda[-4bit] in docs/benchmarks/gpu.md), the default set:
   sweep     (sweep.py) the 13-job sweep hs + rw + moee_concat + moee_sum × 10 α versus one job: featurization and
             wall time, feature cache on / off / off with a reload per job (the public code). Tiny model only.
   overhead  (overhead.py) our extraction (hooks, pooling) versus a bare forward of the same padded batches.
@@ -22,10 +23,11 @@ Sections with a table of their own (block bench:<section>), not in the default s
             class's evaluator at real size on synthetic embeddings of 1024/2048/3072 dims (benchmarks/scale.py,
             data from moee_exp.scoring.synthetic_tasks sized by mteb's descriptive statistics), the feature-cache bytes,
             an H100 roofline of the extraction; totals for +experiment=paper_main and alpha (~15 min, 1 core).
-            python benchmarks/bench.py --sections scale --threads 1 --update BENCHMARKS.md
+            python benchmarks/bench.py --sections scale --threads 1 --update docs/benchmarks/scale.md
   ourside   our side of a job (feature-cache reads, fusion, the embeddings handed to mteb)
-            per text, before and after issue 20, on a TwitterURLCorpus-sized case at OLMoE's 3072 dims, and the main
-            scores of 4 real-size datasets with both fusions (benchmarks/ourside.py; ~3 min).
+            per text, against the reference implementation kept in benchmarks/ourside.py, on a TwitterURLCorpus-sized
+            case at OLMoE's 3072 dims, and the main scores of 4 real-size datasets with both fusions
+            (benchmarks/ourside.py; ~3 min).
   experts   extraction on CPU under each experts implementation of the installed transformers
             (eager, grouped_mm, batched_mm) on a random model of OLMoE-1B-7B's layer shapes (--experts-layers layers),
             next to a bare forward and the machine's limit (active FLOPs per token / measured matmul peak)
@@ -47,6 +49,11 @@ Sections with a table of their own (block bench:<section>), not in the default s
 OLMoE-1B-7B's architecture from `OlmoeConfig()` defaults with intermediate_size=1024 (OLMoE-1B-7B-0924's; the
 class default, 2048, would make a 13 B model) and random weights (no download; `--layers N` shrinks it for a smoke
 test), with the tiny offline tokenizer, whose token ids all exist in OLMoE's vocabulary.
+
+--update PAGE writes each table into the markdown page you name, between its `<!-- bench:<label> -->` markers
+(the block of that label is replaced; a page without one gets it appended at its end). Name the page that holds
+the section's block: docs/benchmarks/README.md lists which page holds which block, and each page's command names
+its own page. Sections whose blocks live on different pages are run separately.
 """
 
 from __future__ import annotations
@@ -210,7 +217,8 @@ def main() -> None:
     ap.add_argument("--experts-batch", type=lambda v: tuple(int(x) for x in v.split(",")), default=(8, 128),
                     help="experts: texts,tokens of the padded batch")
     ap.add_argument("--experts-small-tokens", type=int, default=8, help="experts: tokens of the batch batched_mm runs on")
-    ap.add_argument("--update", type=Path, help="write the table into this markdown file (between bench markers)")
+    ap.add_argument("--update", type=Path, metavar="PAGE",
+                    help="write the tables into this page, between their bench markers (docs/benchmarks/)")
     ap.add_argument("--json", type=Path, help="write all measurements as JSON")
     ap.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
     ap.add_argument("--_model-dir", dest="model_dir", help=argparse.SUPPRESS)

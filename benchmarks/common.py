@@ -1,7 +1,7 @@
 """Shared helpers of the benchmark sections (benchmarks/bench.py runs them): texts, padded batches, the tiny models
 (BIG_TINY: a larger tiny OLMoE) and OLMoE-1B-7B's architecture with random weights (build_olmoe_full; see
 `bench.py --help` for --model), timers (CLOCK: wall time, or CPU time with --threads 1 on a CPU), and publishing a
-section's table (into BENCHMARKS.md between `<!-- bench:<label> -->` markers).
+section's table (into the docs/benchmarks/ page given by --update, between `<!-- bench:<label> -->` markers).
 """
 
 from __future__ import annotations

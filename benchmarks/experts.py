@@ -1,7 +1,7 @@
 """Extraction under each experts implementation of the installed transformers, on CPU, against a bare forward and the
-machine's limit (the `experts` section of benchmarks/bench.py; issue 20).
+machine's limit (the `experts` section of benchmarks/bench.py; numbers in docs/benchmarks/experts.md).
 
-    python benchmarks/bench.py --sections experts --threads 1 --update BENCHMARKS.md
+    python benchmarks/bench.py --sections experts --threads 1 --repeats 5 --update docs/benchmarks/experts.md
 
 The model: OLMoE-1B-7B's layer shapes (hidden 2048, 16 heads, 64 experts, top-8, expert width 1024) with
 --experts-layers layers (default 2, so it fits a small machine: ~0.4 B parameters, 1.6 GB in float32), random

@@ -1,8 +1,8 @@
 """Extraction tokens/s on one GPU for each experts implementation and a bare forward, OLMoE-1B-7B and Qwen1.5-MoE-A2.7B
-architectures with random weights (no hub), bf16 and 4-bit (issue 20). Writes BENCHMARKS.md's GPU table.
+architectures with random weights (no hub), bf16 and 4-bit. Writes the GPU table of docs/benchmarks/gpu.md.
 
-    python benchmarks/gpu_extraction.py --update BENCHMARKS.md      # one H100 / H200: < 8 min (--budget-s 420)
-    python benchmarks/gpu_extraction.py --smoke                     # CPU, tiny shapes, the same code path (~1 min)
+    python benchmarks/gpu_extraction.py --update docs/benchmarks/gpu.md  # one H100 / H200: < 8 min (--budget-s 420)
+    python benchmarks/gpu_extraction.py --smoke             # CPU, tiny shapes, the same code path (~1 min)
 
 Per model: the real config (the hub config.json's values, below), built on the GPU with random bf16 weights. For each
 experts implementation (`grouped_mm`, transformers' default; `eager`, the per-expert Python loop; `batched_mm`,
@@ -220,7 +220,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--small-tokens", type=int, default=64, help="tokens of the one-text batch batched_mm runs on")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--budget-s", type=float, default=420.0, help="stop starting configurations after this")
-    ap.add_argument("--update", type=Path, help="write the table into this markdown file (bench:gpu-experts block)")
+    ap.add_argument("--update", type=Path, metavar="PAGE",
+                    help="write the table into this markdown page (bench:gpu-experts block: docs/benchmarks/gpu.md)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if args.smoke:

@@ -1,4 +1,4 @@
-"""Peak memory (section `memory`, rows "4" of the machine table in BENCHMARKS.md).
+"""Peak memory (section `memory`, rows "4" of the machine table: docs/benchmarks/cpu-tiny.md).
 
 Peak extra memory of our extraction versus output_hidden_states=True (+ output_router_logits=True, what the public
 code asks for) and a bare forward, on the same batches. CPU: resident memory sampled every 0.5 ms in a fresh

@@ -1,12 +1,12 @@
-"""Our side of a job: feature-cache reads, fusion and the embeddings handed to mteb, per text, before and after
-issue 20 (the `ourside` section of benchmarks/bench.py).
+"""Our side of a job: feature-cache reads, fusion and the embeddings handed to mteb, per text, against a reference
+implementation (the `ourside` section of benchmarks/bench.py; numbers in docs/benchmarks/our-side.md).
 
-    python benchmarks/bench.py --sections ourside --threads 1 --update BENCHMARKS.md
+    python benchmarks/bench.py --sections ourside --threads 1 --repeats 5 --update docs/benchmarks/our-side.md
 
 The case is TwitterURLCorpus at real size as the scale model counts it: 103,068 texts handed to the encoder, 45,633
 of them distinct, with OLMoE-1B-7B's features (HS 2048, RW 16 x 64: MoEE 3072 dims) cached in two shards per
-feature, as the first job writes them (one shard per encode call that extracts something). "Before" is the code as
-it was (frozen below: the per-text cleaning and hashing, `Namespace.get` reading rows in the texts' order, fusion
+feature, as the first job writes them (one shard per encode call that extracts something). "Before" is the reference
+implementation (kept below: the per-text cleaning and hashing, `Namespace.get` reading rows in the texts' order, fusion
 in float64 over the whole array); "after" is the runner's own encoder (`MoEEEncoder.encode` over a `Featurizer`
 reading the cache). Both run in this one process, interleaved, and the embeddings are compared. The scores are
 compared on real-size synthetic paper datasets through mteb, with hashed bag-of-words HS / RW at OLMoE's sizes.

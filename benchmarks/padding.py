@@ -1,4 +1,4 @@
-"""Padding (section `padding`, rows "3" of the machine table in BENCHMARKS.md).
+"""Padding (section `padding`, rows "3" of the machine table: docs/benchmarks/cpu-tiny.md).
 
 Padded tokens / real tokens with length-sorted batches, on a set of 1000 mixed lengths (demo texts and joins of them,
 ~10 to ~500 tokens), next to batches in input order; reported as the ratio (target <= 1.15).

@@ -26,7 +26,7 @@ for var, value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("TRAN
 
 import pandas as pd  # noqa: E402
 
-from moee_exp.jobs.public_fixture import markdown  # noqa: E402
+from devtools.public_fixture import markdown  # noqa: E402
 
 PAPER = ["protocol=paper", "model.quantization=4bit"]  # a tiny model quantized as protocol=paper quantizes real ones
 VARIANTS = {  # name -> overrides on top of PAPER: one point switched to its clean value

@@ -1,4 +1,4 @@
-"""Scale model of a full paper reproduction (the `scale` section of benchmarks/bench.py; numbers in BENCHMARKS.md).
+"""Scale model of a full paper reproduction (the `scale` section of benchmarks/bench.py; docs/benchmarks/scale.md).
 
 Per paper dataset (conf/tasks/paper.yaml): the texts mteb's own evaluator encodes and their characters, counted by
 running the real task class (``mteb.get_task``) on synthetic data of the real sizes (``moee_exp.scoring.synthetic_tasks``,
@@ -42,7 +42,7 @@ MODELS = {
 # Python over the experts hit by the batch: ~op_per_expert eager ops per expert per layer, each costing the host
 # ~op_overhead to dispatch; with ~1000 tokens per batch every expert is hit, so this term dominates for short texts.
 # That is the `eager` experts implementation. transformers >= 5 runs OLMoE's and Qwen2-MoE's experts with
-# `grouped_mm` by default (model.experts_implementation=auto keeps it; BENCHMARKS.md, "Experts implementations"):
+# `grouped_mm` by default (model.experts_implementation=auto keeps it; docs/benchmarks/experts.md):
 # a fixed ~20 ops per MoE layer (sort, histc, cumsum, two grouped matmuls, gate, weighting, unpermute), whatever the
 # number of experts hit (ops_per_grouped_layer, counted in transformers.integrations.moe.grouped_mm_experts_forward).
 ROOFLINE = dict(peak_flops=989e12, mfu=0.30, hbm=3.35e12, bw_eff=0.8, op_overhead=10e-6, ops_per_expert=9,

@@ -1,4 +1,4 @@
-"""Sweep amortization (section `sweep`, rows "1" of the machine table in BENCHMARKS.md).
+"""Sweep amortization (section `sweep`, rows "1" of the machine table: docs/benchmarks/cpu-tiny.md).
 
 The 13 jobs hs + rw + moee_concat + moee_sum × 10 α through the real runner in one process, versus one job:
 featurization time (model load + tokenization + forward + cache I/O) and wall time; with the feature cache on, off

@@ -1,5 +1,6 @@
 """benchmarks/bench.py dispatches each section to its module (issue 21): the mapping points at real functions, a
-section's table lands in its BENCHMARKS.md block, and an unknown section name is an error. Nothing is timed."""
+section's table lands in its block of the page --update names (docs/benchmarks/), and an unknown section name is an
+error. Nothing is timed."""
 
 import importlib
 import json
@@ -41,3 +42,18 @@ def test_unknown_section_is_an_error(monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         bench.main()
     assert e.value.code == 2 and "error: unknown section(s) nope" in capsys.readouterr().err
+
+
+def test_a_page_without_the_block_gets_it_appended_and_keeps_its_others(tmp_path, monkeypatch):
+    """--update names a page (docs/benchmarks/<page>.md): a block it lacks is appended; its other blocks stay."""
+    fake = types.ModuleType("benchmarks.jobcost")
+    fake.measure = lambda repeats, tmp: {"repeats": repeats}
+    fake.report = lambda res: "| fixed | new |"
+    monkeypatch.setitem(sys.modules, "benchmarks.jobcost", fake)
+    page = tmp_path / "page.md"
+    page.write_text("# P\n\n<!-- bench:cut -->\nkept\n<!-- /bench:cut -->\n\ntext\n")
+    monkeypatch.setattr(sys, "argv", ["bench.py", "--sections", "fixed", "--update", str(page)])
+    bench.main()
+    text = page.read_text()
+    assert "<!-- bench:cut -->\nkept\n<!-- /bench:cut -->\n\ntext\n\n<!-- bench:fixed -->" in text
+    assert text.endswith("| fixed | new |\n<!-- /bench:fixed -->\n")

@@ -8,7 +8,7 @@ from benchmarks.gpu_extraction import main  # noqa: E402
 
 
 def test_smoke_run_measures_every_implementation_and_writes_the_table(tmp_path):
-    md = tmp_path / "BENCHMARKS.md"
+    md = tmp_path / "gpu.md"  # the page holding the block (docs/benchmarks/gpu.md)
     md.write_text("# B\n\n<!-- bench:gpu-experts -->\nold\n<!-- /bench:gpu-experts -->\n\nafter\n")
     res = main(["--smoke", "--models", "OLMoE-1B-7B", "--update", str(md)])
     measured = {(r["impl"], r["batch"]) for r in res["rows"] if "ours" in r}

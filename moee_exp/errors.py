@@ -11,6 +11,13 @@ class ConfigError(ValueError):
     """A user mistake in the config: reported as one line, without a traceback."""
 
 
+class MissingDependencyError(ConfigError):
+    """A setting needs an optional dependency that is not installed: one line naming the setting and the install.
+
+    A user mistake (the setting, or the install), unlike an ImportError of a module we always need, which is a bug
+    and keeps its traceback."""
+
+
 class ModelNotFoundError(OSError):
     """The checkpoint is neither a local dir nor reachable on the hub / in the HF cache."""
 
@@ -68,7 +75,7 @@ class DatasetUnavailableError(OSError):
     """A task's data is neither in the HF datasets cache nor reachable (offline, no network, gone from the hub)."""
 
 
-USER_ERRORS = (ConfigError, ModelNotFoundError, NotAMoEModelError, NonFiniteFeatureError, UnknownTaskError, ImportError,
+USER_ERRORS = (ConfigError, ModelNotFoundError, NotAMoEModelError, NonFiniteFeatureError, UnknownTaskError,
                DatasetUnavailableError, ReadOnlyCacheError, WriteError, LockWaitTimeout)
 
 

@@ -2,7 +2,7 @@
 limit, read-only or unwritable dir), preemption (SIGTERM, SIGUSR1; under submitit, its checkpoint / requeue), Ctrl-C
 (SIGINT), a second job into a dir in use (``hold_job_dir``) and a signal to a joblib sweep (``stop_sweep_on_signal``).
 
-Results are written atomically (moee_exp.jobs.record.atomic_write) and rows are reused by identity (moee_exp.jobs.resume),
+Results are written atomically (moee_exp.files.atomic_write) and rows are reused by identity (moee_exp.jobs.resume),
 so a job stopped by any of these keeps its finished datasets and the same command resumes it.
 """
 

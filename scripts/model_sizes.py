@@ -21,9 +21,9 @@ def rows():
     from transformers import AutoConfig
 
     from moee_exp.features.loading import hub_offline
-    from moee_exp.features.sizing import GPU_GB, config_from_facts, size_of
+    from devtools.sizing import GPU_GB, config_from_facts, size_of
 
-    hub_offline()  # an unreachable hub: the HF cache only, at once (not ~25 s of retries per model)
+    hub_offline()  # an unreachable hub: the HF cache only, at once, instead of retrying the hub for every model
     for path in sorted((ROOT / "conf/model").glob("*.yaml")):
         cfg = yaml.safe_load(path.read_text())
         if not cfg.get("hub_config"):

@@ -5,8 +5,8 @@
     python scripts/moe_coverage.py qwen3_moe gpt_oss  # some families only
     python scripts/moe_coverage.py --jobs 4         # families in parallel processes
 
-Each row is moee_exp.features.coverage.check_family: a tiny model of the family built from its own config class and
-our HS/RW checked against the model's own outputs. tests/test_coverage.py regenerates every row.
+Each row is devtools.coverage.check_family: a tiny model of the family built from its own config class and our
+HS/RW checked against the model's own outputs. tests/test_coverage.py regenerates every row.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _row(model_type: str) -> str:
 
     logging.disable(logging.WARNING)
     torch.set_num_threads(1)  # tiny models: processes, not threads, are what runs families in parallel
-    from moee_exp.features.coverage import check_family
+    from devtools.coverage import check_family
 
     row = check_family(model_type).markdown()
     print(row, file=sys.stderr, flush=True)  # progress
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--write", action="store_true", help="replace docs/coverage.md's table")
     args = p.parse_args(argv)
-    from moee_exp.features.coverage import HEADER, moe_model_types, parse_table, summary
+    from devtools.coverage import HEADER, moe_model_types, parse_table, summary
 
     types = args.model_types or moe_model_types()
     with ProcessPoolExecutor(args.jobs) as pool:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from devtools.coverage import moe_model_types, parse_table
 from moee_exp.errors import UnsupportedRouterError, error_line
-from moee_exp.features.coverage import moe_model_types, parse_table
 from moee_exp.features.router_check import check_routers
 from moee_exp.features.routers import Router
 
@@ -26,7 +26,7 @@ def test_table_lists_every_moe_family_of_installed_transformers():
 
 
 def test_summary_line_counts_the_table_on_the_installed_transformers():
-    from moee_exp.features.coverage import summary
+    from devtools.coverage import summary
 
     assert summary(ROWS) in BLOCK, "regenerate with: python scripts/moe_coverage.py --write"
 
@@ -39,7 +39,7 @@ def test_no_family_gives_wrong_features():
 
 @pytest.mark.parametrize("model_type", sorted(ROWS))
 def test_row_regenerates(model_type, tmp_path):
-    from moee_exp.features.coverage import check_family
+    from devtools.coverage import check_family
 
     assert check_family(model_type, tmp_path).markdown() == ROWS[model_type]
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import TINY_FAMILIES
 
-from moee_exp.features.coverage import TEXTS as COVERAGE_TEXTS
+from devtools.coverage import TEXTS as COVERAGE_TEXTS
 from moee_exp.features.extract import FEATURES, extract, pooled_positions
 
 # one xdist worker runs this module: its module-scoped fixture is built once, not once per worker

@@ -1,5 +1,5 @@
 """protocol=paper equals the public code: prompted strings, embeddings (per encode call) and per-dataset main scores
-against the public code's own outputs on tiny checkpoints (tests/fixtures/public_code/, moee_exp/jobs/public_fixture.py).
+against the public code's own outputs on tiny checkpoints (tests/fixtures/public_code/, devtools/public_fixture.py).
 The differences that remain, and why, are in BENCHMARKS.md ("Paper protocol vs the public code")."""
 
 import os
@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from moee_exp.jobs import public_fixture as pf
+from devtools import public_fixture as pf
 
 pytestmark = pytest.mark.skipif(not pf.available(), reason="tests/fixtures/public_code/ not present")
 

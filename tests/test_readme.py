@@ -117,8 +117,8 @@ def kind(argv: list[str]) -> str | None:
         return "run"
     if args[:2] == ["-m", "analysis.report"]:
         return "report"
-    if args[:2] in (["-m", "moee_exp.embed"], ["-m", "moee_exp.dashboard"]):
-        return args[1].split(".")[1]
+    if args[:2] in (["-m", "moee_exp.integrations.embed"], ["-m", "moee_exp.integrations.dashboard"]):
+        return args[1].rsplit(".", 1)[1]
     return None
 
 

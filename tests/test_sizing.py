@@ -7,15 +7,15 @@ import torch
 import yaml
 from conftest import ROOT
 
+from devtools.sizing import GIB, config_from_facts, size_of
 from moee_exp.errors import ConfigError
 from moee_exp.features.loading import check_device
-from moee_exp.features.sizing import GIB, config_from_facts, size_of
 
 TODAY = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((ROOT / "conf/model").glob("*.yaml"))
          if "hub_config:" in p.read_text()}
 
 
-def test_the_issues_checkpoints_are_all_there():
+def test_todays_checkpoints_are_all_there():
     assert {c["name_or_path"] for c in TODAY.values()} >= {
         "Qwen/Qwen3-30B-A3B", "openai/gpt-oss-20b", "allenai/OLMoE-1B-7B-0125", "mistralai/Mixtral-8x7B-v0.1",
         "deepseek-ai/DeepSeek-V2-Lite", "microsoft/Phi-3.5-MoE-instruct", "ibm-granite/granite-3.1-3b-a800m-base"}

@@ -2,13 +2,13 @@
 
 For every model type whose config names an expert count (a config attribute, not a list of model names), a tiny
 model is built from the family's own config class (shrunk to ~64 hidden units, fixed seed, offline), saved, and
-loaded by ``moee_exp.features.loading`` exactly like a hub checkpoint. Our HS and RW are then compared, to 1e-5, with what
-the model itself reports for each text alone (no padding): ``hidden_states[-1]`` and ``router_logits``
+loaded by ``moee_exp.features.loading`` exactly like a hub checkpoint. Our HS and RW are then compared, to 1e-5,
+with what the model itself reports for each text alone (no padding): ``hidden_states[-1]`` and ``router_logits``
 (``output_router_logits``), or, where a family does not record router logits, the router modules' own outputs
 (forward hooks). Left and right padding and two batch compositions (batch 1, batch 7) are each checked.
 
-``python scripts/moe_coverage.py`` prints the table the README holds; tests/test_coverage.py regenerates each row
-and fails where the README disagrees, so a transformers upgrade shows what changed.
+``python scripts/moe_coverage.py`` prints the table docs/coverage.md holds; tests/test_coverage.py regenerates each
+row and fails where docs/coverage.md disagrees, so a transformers upgrade shows what changed.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import NotAMoEModelError, UnsupportedRouterError
-from .extract import decoder_layers, extract
-from .loading import load_model
-from .router_check import is_probabilities
-from .routers import EXPERT_COUNT_ATTRS, find_routers, text_config
-from .tiny import _train_tokenizer
+from moee_exp.errors import NotAMoEModelError, UnsupportedRouterError
+from moee_exp.features.extract import decoder_layers, extract
+from moee_exp.features.loading import load_model
+from moee_exp.features.router_check import is_probabilities
+from moee_exp.features.routers import EXPERT_COUNT_ATTRS, find_routers, text_config
+from moee_exp.features.tiny import _train_tokenizer
 
 TOL = 1e-5
 SEED = 0
@@ -93,7 +93,7 @@ FAMILY: dict[str, dict] = {
                   "indexer_compress_ratio": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
                   "linear_num_key_heads": 2, "linear_num_value_heads": 4, "ple_embed_dim": 32,
                   "ngram_vocab_size_base": 1024, "split_ngram_parts": 4, "hc_lowrank": 16},
-    # linear-attention heads as small as the rest (the CPU fallback's chunked kernel costs ~20 s at 32 x 128)
+    # linear-attention heads as small as the rest: the CPU fallback's chunked kernel is slow at the default 32 x 128
     "kimi_linear": {"linear_head_dim": 16, "linear_num_heads": 4},
     "bailing_hybrid": {"linear_head_dim": 16, "linear_num_heads": 4},
     "zaya": {"num_experts_per_tok": 1, "router_hidden_size": 32},  # ZAYA supports top-1 only

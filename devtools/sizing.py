@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .quant_experts import SMALL, _linear_layout, fused_experts, on_interface
-from .routers import find_routers
+from moee_exp.features.quant_experts import SMALL, _linear_layout, fused_experts, on_interface
+from moee_exp.features.routers import find_routers
 
 GIB = 1024**3
 GPU_GB = 80  # one A100/H100 80 GB

@@ -3,8 +3,8 @@ the public code (tianyi-lab/MoE-Embedding, its forked mteb 1.x, its patched mode
 run on tiny random checkpoints of OLMoE, Qwen2-MoE and DeepSeekMoE and on the bundled demo tasks under the names of
 paper datasets; its prompted strings, embeddings (per encode call) and scores are stored there as numbers.
 
-Used by tests/test_paper_protocol.py (CI) and ``python -m moee_exp.jobs.public_fixture`` (the comparison table in
-BENCHMARKS.md, "Paper protocol vs the public code").
+Used by tests/test_paper_protocol.py (CI) and ``python -m devtools.public_fixture`` from the repo root (the
+comparison table in BENCHMARKS.md, "Paper protocol vs the public code").
 """
 
 from __future__ import annotations
@@ -17,17 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..features.cache import open_cache
-from ..features.extract import prompt_texts
-from ..features.featurize import Featurizer
-from ..features.instructions import DEMO_NAMESAKES
-from ..scoring.demo_tasks import DEMO_TASKS
-from ..scoring.encoder import MoEEEncoder
-from ..scoring.fuse import fuse
-from .config import read_job, register
-from .runner import run_job
+from moee_exp.features.cache import open_cache
+from moee_exp.features.extract import prompt_texts
+from moee_exp.features.featurize import Featurizer
+from moee_exp.features.instructions import DEMO_NAMESAKES
+from moee_exp.jobs.config import read_job, register
+from moee_exp.jobs.runner import run_job
+from moee_exp.scoring.demo_tasks import DEMO_TASKS
+from moee_exp.scoring.encoder import MoEEEncoder
+from moee_exp.scoring.fuse import fuse
 
-FIXTURE = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "public_code"
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "public_code"
 FAMILIES = {"olmoe": "olmoe", "qwen2_moe": "qwen_moe", "deepseek": "deepseek_moe"}  # fixture family -> conf/model
 EMB_INFO = {"HS": "hs", "RW": "rw", "MoEE": "moee_concat"}  # the public code's --emb_info -> our emb kind
 
@@ -87,7 +88,7 @@ def _encoder(family: str, embed_method: str, emb_info: str, ensemble: bool, batc
     from hydra import compose, initialize_config_dir
 
     register()
-    conf = Path(__file__).resolve().parents[2] / "conf"
+    conf = ROOT / "conf"
     with initialize_config_dir(str(conf), version_base=None):
         cfg = compose("config", overrides=overrides(family, embed_method, emb_info, ensemble, 1.0, batch_size))
     job = read_job(cfg)
@@ -163,7 +164,7 @@ def run_ours(rows: list[dict], tmp: Path, cache_dir: Path | str | None = None) -
                row.get("similarity_weight"), int(row["batch_size"]))  # fmt: skip
         jobs.setdefault(key, []).append(row)
     out = []
-    conf = Path(__file__).resolve().parents[2] / "conf"
+    conf = ROOT / "conf"
     with initialize_config_dir(str(conf), version_base=None), as_namesakes():
         for i, (key, members) in enumerate(jobs.items()):
             names = sorted({demo_task_of(r["task"]) for r in members})

@@ -51,7 +51,7 @@ def job(cfg, job_dir, group: str, run: bool = True) -> int:
     """
     try:
         spec = read_job(cfg)  # config and model mistakes fail in seconds, before the heavy imports below
-        from moee_exp.scoring.tasks import describe_data  # (preflight has imported it already)
+        from moee_exp.scoring.tasks import describe_data  # (mteb: after the config is known to be right)
 
         data = describe_data(spec.tasks)
         origin = task_set_origin(HydraConfig.get()) if HydraConfig.initialized() else "composed config"

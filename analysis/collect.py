@@ -26,8 +26,16 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-METHODS = {"hs": "HS", "rw": "RW", "moee_concat": "MoEE_concat", "moee_sum": "MoEE_sum"}
+from moee_exp.scoring import kinds
+
 TASK_TYPES = ["Classification", "Clustering", "PairClassification", "Reranking", "Retrieval", "STS", "Summarization"]
+
+
+def _weighted(kind) -> bool:
+    """An emb kind that α weights (MoEE(sum)): its rows carry α and the weights option (moee_exp.scoring.kinds)."""
+    return kind in kinds.names() and kinds.get(kind).weighted
+
+
 # What makes two rows the same table cell (where and when they ran does not).
 KEY = ["model", "emb", "weights", "alpha", "rw_activation", "standardize", "hs_feature", "rw_feature", "prompt", "task",
        "split", "protocol"]
@@ -80,7 +88,7 @@ def _job_label(cfg: dict) -> str:
     emb = cfg.get("emb") or {}
     w = cfg.get("weights") or {"name": "fixed", "alpha": emb.get("alpha")}  # runs from before the weights group
     alpha = ""
-    if emb.get("kind") == "moee_sum":
+    if _weighted(emb.get("kind")):
         alpha = f" {w['name']}" if w.get("name") in CHOSEN_PER_TASK else f" a={w.get('alpha') or 1.0:g}"
     return f"{(cfg.get('model') or {}).get('name')} {emb.get('kind')}{alpha} {(cfg.get('prompt') or {}).get('name')}"
 
@@ -150,8 +158,10 @@ def setting_of(row: dict) -> dict:
         if task.get("synthetic"):  # the generated data's size / seed / generator: the same for every task of a job
             ident["synthetic"] = task["synthetic"]
         emb = ident.get("emb") if isinstance(ident.get("emb"), dict) else {}
-        unused = {"hs": ("emb.rw_activation", "emb.rw_feature"), "rw": ("emb.hs_feature",)}.get(emb.get("kind"), ())
-        if emb.get("kind") != "moee_sum":  # only MoEE(sum) reads protocol.sum_scoring
+        blocks = kinds.get(emb["kind"]).blocks if emb.get("kind") in kinds.names() else ("hs", "rw")
+        unused = () if "rw" in blocks else ("emb.rw_activation", "emb.rw_feature")  # settings of a block not used
+        unused += () if "hs" in blocks else ("emb.hs_feature",)
+        if not _weighted(emb.get("kind")):  # only an α-weighted kind (MoEE(sum)) reads protocol.sum_scoring
             unused += ("protocol.sum_scoring",)
         for path in unused:
             _drop_path(ident, path)
@@ -219,10 +229,10 @@ def tidy(rows: list[dict]) -> tuple[pd.DataFrame, int]:
     for col in columns:
         if col not in df:
             df[col] = None
-    is_sum = df.emb == "moee_sum"
+    is_sum = df.emb.map(_weighted)
     df["alpha"] = [float(a) if s and a is not None and a == a else float("nan") for s, a in zip(is_sum, df.alpha)]
     df["weights"] = [(w if isinstance(w, str) else "fixed") if s else None for s, w in zip(is_sum, df.weights)]
-    df["method"] = df.emb.map(METHODS).fillna(df.emb)
+    df["method"] = df.emb.map(lambda k: kinds.get(k).label if k in kinds.names() else k)
     df["protocol"] = df.protocol.fillna("clean")  # rows written before the protocol group: today's clean computation
     df["task_data"] = df.task_data.fillna("real")
     df["score"] = df.main_score.astype(float) * 100
@@ -278,7 +288,7 @@ def collect_wandb(project: str) -> Collection:
             "task_set": cfg.get("tasks.name"), "split": "test", "computed_at": str(run.created_at),
             "protocol": cfg.get("protocol.name"), "instructions": cfg.get("protocol.instructions"),
             "text_handling": cfg.get("protocol.text"), "quantization": cfg.get("model.quantization"),
-            "sum_scoring": cfg.get("protocol.sum_scoring") if cfg.get("emb.kind") == "moee_sum" else None,
+            "sum_scoring": cfg.get("protocol.sum_scoring") if _weighted(cfg.get("emb.kind")) else None,
             "quantize_routers": cfg.get("model.quantize_routers") if cfg.get("model.quantization") not in (
                 None, "none") else None,
             "task_data": cfg.get("tasks.data") or "real",

@@ -18,6 +18,7 @@ import math
 import pandas as pd
 
 from moee_exp.features.prompts import TEMPLATES
+from moee_exp.scoring import kinds
 
 from . import paper
 from .collect import TASK_TYPES
@@ -45,10 +46,8 @@ def _label(r) -> str:
     # paper's RW activation is per model (DeepSeekMoE: softmax), so under paper it is not a deviation
     if protocol != "paper" and r.emb != "hs" and r.rw_activation not in (None, "logits"):
         extra.append(str(r.rw_activation))
-    if protocol == "paper":
-        default_std = "none" if r.emb == "hs" else "batch"
-    else:
-        default_std = "text" if r.emb == "moee_concat" else "none"
+    kind = kinds.get(r.emb) if r.emb in kinds.names() else None  # the kind's own default (moee_exp.scoring.kinds)
+    default_std = (kind.paper_standardize if protocol == "paper" else kind.standardize) if kind else None
     if r.standardize not in (None, default_std):
         extra.append(f"std={r.standardize}")
     tag = [f"{protocol} protocol"] + (["synthetic"] if getattr(r, "task_data", None) == "synthetic" else [])

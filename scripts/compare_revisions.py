@@ -22,10 +22,11 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-# The default job (protocol=paper), and a sweep over every emb kind under protocol=clean with a chosen α.
+# The default job (protocol=paper), a sweep over the paper's four emb kinds under each protocol, and α chosen by auto.
 JOBS = {
     "default": [],
     "sweep": ["-m", "emb=hs,rw,moee_concat,moee_sum", "protocol=clean"],
+    "sweep_paper": ["-m", "emb=hs,rw,moee_concat,moee_sum", "protocol=paper"],
     "auto_alpha": ["emb=moee_sum", "weights=auto", "protocol=clean"],
 }
 # Fields that differ by design between two runs: when and by which process, how long, and the row key and code
@@ -83,12 +84,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("before")
     parser.add_argument("after", nargs="?", default="HEAD")
+    parser.add_argument("--ignore", action="append", default=[], metavar="PREFIX",
+                        help="leave out the row fields under this dotted prefix, e.g. --ignore identity for a change "
+                             "that moves how a row's identity is laid out (its scores must still be equal)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="moee-compare-") as tmp:
         before, after = run_revision(args.before, Path(tmp)), run_revision(args.after, Path(tmp))
+    if args.ignore:
+        keep = lambda row: {k: v for k, v in row.items() if not k.startswith(tuple(args.ignore))}  # noqa: E731
+        before, after = ({r: keep(row) for r, row in rows.items()} for rows in (before, after))
     diffs = compare(before, after)
     n_values = sum(len(row) for row in before.values())
-    print(f"{len(before)} rows, {n_values} fields compared (every score of every row; not: {', '.join(sorted(VOLATILE))})")
+    left_out = ", ".join(sorted(VOLATILE) + [f"{p}*" for p in args.ignore])
+    print(f"{len(before)} rows, {n_values} fields compared (every score of every row; not: {left_out})")
     if diffs.empty:
         print(f"identical: every row of {args.before} equals {args.after}'s")
         return 0

@@ -9,7 +9,8 @@ from jobs import cli, compose
 
 from moee_exp.features.featurize import Featurizer, model_path
 from moee_exp.features.prompts import TEMPLATES
-from moee_exp.integrations.mteb_model import PAPER, get_moee_model, moee_model_meta
+from moee_exp.integrations.mteb_model import get_moee_model, moee_model_meta
+from moee_exp.scoring.model_meta import PAPER
 from moee_exp.scoring.encoder import MoEEEncoder
 
 TINY = tiny_model_cfg("tiny")["tiny"]["config"]

@@ -125,4 +125,4 @@ def test_embed_texts_and_sentence_transformer_take_conf_names():
     assert emb.shape == (2, 64)
     unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
     assert unit(emb) == pytest.approx(unit(feats["hs"]), abs=1e-4)  # the same model's HS
-    assert model[0].model_name_or_path == "tiny"  # saved as given: a saved module resolves it again when loaded
+    assert model[0].spec.model.name_or_path == "tiny"  # saved as given: a saved module resolves it again when loaded

@@ -163,26 +163,28 @@ def test_bad_protocol_settings_are_one_line_errors(overrides, message):
 
 
 def test_rows_names_and_identity_record_the_protocol():
-    from omegaconf import OmegaConf
-
-    from moee_exp.integrations.mteb_model import model_name
+    from moee_exp.jobs.config import read_job
     from moee_exp.jobs.resume import job_identity, row_key
     from moee_exp.jobs.runner import row_labels, run_name
+    from moee_exp.scoring.spec import MoEESpec
 
-    paper, clean = _compose(), _compose("protocol=clean")
+    paper, clean = (read_job(_compose(*o), here=False) for o in ((), ("protocol=clean",)))
     lp, lc = row_labels(paper), row_labels(clean)
     assert (lp["protocol"], lc["protocol"]) == ("paper", "clean")
     assert lp["instructions"] == "e5" and lp["sum_scoring"] == "paper" and lc["sum_scoring"] == "similarity"
-    assert run_name(lp).endswith("-paper") and run_name(lc).endswith("-clean")
-    keys = {row_key(job_identity(OmegaConf.to_container(c, resolve=True), TEMPLATES["prompteol"]))
-            for c in (paper, clean, _compose("protocol.instructions=none"), _compose("protocol.text=clean"))}
+    assert run_name(paper).endswith("-paper") and run_name(clean).endswith("-clean")
+    keys = {row_key(job_identity(read_job(_compose(*o), here=False)))
+            for o in ((), ("protocol=clean",), ("protocol.instructions=none",), ("protocol.text=clean",))}
     assert len(keys) == 4
-    emb = {"kind": "hs", "alpha": 1.0, "rw_activation": "logits", "standardize": "none", "standardize_batch_size": 128,
-           "hs_feature": "hs", "rw_feature": "rw"}
-    assert model_name({"name": "m"}, emb, "none", {"name": "paper", "instructions": "e5", "text": "paper"}) == \
-        "moee/m-hs-none-paper"
-    assert model_name({"name": "m"}, emb, "none") == "moee/m-hs-none-clean"
-    assert model_name({"name": "m"}, emb, "none", {"instructions": "e5"}) == "moee/m-hs-none-clean-instructions=e5"
+    # the name says what the kind and protocol do not imply, and nothing else
+    spec = MoEESpec.create("m", kind="hs", prompt="none")
+    paper = {"name": "paper", "instructions": "e5", "text": "paper", "sum_scoring": "paper"}
+    assert MoEESpec.create("m", kind="hs", prompt="none", protocol=paper).name == "m-hs-none-paper"
+    assert spec.name == "m-hs-none-clean"
+    assert MoEESpec.create("m", kind="hs", prompt="none", protocol={"instructions": "e5"}).name == \
+        "m-hs-none-clean-instructions=e5"
+    assert MoEESpec.create("m", kind="hs", prompt="none", standardize="text").name == "m-hs-none-clean-standardize=text"
+    assert MoEESpec.create("m", kind="moee_sum", alpha=0.5).name == "m-moee_sum-a0.5-prompteol-clean"
 
 
 def test_the_instruction_keys_the_feature_cache(tmp_path):

@@ -113,12 +113,9 @@ def save(job: Path, plan: resume.ResumePlan, task) -> dict:
 
 
 def ident(*overrides):
-    from omegaconf import OmegaConf
+    from moee_exp.jobs.config import read_job
 
-    from moee_exp.jobs.config import template_of
-
-    resolved = compose(*overrides)
-    return resume.job_identity(resolved, template_of(OmegaConf.create(resolved["prompt"])))
+    return resume.job_identity(read_job(hydra_compose(*overrides), here=False))
 
 
 def test_a_row_is_reused_only_while_nothing_that_changes_its_score_changed(tmp_path, caplog):
@@ -143,7 +140,7 @@ def test_a_row_is_reused_only_while_nothing_that_changes_its_score_changed(tmp_p
         (["weights.alpha=0.5"], "weights.alpha"),
         (["prompt=none"], "prompt.template"),
         (["prompt.normalize=false"], "prompt.normalize"),
-        (["model.max_length=64"], "max_length"),
+        (["model.max_length=64"], "model.max_length"),
         (["model.dtype=bfloat16"], "model.dtype"),
         (["model.tiny.seed=1"], "model.model"),
         (["cache.dtype=float16"], "features.dtype"),
@@ -186,7 +183,7 @@ def test_an_unreadable_result_file_is_computed_again(tmp_path, caplog):
 
 def test_the_code_version_covers_the_scoring_modules():
     here = Path(resume.__file__).parents[1]  # moee_exp/
-    assert all((here / name).exists() for name in resume.CODE_FILES)
+    assert all(list(here.glob(pattern)) for pattern in resume.CODE_FILES)
     assert len(resume.code_version()) == 16
 
 

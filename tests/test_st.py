@@ -11,6 +11,7 @@ from conftest import ROOT
 from moee_exp import embed_texts
 from moee_exp.features.featurize import model_path
 from moee_exp.scoring.fuse import fuse, rw_block
+from moee_exp.scoring.spec import MoEESpec
 
 TEXTS = [
     "A cat sits on the mat.",
@@ -59,7 +60,7 @@ def test_encode_equals_embed_texts_plus_fuse_and_save_load_round_trips(tiny_lm, 
 
     model.save(str(tmp_path / "st"))
     saved = json.loads((tmp_path / "st" / "moee_config.json").read_text())
-    assert {k: saved[k] for k in kwargs} == kwargs
+    assert MoEESpec.from_dict(saved["spec"]) == MoEESpec.create(tiny_dir, **kwargs)  # the spec is what is saved
     loaded = SentenceTransformer(str(tmp_path / "st"), trust_remote_code=True)
     assert loaded.similarity_fn_name == similarity
     np.testing.assert_allclose(loaded.encode(TEXTS), got, atol=1e-6, rtol=0)

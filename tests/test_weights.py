@@ -240,14 +240,11 @@ def test_fixed_and_auto_are_one_job_each_and_auto_reaches_wandb(tmp_cwd):
 
 def test_row_keys_change_with_what_changes_alpha_only():
     """resume: a row is recomputed when the way its α is chosen changes, and only then."""
-    from omegaconf import OmegaConf
-
     from moee_exp.jobs import resume
-    from moee_exp.jobs.config import template_of
+    from moee_exp.jobs.config import read_job
 
     def key(*overrides):
-        cfg = compose(*overrides)
-        return resume.row_key(resume.job_identity(OmegaConf.to_container(cfg, resolve=True), template_of(cfg.prompt)))
+        return resume.row_key(resume.job_identity(read_job(compose(*overrides), here=False)))
 
     auto = key("weights=auto")
     assert auto == key("weights=auto", "weights.alpha=0.3", "weights.grid=[0.5]")  # knobs auto does not read

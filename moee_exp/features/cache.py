@@ -53,8 +53,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks import Checked, choice
 from ..errors import ConfigError, LockWaitTimeout
 from ..faults import pid_alive
+from ..files import atomic_write, writable
 
 try:
     import fcntl
@@ -77,10 +79,12 @@ GATHER_ROWS = 128  # rows copied per step of a read: a step's block (1 MB at 204
 
 
 @dataclass
-class CacheConfig:
+class CacheConfig(Checked):
+    group = "cache"
+
     enabled: bool = True  # false: every job extracts its features again (the public code's behaviour)
     dir: str = "${paths.cache_dir}/features"  # shared by concurrent jobs (joblib, SLURM arrays) on one filesystem
-    dtype: str = "float32"  # float32 | float16 (half the disk; features rounded to float16)
+    dtype: str = field(default="float32", metadata=choice(CACHE_DTYPES))  # float32 | float16 (half the disk; features rounded to float16)
     lock: bool = True  # concurrent jobs take turns to extract, so each text is extracted once (moee_exp.features.cache)
     # a holder of the extraction lock whose extraction has not moved on (no batch done) for this long (hung, stopped,
     # dead node) is taken over: the longest a waiter waits for a holder that makes no progress
@@ -110,14 +114,6 @@ def _not_a_dir(path: Path, err: OSError) -> ConfigError:
     where = probe if probe.is_file() else Path(path)
     return ConfigError(f"feature cache: {where} is a file, not a dir ({err.strerror or err}): remove it (its features "
                        "are extracted again) or point cache.dir at another dir")
-
-
-def writable(path: Path) -> bool:
-    """Whether ``path``, or the nearest parent that exists, is a dir this process may create files in."""
-    probe = Path(path)
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
 
 
 def text_key(text: str) -> bytes:
@@ -151,17 +147,6 @@ class _HashingWriter:
     def write(self, data) -> int:
         self.h.update(data)
         return self.f.write(data)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:  # full disk, quota: leave nothing behind
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 class _Shard:
@@ -403,7 +388,7 @@ class Namespace:
         folder.mkdir(parents=True, exist_ok=True)
         meta = self.path / "meta.json"
         if not meta.exists():
-            _atomic_write_text(meta, json.dumps(self.identity, indent=1, sort_keys=True, default=str))
+            atomic_write(meta, json.dumps(self.identity, indent=1, sort_keys=True, default=str))
         tmp = folder / f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.npy"
         try:
             with open(tmp, "wb") as f:

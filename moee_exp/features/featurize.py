@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from ..errors import NonFiniteFeatureError, ReadOnlyCacheError
-from .cache import CacheMiss, FeatureCache, text_keys, writable
+from ..files import writable
+from .cache import CacheMiss, FeatureCache, text_keys
 from .extract import (
     DEFAULT_FEATURES,
     EXTRACTION_VERSION,

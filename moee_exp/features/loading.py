@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, ModelNotFoundError, NotAMoEModelError
+from ..checks import Checked, choice
+from ..errors import ConfigError, MissingDependencyError, ModelNotFoundError, NotAMoEModelError
 from .quant_experts import IMPLEMENTATION as NF4_EXPERTS
 from .quant_experts import check_quantizable, quantize_fused_experts
 from .router_check import check_routers
@@ -20,20 +21,23 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 QUANTIZATIONS = ("none", "4bit", "8bit")
+RW_ACTIVATIONS = ("logits", "softmax")  # what RW is: router logits, or their softmax over each layer's experts
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Checked):
+    group = "model"
+
     name: str = "model"  # short name used in results, tables and W&B
     name_or_path: str | None = None  # hub id or local dir
     tiny: Any = None  # {model_type, seed, vocab_size, config}: build a tiny random model instead
     revision: str | None = None
-    dtype: str = "auto"  # auto = float32 on CPU, bfloat16 on GPU
-    quantization: str = "none"  # none | 4bit (nf4) | 8bit, via bitsandbytes
+    dtype: str = field(default="auto", metadata=choice(("auto", *DTYPES)))  # auto = float32 on CPU, bfloat16 on GPU
+    quantization: str = field(default="none", metadata=choice(QUANTIZATIONS))  # none | 4bit (nf4) | 8bit (bitsandbytes)
     device: str = "auto"
     max_length: int = field(default=512, metadata={"min": 8})  # at most the model's max_position_embeddings
     batch_size: int = field(default=32, metadata={"min": 1})
-    padding_side: str = "left"
+    padding_side: str = field(default="left", metadata=choice(("left", "right")))
     trust_remote_code: bool = False
     experts_implementation: str = "auto"  # auto (fastest per device type) | eager | grouped_mm | batched_mm | ...
     cache_dir: str = "${paths.cache_dir}"
@@ -43,9 +47,32 @@ class ModelConfig:
     # false keeps them exact (RW read from full-precision routers). Set by protocol=paper.
     quantize_routers: bool = False
     # Per-model facts of the public code, read by protocol=paper (conf/protocol/paper.yaml):
-    paper_rw_activation: str = "logits"  # what its gate returns as RW: logits (OLMoE, Qwen) | softmax (DeepSeekMoE)
-    paper_quantization: str = "4bit"  # how it loads the model (NF4 4-bit); tiny models: none (CPU smoke runs)
+    # what its gate returns as RW: logits (OLMoE, Qwen) | softmax (DeepSeekMoE)
+    paper_rw_activation: str = field(default="logits", metadata=choice(RW_ACTIVATIONS))
+    # how it loads the model (NF4 4-bit); tiny models: none (CPU smoke runs)
+    paper_quantization: str = field(default="4bit", metadata=choice(QUANTIZATIONS))
     paper_quantize_routers: bool = True  # its gate is an nn.Linear, so bitsandbytes quantizes it (DeepSeekMoE: no)
+
+    def check(self) -> None:
+        check_device(self.device, "model.device", here=False)  # a device name; whether this machine has it: at load
+        check_tiny(self.tiny)
+
+
+def check_tiny(tiny) -> None:
+    """model.tiny: None, or a tiny-model spec {model_type, seed, vocab_size, config} (conf/model/tiny.yaml)."""
+    if tiny is None:
+        return
+    if not isinstance(tiny, Mapping) or not isinstance(tiny.get("model_type"), str):
+        raise ConfigError(
+            f"model.tiny={tiny!r} is not a tiny-model spec: use model=tiny (or another tiny_* option), or "
+            "model.tiny=null with model.name_or_path set"
+        )
+    for key, kind in (("seed", int), ("vocab_size", int), ("config", Mapping)):
+        value = tiny.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+            raise ConfigError(f"model.tiny.{key}={value!r} must be a {kind.__name__}; see conf/model/tiny.yaml")
+    if not 64 <= int(tiny.get("vocab_size", 512)) <= 1_000_000:
+        raise ConfigError("model.tiny.vocab_size must be between 64 and 1000000 (tiny default: 512)")
 
 
 def model_config(model) -> ModelConfig:
@@ -239,7 +266,7 @@ def _require_bitsandbytes(quantization: str) -> None:
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             f"model.quantization={quantization} needs bitsandbytes: pip install 'moee-exp[quant]' "
             "(or model.quantization=none)"
         ) from err

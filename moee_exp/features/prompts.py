@@ -8,12 +8,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..checks import Checked
+from ..errors import ConfigError
+
 
 @dataclass
-class PromptConfig:
-    name: str = "none"
+class PromptConfig(Checked):
+    group = "prompt"
+
+    name: str = "prompteol"  # one of TEMPLATES (the paper's prompts; PromptEOL is its default)
     template: str | None = None  # None: the paper's template for `name`
     normalize: bool = True  # the public code's clean-up of the text (moee_exp.features.prompts.normalize_text)
+
+    def check(self) -> None:
+        self.text_template  # noqa: B018 (raises ConfigError for a template without {text} or an unknown name)
+
+    @property
+    def text_template(self) -> str:
+        """The template texts are put into: ``template``, or the paper's for ``name``."""
+        if self.template:
+            try:
+                return check_template(self.template)
+            except ValueError as err:
+                raise ConfigError(f"prompt.template: {err}") from None
+        if self.name not in TEMPLATES:
+            raise ConfigError(
+                f"prompt.name={self.name!r} has no template; use one of {', '.join(TEMPLATES)} "
+                "or set prompt.template='... {text} ...'"
+            )
+        return TEMPLATES[self.name]
 
 
 TEMPLATES: dict[str, str] = {

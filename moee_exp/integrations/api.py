@@ -14,8 +14,8 @@ import yaml
 
 from ..features import loading
 from ..features.extract import DEFAULT_FEATURES, extract, prompt_texts
-from ..features.loading import LoadedModel
-from ..features.prompts import TEMPLATES, check_template
+from ..features.loading import LoadedModel, ModelConfig
+from ..features.prompts import PromptConfig
 from ..features.tiny import ensure_tiny_model
 
 CONF_MODELS = Path(__file__).resolve().parents[2] / "conf" / "model"
@@ -47,25 +47,23 @@ def load_model(name_or_path: str, *, cache_dir: str | None = None, trust_remote_
 def embed_texts(
     lm: LoadedModel,
     texts: list[str],
-    prompt: str = "prompteol",
+    prompt: str = PromptConfig.name,
     *,
     template: str | None = None,
-    normalize: bool = True,
-    max_length: int = 512,
-    batch_size: int = 32,
-    padding_side: str = "left",
+    normalize: bool = PromptConfig.normalize,
+    max_length: int = ModelConfig.max_length,
+    batch_size: int = ModelConfig.batch_size,
+    padding_side: str = ModelConfig.padding_side,
     features=DEFAULT_FEATURES,
     progress: bool = False,
 ) -> dict[str, np.ndarray]:
     """Pooled features of ``texts`` in input order: {"hs": (n, hidden), "rw": (n, moe_layers, experts)}.
 
     ``prompt`` names one of the paper's templates (moee_exp.features.prompts.TEMPLATES); ``template`` gives your own.
+    The keywords are a spec's fields (moee_exp.scoring.spec), with its defaults.
     """
-    if template is None:
-        if prompt not in TEMPLATES:
-            raise ValueError(f"unknown prompt {prompt!r}; use one of {', '.join(TEMPLATES)} or pass template=")
-        template = TEMPLATES[prompt]
-    prompted = prompt_texts(texts, check_template(template), lm.tokenizer, max_length, normalize)
+    template = PromptConfig(prompt, template, normalize).text_template  # checked: a known prompt, one {text}
+    prompted = prompt_texts(texts, template, lm.tokenizer, max_length, normalize)
     return extract(
         lm,
         prompted.texts,

@@ -1,4 +1,4 @@
-"""A W&B report for a project of MoEE runs, built with wandb-workspaces: ``python -m moee_exp.dashboard ENTITY/PROJECT``.
+"""W&B report of a project's MoEE runs (wandb-workspaces): ``python -m moee_exp.integrations.dashboard ENTITY/PROJECT``.
 
 What it holds (one section per model × prompt found in ``--from`` job dirs or given as ``--combo``; one section
 over all runs when none is given):
@@ -26,8 +26,9 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..scoring import kinds
+
 TASK_TYPES = ("Classification", "Clustering", "PairClassification", "Reranking", "Retrieval", "STS", "Summarization")
-EMB_KINDS = ("hs", "rw", "moee_concat", "moee_sum")
 SCORES_TABLE = "scores"  # the per-dataset table moee_exp.jobs.record.WandbLogger.log_summary logs
 # config keys (flat, as the runner logs them) and summary keys the report reads
 ALPHA, KIND, MODEL, PROMPT, DATA = "weights.alpha", "emb.kind", "model.name", "prompt.name", "tasks.data"
@@ -88,6 +89,8 @@ def build_report(
         conditions = pairs if synthetic else (*pairs, REAL_DATA)
         return wr.Runset(name=name, filters=_filters(*conditions), groupby=list(groupby), **where)
 
+    every = [kinds.get(name) for name in kinds.names()]  # the registered emb kinds (moee_exp.scoring.kinds)
+    weighted = [k for k in every if k.weighted]  # those with an α curve
     blocks = [
         wr.P(
             "Scores are x100 (the paper's scale). avg = mean of the task-type averages (the paper's Avg); type/<T> = "
@@ -103,13 +106,13 @@ def build_report(
         blocks += [
             wr.H2(f"α curves: {label}"),
             wr.PanelGrid(
-                runsets=[runset("MoEE(sum)", (KIND, "moee_sum"), *same)],
+                runsets=[runset(k.label, (KIND, k.name), *same) for k in weighted],
                 panels=[
                     wr.ScatterPlot(title=f"{s} vs α", x=wr.Config(ALPHA), y=wr.SummaryMetric(s), running_ymean=True)
                     for s in scores
                 ],
             ),
-            wr.H2(f"Task types, HS / RW / MoEE(concat) / MoEE(sum): {label}"),
+            wr.H2(f"Task types, {' / '.join(k.label for k in every)}: {label}"),
             wr.PanelGrid(
                 runsets=[runset("emb kinds", *same)],
                 panels=[
@@ -159,7 +162,7 @@ def types_from_dirs(dirs: Iterable[Path]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m moee_exp.dashboard", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m moee_exp.integrations.dashboard", description=__doc__.splitlines()[0])
     p.add_argument("project", help="ENTITY/PROJECT of the runs (logger.entity / logger.project)")
     p.add_argument("--from", dest="dirs", nargs="*", type=Path, default=[],
                    help="job or sweep dirs: one section per model x prompt found in their config.yaml")  # fmt: skip

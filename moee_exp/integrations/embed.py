@@ -1,40 +1,45 @@
-"""Embed one's own texts: `python -m moee_exp.embed --model <hub id | dir | conf name> --input texts.txt --output f.npz`.
+"""Embed one's own texts: `python -m moee_exp.integrations.embed --model M --input texts.txt --output f.npz`.
 
-Writes float32 arrays in input order: hs (n, hidden), rw (n, n_moe_layers * n_experts), emb (the fused embedding).
+M is a hub id, a local dir or a conf/model name (tiny, olmoe). Writes float32 arrays in input order: hs (n, hidden),
+rw (n, n_moe_layers * n_experts), emb (the fused embedding).
 """
 
 from __future__ import annotations
 
 import argparse
 import codecs
+import dataclasses
 import math
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import USER_ERRORS, ConfigError, error_line
 from ..faults import DENIED, SPACE, as_os_error, is_write_fault
-from ..features.loading import (
-    DTYPES,
-    QUANTIZATIONS,
-    check_device,
-    check_max_length,
-    load_model,
-)
-from ..features.prompts import TEMPLATES, check_template
-from ..scoring.fuse import KINDS, RW_ACTIVATIONS, STANDARDIZE, fuse
+from ..files import atomic_write, unwritable_dir
+from ..checks import choices_of
+from ..features.loading import ModelConfig, check_device, check_max_length, load_model
+from ..features.prompts import TEMPLATES, PromptConfig
+from ..scoring.fuse import EmbConfig, fuse
+from ..scoring.spec import MoEESpec
 from .api import DEFAULT_CACHE, embed_texts, resolve_model  # resolve_model: conf/model names
 
-DEFAULT_MAX_LENGTH = 512
+DEFAULT_MAX_LENGTH = ModelConfig.max_length
+
+
+def _spec_field(schema, name: str) -> dict:
+    """argparse's default and choices of an option that is a spec field: the schema's own."""
+    f = schema.__dataclass_fields__[name]
+    allowed = choices_of(f)
+    return {"default": f.default, **({"choices": list(allowed)} if allowed is not None else {})}
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one `error:` line like every other user mistake (argparse's own exit code 2)
-        self.exit(2, f"error: {message} (python -m moee_exp.embed --help lists the options)\n")
+        self.exit(2, f"error: {message} (python -m moee_exp.integrations.embed --help lists the options)\n")
 
 
 def _number(kind, low, high=None):
@@ -59,7 +64,7 @@ def _encoding(name):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = _Parser(prog="python -m moee_exp.embed", description=__doc__.split("\n")[0])
+    p = _Parser(prog="python -m moee_exp.integrations.embed", description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, help="hub id, local dir, or a conf/model option such as tiny or olmoe")
     p.add_argument("--input", required=True, type=Path,
                    help="text file, one text per line (lines end in \\n or \\r\\n; other Unicode line breaks stay "
@@ -67,17 +72,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--encoding", default="utf-8", type=_encoding,
                    help="encoding of --input (default utf-8; a BOM is dropped), e.g. latin-1, cp1252, utf-16")
     p.add_argument("--output", required=True, type=Path, help=".npz file to write (this exact path)")
+    # the spec's fields (moee_exp.scoring.spec): defaults and choices are the schemas'
     p.add_argument("--prompt", default="prompteol", choices=list(TEMPLATES))
     p.add_argument("--template", help="your own prompt template containing {text} (overrides --prompt)")
-    p.add_argument("--emb", default="moee_sum", choices=KINDS, help="which fused embedding to store as `emb`")
+    p.add_argument("--emb", **_spec_field(EmbConfig, "kind"), help="which fused embedding to store as `emb`")
     p.add_argument("--alpha", type=_number(float, 0, 1e12), default=1.0, help="moee_sum weight of cos(RW)")
-    p.add_argument("--rw-activation", default="logits", choices=RW_ACTIVATIONS)
-    p.add_argument("--standardize", default=None, choices=STANDARDIZE, help="default: text for moee_concat, else none")
+    p.add_argument("--rw-activation", **_spec_field(EmbConfig, "rw_activation"))
+    p.add_argument("--standardize", choices=_spec_field(EmbConfig, "standardize")["choices"],
+                   help="default: the emb kind's (text for moee_concat, else none)")
     p.add_argument("--revision")
-    p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="auto: float32 on CPU, bfloat16 on GPU")
-    p.add_argument("--quantization", default="none", choices=QUANTIZATIONS)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=_number(int, 1, 2**31 - 1), default=32)
+    p.add_argument("--dtype", **_spec_field(ModelConfig, "dtype"), help="auto: float32 on CPU, bfloat16 on GPU")
+    p.add_argument("--quantization", **_spec_field(ModelConfig, "quantization"))
+    p.add_argument("--device", **_spec_field(ModelConfig, "device"))
+    p.add_argument("--batch-size", type=_number(int, 1, 2**31 - 1), default=ModelConfig.batch_size)
     p.add_argument("--max-length", type=_number(int, 8, 2**31 - 1), default=None,
                    help=f"tokens per prompted text, at most the model's max_position_embeddings; longer texts are cut "
                         f"(default: {DEFAULT_MAX_LENGTH}, or the model's limit if that is shorter)")
@@ -119,26 +126,17 @@ def check_output(path: Path) -> None:
     """Fail before the model loads if the .npz cannot be written (its dir is created if missing)."""
     if path.is_dir():
         raise ConfigError(f"--output {str(path)!r} is a directory: give a file name such as feats.npz")
-    probe = path.parent.absolute()
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"--output {str(path)!r} cannot be written ({str(probe)!r} is not a writable dir)")
+    problem = unwritable_dir(path.parent)
+    if problem:
+        raise ConfigError(f"--output {str(path)!r} cannot be written ({str(problem[0])!r} is not a writable dir)")
 
 
 def write_npz(path: Path, **arrays) -> None:
-    """Atomically (temp file + rename, so a killed run leaves no half-written file), at exactly ``path``. A write
+    """Atomically (``files.atomic_write``: a killed run leaves no half-written file), at exactly ``path``. A write
     that fails for lack of space or permission is a ConfigError naming ``path``."""
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: np.savez(f, **arrays))
     except BaseException as err:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
         if is_write_fault(err):
             os_err = as_os_error(err)
             what = SPACE.get(os_err.errno) or DENIED.get(os_err.errno) or os_err.strerror
@@ -148,7 +146,7 @@ def write_npz(path: Path, **arrays) -> None:
 
 
 # the model settings a loader error names, as this command's options
-_OPTIONS = {"model.name_or_path": "--model", "model.revision": "--revision", "model.dtype": "--dtype",
+_OPTIONS = {"prompt.template": "--template", "model.name_or_path": "--model", "model.revision": "--revision", "model.dtype": "--dtype",
             "model.quantization": "--quantization", "model.device": "--device", "model.max_length": "--max-length",
             "model.trust_remote_code": "--trust-remote-code", "model.cache_dir": "--cache-dir"}
 _SETTING = re.compile(r"\b(" + "|".join(re.escape(k) for k in _OPTIONS) + r")\b")
@@ -170,46 +168,52 @@ def check_standardize(n_texts: int, standardize: str, batch_size: int = 128) -> 
                           "all zeros; give more texts, or --standardize text / none")
 
 
+def spec_of(args, path: str, trust: bool) -> MoEESpec:
+    """The spec the options describe (checked as any spec is: one line naming the option)."""
+    keys = {"revision": args.revision, "dtype": args.dtype, "quantization": args.quantization, "device": args.device,
+            "trust_remote_code": args.trust_remote_code or trust, "batch_size": args.batch_size,
+            "max_length": args.max_length or DEFAULT_MAX_LENGTH, "template": args.template, "kind": args.emb,
+            "rw_activation": args.rw_activation}
+    if args.standardize:
+        keys["standardize"] = args.standardize
+    try:
+        return MoEESpec.create(path, prompt=args.prompt, alpha=args.alpha, name=args.model, **keys)
+    except ConfigError as err:
+        raise _as_options(err) from None
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         texts = read_texts(args.input, args.encoding)
-        check_standardize(len(texts), args.standardize)
-        check_output(args.output)
         check_device(args.device, "--device")
-        if args.template is not None:
-            try:
-                check_template(args.template)
-            except ValueError as err:
-                raise ConfigError(f"--template: {err}") from None
+        path, trust = resolve_model(args.model, args.cache_dir)
+        spec = spec_of(args, path, trust)
+        check_standardize(len(texts), spec.emb.standardize)
+        check_output(args.output)
+        m = spec.model
         try:
-            path, trust = resolve_model(args.model, args.cache_dir)
-            lm = load_model(
-                path,
-                revision=args.revision,
-                dtype=args.dtype,
-                quantization=args.quantization,
-                device=args.device,
-                trust_remote_code=args.trust_remote_code or trust,
-            )
+            lm = load_model(path, revision=m.revision, dtype=m.dtype, quantization=m.quantization, device=m.device,
+                            trust_remote_code=m.trust_remote_code)
         except USER_ERRORS as err:  # the loader names run.py's settings; this command has options
             raise _as_options(err) from None
         if args.max_length is None:  # a default adapts to the model; a value the user gave is checked
             limit = getattr(lm.model.config, "max_position_embeddings", None)
-            args.max_length = min(DEFAULT_MAX_LENGTH, limit) if isinstance(limit, int) else DEFAULT_MAX_LENGTH
-        check_max_length(lm.model.config, args.max_length, "--max-length")
+            if isinstance(limit, int) and limit < m.max_length:
+                spec = spec.replace(model=dataclasses.replace(m, max_length=limit))
+        check_max_length(lm.model.config, spec.model.max_length, "--max-length")
         feats = embed_texts(
-            lm, texts, args.prompt, template=args.template, max_length=args.max_length, batch_size=args.batch_size,
-            progress=True,
+            lm, texts, spec.prompt.name, template=spec.prompt.template, normalize=spec.prompt.normalize,
+            max_length=spec.model.max_length, batch_size=spec.model.batch_size, padding_side=spec.model.padding_side,
+            features=(spec.emb.hs_feature, spec.emb.rw_feature), progress=True,
         )
-        standardize = args.standardize or ("text" if args.emb == "moee_concat" else "none")
-        emb = fuse(feats, args.emb, alpha=args.alpha, rw_activation=args.rw_activation, standardize=standardize)
+        emb = fuse(feats, spec.emb.kind, **spec.emb.fuse_kwargs(float(spec.alpha)))
         write_npz(args.output, hs=feats["hs"], rw=feats["rw"].reshape(len(texts), -1), emb=emb)
     except (*USER_ERRORS, OSError) as err:
         print(error_line(err), file=sys.stderr)
         return 2
     print(f"wrote {args.output}: {len(texts)} texts, hs {feats['hs'].shape[1]}, rw {feats['rw'].shape[1]}x"
-          f"{feats['rw'].shape[2]}, emb ({args.emb}) {emb.shape[1]} dims")
+          f"{feats['rw'].shape[2]}, emb ({spec.emb.kind}) {emb.shape[1]} dims")
     return 0
 
 

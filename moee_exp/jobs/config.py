@@ -1,19 +1,18 @@
-"""The one place a composed Hydra config becomes a typed job: schemas registered, values checked, pieces typed.
+"""The one place a composed Hydra config becomes a typed job: schemas registered, checked, pieces typed.
 
 Each conf/<group>/*.yaml starts from its schema (``defaults: [base_<group>]``), so a misspelt key or a value of the
 wrong type fails at composition. A schema lives beside the stage it configures (ModelConfig in features.loading,
-CacheConfig in features.cache, PromptConfig in features.prompts, EmbConfig in scoring.fuse (the emb group mirrors fuse()), WeightsConfig in
-scoring.weights, LoggerConfig in jobs.record; here ProtocolConfig, which spans stages, and TasksConfig, whose module
-imports mteb). ``validate`` turns the mistakes types cannot catch into one-line errors, and ``read_job`` returns the Job
-whose typed pieces the runner hands to each stage: nothing downstream reads the DictConfig again.
+CacheConfig in features.cache, PromptConfig in features.prompts, EmbConfig in scoring.fuse, WeightsConfig in
+scoring.weights, LoggerConfig in jobs.record; here ProtocolConfig, which spans stages, and TasksConfig) and checks
+its own values when it is built (moee_exp.checks). ``read_job`` resolves the config, builds each group's schema once,
+checks what spans groups, and returns the Job whose typed pieces the runner hands to each stage: nothing downstream
+reads the DictConfig again.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,30 +20,33 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
+from ..checks import Checked, choice
 from ..errors import ConfigError
-from ..features.cache import CACHE_DTYPES, CacheConfig
-from ..features.extract import FEATURES
-from ..features.instructions import FORMATS, MODES, Instructions
-from ..features.loading import DTYPES, QUANTIZATIONS, ModelConfig, check_device
-from ..features.prompts import TEMPLATES, TEXT_MODES, PromptConfig, check_template
-from ..scoring.fuse import KINDS, RW_ACTIVATIONS, STANDARDIZE, EmbConfig
-from ..scoring.weights import CRITERIA, OPTIONS, WeightsConfig
+from ..features.cache import CacheConfig
+from ..features.instructions import Instructions
+from ..features.loading import ModelConfig, check_device
+from ..features.prompts import PromptConfig
+from ..files import unwritable_dir
+from ..scoring import kinds
+from ..scoring.fuse import EmbConfig
+from ..scoring.spec import ProtocolConfig, MoEESpec
+from ..scoring.weights import WeightsConfig
 from .record import LoggerConfig
 
 TASK_DATA = ("real", "synthetic")
-PROTOCOLS = ("paper", "clean")
-SUM_SCORINGS = ("similarity", "paper")
 SYNTHETIC_SIZES = ("small", "real")  # moee_exp.scoring.synthetic_tasks.SIZES (not imported here: it imports datasets)
 
 
 @dataclass
-class SyntheticDataConfig:
-    size: str = "small"  # small (a few rows per split) | real (the real data's counts and text lengths)
+class SyntheticDataConfig:  # checked by TasksConfig, as tasks.synthetic.*
+    size: str = field(default="small", metadata=choice(SYNTHETIC_SIZES))  # small (a few rows per split) | real
     seed: int = field(default=0, metadata={"min": 0})  # numpy's generators take no negative seed
 
 
 @dataclass
-class TasksConfig:
+class TasksConfig(Checked):
+    group = "tasks"
+
     name: str = "custom"
     names: list[str] = field(default_factory=list)
     # An mteb benchmark (mteb.get_benchmark name): its tasks are taken as the benchmark defines them (its language
@@ -53,24 +55,32 @@ class TasksConfig:
     # real: each task's own data (HF hub or cache). synthetic: the same mteb task classes (splits, subsets,
     # evaluators, main scores) on generated data of their schema, offline: a dry run of a task set
     # (moee_exp/scoring/synthetic_tasks.py). Its scores mean nothing.
-    data: str = "real"
+    data: str = field(default="real", metadata=choice(TASK_DATA))
     synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
 
+    def check(self) -> None:
+        if not self.names:
+            raise ConfigError("tasks.names is empty: pick a task set (tasks=demo, tasks=paper, tasks=sts, ...)")
 
-@dataclass
-class ProtocolConfig:
-    """Which computation a job runs: ``paper`` (the public code's, conf/protocol/paper.yaml) or ``clean`` (batch-
-    independent embeddings, a true similarity sum; conf/protocol/clean.yaml). The protocol files also set
-    emb.standardize, emb.rw_activation and model.quantization / quantize_routers; each stays overridable."""
 
-    name: str = "clean"  # recorded in every row, the run name, W&B and the mteb model name
-    instructions: str = "none"  # none | e5 (mteb metadata + our table; moee_exp.features.instructions) | custom
-    instruction_table: dict[str, Any] = field(default_factory=dict)  # task -> str | {query, document}
-    instruction_format: str = "gritlm"  # gritlm ("<|user|>\n{instruction}\n<|embed|>\n") | plain
-    text: str = "clean"  # clean (strip, empty -> '.', cut at max_length) | paper (none of these: prompts.apply_prompt)
-    sum_scoring: str = "similarity"  # moee_sum: similarity (a true similarity sum) | paper (moee_exp.scoring.paper_scoring)
-    standardize_by_kind: dict[str, str] = field(default_factory=dict)  # emb kind -> emb.standardize (paper)
+PAPER_STANDARDIZE_RESOLVER = "moee.paper_standardize"
 
+
+def paper_standardize(kind: str) -> str:
+    """``${moee.paper_standardize:${emb.kind}}`` (conf/protocol/paper.yaml): the public code's standardization of
+    that kind (moee_exp.scoring.kinds). An unknown kind resolves to none: emb.kind's own check names it."""
+    try:
+        return kinds.get(kind).paper_standardize
+    except ValueError:
+        return "none"
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver(PAPER_STANDARDIZE_RESOLVER):
+        OmegaConf.register_new_resolver(PAPER_STANDARDIZE_RESOLVER, paper_standardize)
+
+
+register_resolvers()  # before any compose: importing the schemas registers them
 
 _SCHEMAS = [
     ("model", ModelConfig),
@@ -111,58 +121,17 @@ def _open_tables(schema):
 def schemas() -> dict[str, type]:
     """Every config group's typed schema as registered in Hydra's ConfigStore: {group: dataclass}.
 
-    The generic checks below and the property-based tests (tests/test_fuzz.py) walk these, so a new group or key
-    is checked and fuzzed without being listed anywhere.
+    ``read_job`` builds each of them and the property-based tests (tests/test_fuzz.py) walk them, so a new group or
+    key is checked and fuzzed without being listed anywhere.
     """
     register()
     out = {}
     for group, entries in ConfigStore.instance().repo.items():
         node = entries.get(f"base_{group}.yaml") if isinstance(entries, dict) else None
         schema = OmegaConf.get_type(node.node) if node is not None else None
-        if dataclasses.is_dataclass(schema):
+        if is_dataclass(schema):
             out[group] = schema
     return out
-
-
-# Generic bounds for every number in every schema: beyond these a value is a typo, and it would overflow float32
-# embeddings (e.g. sqrt(alpha) * RW) or a torch / numpy int64 long after the model has loaded.
-MAX_FLOAT = 1e12
-MAX_INT = 2**31 - 1
-
-
-def _check_numbers(resolved: dict) -> None:
-    """Every float of every schema finite and within +-MAX_FLOAT; every int within its field's metadata["min"]
-    (if any) and MAX_INT. A NaN or inf otherwise reaches scikit-learn after the model ran."""
-    for group, schema in schemas().items():
-        _check_node(resolved.get(group), schema, group)
-
-
-def _nested_schema(f: dataclasses.Field):
-    """The dataclass of a nested schema field (e.g. TasksConfig.synthetic), or None."""
-    if f.default_factory is dataclasses.MISSING:
-        return None
-    made = f.default_factory()
-    return type(made) if dataclasses.is_dataclass(made) else None
-
-
-def _check_node(node, schema, prefix: str) -> None:
-    if not isinstance(node, dict):
-        return
-    for f in dataclasses.fields(schema):
-        value, key = node.get(f.name), f"{prefix}.{f.name}"
-        nested = _nested_schema(f)
-        if nested is not None:  # a nested group of fields (tasks.synthetic.*): the same checks, one line each
-            _check_node(value, nested, key)
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{key}={value} is not a finite number: give a number such as {f.default!r}")
-        low, high = f.metadata.get("min"), f.metadata.get("max", MAX_FLOAT if isinstance(value, float) else MAX_INT)
-        if low is not None and value < low:
-            raise ConfigError(f"{key}={value} must be >= {low} (default {f.default!r})")
-        if abs(value) > high:
-            raise ConfigError(f"{key}={value} is too large (at most {high:g}; default {f.default!r})")
 
 
 def _check_interpolations(cfg) -> dict:
@@ -182,130 +151,34 @@ def _check_interpolations(cfg) -> dict:
     return resolved
 
 
-def _check_tiny(tiny) -> None:
-    if tiny is None:
-        return
-    if not isinstance(tiny, DictConfig) or not isinstance(tiny.get("model_type"), str):
-        raise ConfigError(
-            f"model.tiny={tiny!r} is not a tiny-model spec: use model=tiny (or another tiny_* option), or "
-            "model.tiny=null with model.name_or_path set"
-        )
-    for key, kind in (("seed", int), ("vocab_size", int), ("config", DictConfig)):
-        value = tiny.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
-            raise ConfigError(f"model.tiny.{key}={value!r} must be a {kind.__name__}; see conf/model/tiny.yaml")
-    if not 64 <= int(tiny.get("vocab_size", 512)) <= 1_000_000:
-        raise ConfigError("model.tiny.vocab_size must be between 64 and 1000000 (tiny default: 512)")
-
-
 def _check_writable_dir(path, key: str) -> None:
     """A dir the job will write into: it, or the nearest existing parent, must be a writable dir."""
-    p = Path(str(path)).expanduser().absolute()
-    probe = p
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        what = "is not a dir" if not probe.is_dir() else "is not writable"
+    problem = unwritable_dir(Path(str(path)).expanduser())
+    if problem:
+        probe, what = problem
         raise ConfigError(f"{key}={str(path)!r} cannot be used: {str(probe)!r} {what}; point {key} at a writable dir")
 
 
-def _choice(value, choices, key):
-    if value not in choices:
-        raise ConfigError(f"{key}={value!r} is not one of: {', '.join(map(str, choices))}")
-
-
 def template_of(prompt_cfg) -> str:
-    if prompt_cfg.template:
-        return check_template(prompt_cfg.template)
-    if prompt_cfg.name not in TEMPLATES:
-        raise ConfigError(
-            f"prompt.name={prompt_cfg.name!r} has no template; use one of {', '.join(TEMPLATES)} "
-            "or set prompt.template='... {text} ...'"
-        )
-    return TEMPLATES[prompt_cfg.name]
+    """The prompt group's template (its own, or the paper's for its name), checked."""
+    return PromptConfig(prompt_cfg.name, prompt_cfg.template, bool(prompt_cfg.normalize)).text_template
 
 
-def validate_weights(w) -> None:
-    _choice(w.name, OPTIONS, "weights.name")
-    _choice(w.criterion, CRITERIA, "weights.criterion")
-    if w.alpha < 0:
-        raise ConfigError(f"weights.alpha={w.alpha} must be >= 0 (it weights cos(RW) in MoEE(sum))")
-    if not w.grid or min(w.grid) < 0:
-        raise ConfigError(f"weights.grid={list(w.grid)} must be a non-empty list of alphas >= 0")
-    if w.sample < 2:
-        raise ConfigError(f"weights.sample={w.sample} must be >= 2 (texts whose pairs measure the spreads)")
-    if not 0 < w.dev_fraction < 1:
-        raise ConfigError(f"weights.dev_fraction={w.dev_fraction} must be between 0 and 1")
+def _typed(cfg, resolved: dict) -> dict:
+    """Each group as its schema (which checks its values as it is built): {group: instance}."""
+    typed = {}
+    for group, schema in schemas().items():
+        node = cfg.get(group) if group in cfg else None
+        if isinstance(node, DictConfig) and OmegaConf.get_type(node) is schema:
+            typed[group] = OmegaConf.to_object(node)
+        else:  # a group composed without its schema (a hand-made config)
+            typed[group] = schema(**(resolved.get(group) or {}))
+    return typed
 
 
-def validate_protocol(p) -> None:
-    _choice(p.name, PROTOCOLS, "protocol.name")
-    _choice(p.instructions, MODES, "protocol.instructions")
-    _choice(p.instruction_format, tuple(FORMATS), "protocol.instruction_format")
-    _choice(p.text, TEXT_MODES, "protocol.text")
-    _choice(p.sum_scoring, SUM_SCORINGS, "protocol.sum_scoring")
-    for task, entry in p.instruction_table.items():
-        ok = isinstance(entry, str) or (
-            isinstance(entry, DictConfig) and set(entry) <= {"query", "document"}
-            and all(isinstance(v, str) for v in entry.values())
-        )
-        if not ok:
-            raise ConfigError(
-                f"protocol.instruction_table.{task}={entry!r} must be a string or {{query: ..., document: ...}}"
-            )
-    if p.instructions == "custom" and not p.instruction_table:
-        raise ConfigError("protocol.instructions=custom needs protocol.instruction_table={task: instruction, ...}")
-
-
-def validate(cfg) -> dict:
-    """Raise ConfigError naming the key and the fix for values the schemas' types allow but the code does not.
-    Returns the config resolved to plain Python, top-level key by key (hydra's node aside)."""
-    try:  # emb.kind first: the protocol's per-kind settings interpolate it (its own ${...}: reported below)
-        _choice(cfg.emb.kind, KINDS, "emb.kind")
-    except InterpolationResolutionError:
-        pass
-    resolved = _check_interpolations(cfg)
-    m, e = cfg.model, cfg.emb
-    _check_numbers(resolved)
-    _choice(m.dtype, ("auto", *DTYPES), "model.dtype")
-    _choice(m.quantization, QUANTIZATIONS, "model.quantization")
-    _choice(m.padding_side, ("left", "right"), "model.padding_side")
-    check_device(m.device, "model.device", here=False)  # is a device name; whether it is on this machine: check_here
-    _check_tiny(m.tiny)
-    if not m.tiny and not m.name_or_path:
-        raise ConfigError("model.name_or_path is empty: set a hub id (e.g. allenai/OLMoE-1B-7B-0924) or a local dir")
-    _choice(e.rw_activation, RW_ACTIVATIONS, "emb.rw_activation")
-    _choice(e.standardize, STANDARDIZE, "emb.standardize")
-    _choice(e.hs_feature, [f for f in FEATURES if f.startswith("hs")], "emb.hs_feature")
-    _choice(e.rw_feature, [f for f in FEATURES if f.startswith("rw")], "emb.rw_feature")
-    if e.get("alpha") is not None:
-        raise ConfigError(f"emb.alpha is now weights.alpha (the similarity weights group): use weights.alpha={e.alpha}")
-    if "weights" in cfg:
-        validate_weights(cfg.weights)
-    try:
-        template_of(cfg.prompt)
-    except ConfigError:
-        raise
-    except ValueError as err:
-        raise ConfigError(f"prompt.template: {err}") from None
-    if not cfg.tasks.names:
-        raise ConfigError("tasks.names is empty: pick a task set (tasks=demo, tasks=paper, tasks=sts, ...)")
-    _choice(cfg.tasks.get("data", "real"), TASK_DATA, "tasks.data")
-    if "synthetic" in cfg.tasks:  # checked whatever tasks.data says: a typo is caught before the dry run it is for
-        _choice(cfg.tasks.synthetic.size, SYNTHETIC_SIZES, "tasks.synthetic.size")
-    _choice(cfg.logger.backend, ("wandb", "none"), "logger.backend")
-    if "cache" in cfg:
-        _choice(cfg.cache.dtype, CACHE_DTYPES, "cache.dtype")
-    if "protocol" in cfg:
-        validate_protocol(cfg.protocol)
-    _choice(m.get("paper_rw_activation", "logits"), RW_ACTIVATIONS, "model.paper_rw_activation")
-    _choice(m.get("paper_quantization", "4bit"), QUANTIZATIONS, "model.paper_quantization")
-    _choice(cfg.logger.mode, ("offline", "online"), "logger.mode")
-    if cfg.logger.backend == "wandb":
-        _check_wandb_project(cfg.logger.project)
-        if any(not str(tag).strip() for tag in cfg.logger.tags):
-            raise ConfigError(f"logger.tags={list(cfg.logger.tags)!r} has an empty tag: W&B tags are 1-64 characters")
-    for key in ("overwrite", "progress"):  # top-level switches (the root config has no schema)
+def _check_switches(cfg) -> None:
+    """The top-level keys (the root config has no schema)."""
+    for key in ("overwrite", "progress"):
         if not isinstance(cfg.get(key, False), bool):
             raise ConfigError(f"{key}={cfg.get(key)!r} must be true or false")
     predictions = cfg.get("predictions")
@@ -315,13 +188,22 @@ def validate(cfg) -> dict:
         raise ConfigError(f"predictions={predictions!r} must be a list of mteb task types, e.g. [STS,Clustering] or []")
     if cfg.get("mteb_results") is not None and not isinstance(cfg.get("mteb_results"), str):
         raise ConfigError(f"mteb_results={cfg.get('mteb_results')!r} must be a dir (or null for off)")
-    return resolved
 
 
-def _check_wandb_project(value) -> None:
-    # W&B's own rule for project names (wandb_settings.validate_project), checked before the model runs
-    if not value or len(value) > 128 or any(c in value for c in "/\\#?%:"):
-        raise ConfigError(f"logger.project={value!r} is not a W&B project name: 1-128 characters, none of / \\ # ? % :")
+def _read(cfg) -> tuple[dict, dict, MoEESpec]:
+    """Resolve, build every group (each checks itself), then the spec (what spans groups)."""
+    resolved = _check_interpolations(cfg)
+    typed = _typed(cfg, resolved)
+    _check_switches(cfg)
+    weights = typed["weights"]
+    spec = MoEESpec(typed["model"], typed["prompt"], typed["emb"], typed["protocol"], weights.alpha_label)
+    return resolved, typed, spec
+
+
+def validate(cfg) -> dict:
+    """Raise ConfigError naming the key and the fix for any mistake in the config; return it resolved to plain
+    Python, top-level key by key (hydra's node aside)."""
+    return _read(cfg)[0]
 
 
 def check_here(cfg) -> None:
@@ -361,19 +243,14 @@ def _check_cache_dir(path, key: str = "cache.dir") -> None:
 
 @dataclass(frozen=True)
 class Job:
-    """One job's config, read once (``read_job``): the typed, validated pieces each stage receives.
+    """One job's config, read once (``read_job``): the spec of the embedding it scores and the job's own pieces.
 
     ``resolved`` is the whole config as plain values, kept for the records that hold all of it (the job dir's
-    config.yaml, the W&B run's config, the rows' identity); no stage reads its settings from it.
+    config.yaml, the W&B run's config); no stage reads its settings from it.
     """
 
-    model: ModelConfig
-    emb: EmbConfig
+    spec: MoEESpec  # model, prompt, emb, protocol, α: moee_exp.scoring.spec
     weights: WeightsConfig
-    prompt: PromptConfig
-    template: str  # the prompt's template, checked: prompt.template, or the paper's for prompt.name
-    protocol: ProtocolConfig
-    instructions: Instructions
     tasks: TasksConfig
     logger: LoggerConfig
     cache: CacheConfig
@@ -381,30 +258,41 @@ class Job:
     progress: bool
     predictions: tuple[str, ...]  # task types whose per-item predictions are saved
     mteb_results: str | None  # a dir for mteb's own result layout, or None
-    # protocol=paper's MoEE(sum): scored outside mteb.evaluate, as the public code does (scoring.paper_scoring)
-    paper_sum: bool
     resolved: dict
+    # the spec's parts, as each stage receives them (the same objects, taken once from the spec)
+    model: ModelConfig
+    prompt: PromptConfig
+    emb: EmbConfig
+    protocol: ProtocolConfig
+    template: str  # the prompt's template, checked
+    instructions: Instructions
+    # an α-weighted kind under protocol=paper: scored outside mteb.evaluate, as the public code does
+    paper_sum: bool
 
 
 def read_job(cfg, here: bool = True) -> Job:
-    """The one place a composed Hydra config becomes a Job: ``validate`` (and, with ``here``, ``check_here``), then
-    each group as its schema's dataclass. Raises ConfigError (one line) for any mistake."""
-    resolved = validate(cfg)  # (hydra's own node, present in a sweep callback's config, resolves only in a job)
+    """The one place a composed Hydra config becomes a Job: every group built as its schema (each checks its own
+    values), the spec (what spans groups) and, with ``here``, the checks of this machine (``check_here``). Raises
+    ConfigError (one line) for any mistake, before any model loads."""
+    resolved, typed, spec = _read(cfg)  # (hydra's own node, in a sweep callback's config, resolves only in a job)
     if here:
         check_here(cfg)
-    typed = {group: OmegaConf.to_object(cfg[group]) for group in schemas() if group in cfg}
-    for group, schema in schemas().items():  # a group composed without its schema (a hand-made config)
-        if not isinstance(typed.get(group), schema):
-            typed[group] = schema(**(resolved.get(group) or {}))
-    protocol = typed["protocol"]
     return Job(
-        **typed,
-        template=template_of(typed["prompt"]),
-        instructions=Instructions(protocol.instructions, protocol.instruction_table, protocol.instruction_format),
+        spec=spec,
+        weights=typed["weights"],
+        tasks=typed["tasks"],
+        logger=typed["logger"],
+        cache=typed["cache"],
         overwrite=bool(cfg.get("overwrite", False)),
         progress=bool(cfg.get("progress", True)),
         predictions=tuple(cfg.get("predictions") or ()),
         mteb_results=cfg.get("mteb_results"),
-        paper_sum=typed["emb"].kind == "moee_sum" and protocol.sum_scoring == "paper",
         resolved=resolved,
+        model=spec.model,
+        prompt=spec.prompt,
+        emb=spec.emb,
+        protocol=spec.protocol,
+        template=spec.template,
+        instructions=spec.instructions,
+        paper_sum=spec.paper_sum,
     )

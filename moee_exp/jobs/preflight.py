@@ -23,7 +23,6 @@ from ..errors import USER_ERRORS, ModelNotFoundError, error_line
 from ..faults import note_sweep
 from ..features.cache import CacheConfig
 from ..features.loading import check_model
-from ..scoring.tasks import check_prediction_types, tasks_from_config
 from .config import Job, _check_writable_dir, read_job
 
 log = logging.getLogger(__name__)
@@ -76,6 +75,8 @@ class Preflight(Callback):
             check_output_dir(config, "hydra.sweep.dir")
             job = read_job(config, here=False)  # the sweep may be launched from a login node: no device check
             check_reachable(job)
+            from ..scoring.tasks import check_prediction_types, tasks_from_config  # mteb: a sweep's start only
+
             tasks_from_config(job.tasks)
             check_prediction_types(job.predictions)
         except USER_ERRORS as err:

@@ -21,32 +21,42 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from ..errors import error_line
+from ..checks import Checked, choice
+from ..errors import ConfigError, error_line
 from ..faults import DENIED, SPACE, as_os_error, is_write_fault, write_error
+from ..files import atomic_write
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class LoggerConfig:
-    backend: str = "none"  # wandb | none
+class LoggerConfig(Checked):
+    group = "logger"
+
+    backend: str = field(default="none", metadata=choice(("wandb", "none")))
     project: str = "moee"
     entity: str | None = None
-    mode: str = "offline"  # offline | online
+    mode: str = field(default="offline", metadata=choice(("offline", "online")))
     tags: list[str] = field(default_factory=list)
 
+    def check(self) -> None:
+        if self.backend != "wandb":
+            return
+        # W&B's own rule for project names (wandb_settings.validate_project), checked before the model runs
+        p = self.project
+        if not p or len(p) > 128 or any(c in p for c in "/\\#?%:"):
+            raise ConfigError(f"logger.project={p!r} is not a W&B project name: 1-128 characters, none of / \\ # ? % :")
+        if any(not str(tag).strip() for tag in self.tags):
+            raise ConfigError(f"logger.tags={list(self.tags)!r} has an empty tag: W&B tags are 1-64 characters")
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so a killed job never leaves a half-written file. A write that fails (full
-    disk, quota, file-size limit, unwritable dir) removes its temp file, keeps the old file and raises WriteError."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+def write_job_file(path: Path, text: str) -> None:
+    """A file of the job (a row, the results table, config.yaml), written atomically (``files.atomic_write``), so a
+    killed job never leaves a half-written one. A write that fails (full disk, quota, file-size limit, unwritable
+    dir) keeps the old file and raises WriteError naming hydra.run.dir, the setting that moves it."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException as err:  # also a signal (moee_exp.faults.Preempted) mid-write: no temp file left
-        with suppress(OSError):
-            tmp.unlink()
+        atomic_write(path, text)
+    except BaseException as err:  # a signal (moee_exp.faults.Preempted) mid-write is raised as it came
         if is_write_fault(err):
             raise write_error(path, err) from None
         raise
@@ -76,7 +86,7 @@ def guard_hydra_writes() -> None:
 
 def write_row(job_dir: Path, row: Mapping) -> Path:
     path = Path(job_dir) / "results" / f"{row['task']}.json"
-    atomic_write(path, json.dumps(row, indent=1, default=str))
+    write_job_file(path, json.dumps(row, indent=1, default=str))
     return path
 
 
@@ -106,7 +116,7 @@ def write_table(job_dir: Path, rows: list[Mapping]) -> Path:
     df = pd.DataFrame(rows).drop(columns=["scores", "identity"], errors="ignore")
     if "alpha_info" in df:  # how α was chosen (spreads, dev scores), as JSON in its cell
         df["alpha_info"] = [json.dumps(v, sort_keys=True) if isinstance(v, Mapping) else v for v in df.alpha_info]
-    atomic_write(path, df.to_csv(index=False))
+    write_job_file(path, df.to_csv(index=False))
     return path
 
 

@@ -3,12 +3,12 @@
 Every row a job writes (``results/<task>.json``, one per dataset, atomically, as soon as it is scored) carries
 ``row_key``: the hash of everything that changes that dataset's score —
 
-- the model: ``features.identity.model_identity`` (tiny spec hash / local dir fingerprint / hub id + revision + cached commit,
-  resolved dtype, quantization, device type, torch and transformers versions), ``max_length``;
-- the protocol (``protocol.*``: paper / clean, instructions, text handling, MoEE(sum) scoring);
-- the features: prompt template and normalization, ``extract.EXTRACTION_VERSION``, the feature cache's dtype;
-- the embedding: every ``emb.*`` value (kind, activation, standardization, poolings) and, for moee_sum, how α is
-  chosen (``weights.identity``: the α of fixed/grid, the criterion and sample size of auto, the grid of dev);
+- the spec's identity (``MoEESpec.identity``, moee_exp.scoring.spec): the model (``features.identity.model_identity``:
+  tiny spec hash / local dir fingerprint / hub id + revision + cached commit, resolved dtype, quantization, device
+  type, torch and transformers versions; ``max_length``), the prompt's template and normalization, every ``emb.*``
+  and ``protocol.*`` value;
+- the features: ``extract.EXTRACTION_VERSION``, the feature cache's dtype;
+- for an α-weighted kind (moee_sum), how α is chosen (``weights.identity``: the α of fixed/grid, the criterion and sample size of auto, the grid of dev);
 - the dataset: task name, type, main score, the splits and language subsets evaluated (``task.eval_splits``,
   ``task.hf_subsets``: a benchmark's STS17 is en-en only) and ``metadata.dataset`` (path + data revision; the bundled
   demo tasks' revision is a hash of their data file), and for generated data (``tasks.data=synthetic``) its size,
@@ -30,12 +30,12 @@ import json
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 from ..features.extract import EXTRACTION_VERSION
-from ..features.identity import library_versions, model_identity, package_version
+from ..features.identity import library_versions, package_version
 from ..scoring.weights import identity as weights_identity
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 CODE_FILES = (
     "features/extract.py", "features/routers.py", "features/prompts.py", "features/instructions.py",
     "scoring/fuse.py", "scoring/encoder.py", "scoring/evaluate.py", "scoring/tasks.py", "scoring/demo_tasks.py",
-    "scoring/synthetic_tasks.py", "scoring/weights.py", "scoring/paper_scoring.py",
+    "scoring/synthetic_tasks.py", "scoring/weights.py", "scoring/paper_scoring.py", "scoring/kinds/*.py",
 )
 # Set in every row this process computes, so a re-run can tell reused rows (older run_uid) from new ones.
 RUN_UID = uuid.uuid4().hex[:12]
@@ -55,32 +55,29 @@ RUN_UID = uuid.uuid4().hex[:12]
 def code_version() -> str:
     h = hashlib.sha256()
     here = Path(__file__).parents[1]  # moee_exp/
-    for name in CODE_FILES:
-        path = here / name
-        h.update(name.encode() + b"\0" + (path.read_bytes() if path.exists() else b"") + b"\0")
+    for pattern in CODE_FILES:  # (a pattern: every file it matches, a registered emb kind's module among them)
+        for path in sorted(here.glob(pattern)) or [here / pattern]:
+            name = path.relative_to(here).as_posix()
+            h.update(name.encode() + b"\0" + (path.read_bytes() if path.exists() else b"") + b"\0")
     return h.hexdigest()[:16]
 
 
-def job_identity(resolved: Mapping, template: str) -> dict:
-    """What every row of this job depends on, from the resolved config (a plain dict) and the prompt template."""
-
-    model = dict(resolved["model"])
-    cache = resolved.get("cache") or {}
+def job_identity(job) -> dict:
+    """What every row of this job (a moee_exp.jobs.config.Job) depends on: its spec's identity (model, prompt, emb,
+    protocol, α: moee_exp.scoring.spec), how features are stored, the data source, how α is chosen, the scorer and
+    the library versions."""
+    spec, cache = job.spec, job.cache
     return {
-        "model": model_identity(model),
-        "max_length": int(model.get("max_length", 512)),
-        "prompt": {"template": template, "normalize": bool(resolved["prompt"].get("normalize", True))},
-        # instructions, text handling, MoEE(sum)'s scoring (the rest of a protocol is in model / emb)
-        "protocol": {k: v for k, v in (resolved.get("protocol") or {}).items() if k != "standardize_by_kind"},
+        # α is below, as the weights group chooses it (fixed / grid: its value; auto / dev: how it is chosen)
+        **{k: v for k, v in spec.identity().items() if k != "alpha"},
         "features": {
             "extraction_version": EXTRACTION_VERSION,
-            "dtype": str(cache.get("dtype", "float32")) if cache.get("enabled", False) else "float32",
+            "dtype": str(cache.dtype) if cache.enabled else "float32",
         },
-        "emb": dict(resolved["emb"]),
         # where the data comes from: a synthetic dry run never shares a dir with real rows (refused, like a changed α)
-        "data": _data_source(resolved.get("tasks") or {}),
-        # how α is chosen, for the one emb kind that has an α (other kinds do not depend on it)
-        "weights": weights_identity(resolved["weights"]) if resolved["emb"]["kind"] == "moee_sum" else None,
+        "data": _data_source(asdict(job.tasks)),
+        # how α is chosen, for the kinds α weights (the others do not depend on it)
+        "weights": weights_identity(asdict(job.weights)) if spec.kind.weighted else None,
         "scorer": {"mteb": package_version("mteb"), "moee_exp": package_version("moee-exp"), "code": code_version()},
         # every library that can move a number (features.identity.SCORE_LIBRARIES), for the report to compare rows
         "versions": library_versions(),

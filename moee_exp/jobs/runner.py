@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import signal
 import sys
@@ -15,17 +14,16 @@ from omegaconf import OmegaConf
 from ..errors import ConfigError
 from ..faults import Preempted, hold_job_dir, in_sweep_worker, preemptible, resume_hint
 from ..features.cache import open_cache
-from ..features.featurize import Featurizer
 from ..features.loading import check_model
-from ..integrations.mteb_model import runner_model_meta
-from ..scoring.encoder import MoEEEncoder
 from ..scoring.evaluate import evaluate_tasks, main_score
-from ..scoring.paper_scoring import evaluate_paper_sum, main_score_name
+from ..scoring.model_meta import model_meta
+from ..scoring.paper_scoring import check_scorable, evaluate_paper_sum, main_score_name
+from ..scoring.spec import build_encoder
 from ..scoring.tasks import check_prediction_types, describe_data, tasks_from_config
 from ..scoring.weights import AlphaChooser
 from . import resume
 from .config import Job, read_job
-from .record import atomic_write, format_summary, wandb_logger, write_row, write_table
+from .record import format_summary, wandb_logger, write_job_file, write_row, write_table
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +32,7 @@ def row_labels(job: Job) -> dict:
     """The fields that name a result row: what was run, independent of where. For moee_sum, ``alpha`` is the
     configured α (weights fixed/grid) or None until each task's α is chosen (auto/dev; moee_exp.scoring.weights)."""
     model, emb, weights, protocol = job.model, job.emb, job.weights, job.protocol
-    sum_ = emb.kind == "moee_sum"
+    sum_ = job.spec.kind.weighted
     fixed = weights.name in ("fixed", "grid")
     return {
         "model": model.name,
@@ -59,12 +57,9 @@ def row_labels(job: Job) -> dict:
     }
 
 
-def run_name(ident: dict) -> str:
-    alpha = f"-a{ident['alpha']:g}" if ident["alpha"] is not None else ""
-    if ident.get("weights") in ("auto", "dev"):
-        alpha = f"-{ident['weights']}"
-    dry = "-synthetic" if ident.get("task_data") == "synthetic" else ""  # a dry run's name says so
-    return f"{ident['model']}-{ident['emb']}{alpha}-{ident['prompt']}-{ident['protocol']}{dry}"
+def run_name(job: Job) -> str:
+    """The spec's name (moee_exp.scoring.spec), and -synthetic for a dry run: the W&B run and the printed table."""
+    return job.spec.name + ("-synthetic" if job.tasks.data == "synthetic" else "")
 
 
 def quiet_libraries() -> None:
@@ -97,6 +92,8 @@ def run_job(job: Job, job_dir: Path, group: str) -> list[dict]:
     check_model(job.model)  # a missing dir, a dense model or a missing bitsandbytes fail before any data is read
     tasks = distinct_tasks(tasks_from_config(job.tasks))  # unknown names fail before the model is loaded
     check_prediction_types(job.predictions)
+    if job.paper_sum:  # every task type has the public code's scoring, or the job stops before any compute
+        check_scorable(tasks)
     job_dir = Path(job_dir)
     with hold_job_dir(job_dir, resume_hint(job_dir).split("=", 1)[0]):
         return _run_job(job, job_dir, group, tasks)
@@ -134,7 +131,7 @@ def _run_job(job: Job, job_dir: Path, group: str, tasks: list) -> list[dict]:
         log.warning("mteb_results: not written for protocol.sum_scoring=paper (scored outside mteb.evaluate)")
     if job.mteb_results and not paper_sum:
         mteb_cache = mteb.ResultCache(Path(job.mteb_results).expanduser())
-        mteb_meta = runner_model_meta(job)
+        mteb_meta = model_meta(job.spec)
 
     def required(task):  # a reused row also needs the predictions (and mteb result file) this run asks for
         files = []
@@ -144,7 +141,7 @@ def _run_job(job: Job, job_dir: Path, group: str, tasks: list) -> list[dict]:
             files.append(mteb_cache.get_task_result_path(task.metadata.name, mteb_meta))
         return files
 
-    plan_ident = resume.job_identity(resolved, job.template)
+    plan_ident = resume.job_identity(job)
     foreign = resume.foreign_rows(job_dir, plan_ident, tasks)  # rows of another config: never replaced silently
     if foreign and not overwrite:
         fields = sorted({f for fs in foreign.values() for f in fs})
@@ -157,28 +154,17 @@ def _run_job(job: Job, job_dir: Path, group: str, tasks: list) -> list[dict]:
         log.warning("overwrite=true: %d result(s) of another config moved to %s", len(foreign),
                     resume.set_aside(job_dir, foreign))
     plan = resume.plan(job_dir, tasks, plan_ident, overwrite, required)
-    atomic_write(job_dir / "config.yaml", OmegaConf.to_yaml(resolved))
+    write_job_file(job_dir / "config.yaml", OmegaConf.to_yaml(resolved))
 
-    featurizer = Featurizer(
-        job.model,
-        job.template,
-        job.prompt.normalize,
-        progress=job.progress,
-        features=(job.emb.hs_feature, job.emb.rw_feature),
-        cache=open_cache(job.cache),
-        text_mode=job.protocol.text,
-    )
+    # α comes from the weights group, per task for auto/dev (moee_exp.scoring.weights)
+    encoder = build_encoder(job.spec, cache=open_cache(job.cache), progress=job.progress, alpha=job.weights.alpha)
+    featurizer = encoder.model
     ident = row_labels(job)
-    # The emb group mirrors fuse(); its α comes from the weights group, per task for auto/dev (moee_exp.scoring.weights).
-    emb = {k: v for k, v in dataclasses.asdict(job.emb).items() if k not in ("kind", "alpha")}
-    encoder = MoEEEncoder(
-        featurizer, job.emb.kind, name=f"moee/{run_name(ident)}", revision=job.model.revision,
-        alpha=float(job.weights.alpha), instructions=job.instructions, **emb,
-    )
     chooser = None
-    if job.emb.kind == "moee_sum":
+    if job.spec.kind.weighted:
+        emb = {k: v for k, v in job.emb.fuse_kwargs().items() if k != "alpha"}
         # model × prompt (× protocol: its text handling and instructions change the features)
-        features_of = {k: plan_ident[k] for k in ("model", "max_length", "prompt", "features", "protocol")}
+        features_of = {k: plan_ident[k] for k in ("model", "prompt", "features", "protocol")}
         chooser = AlphaChooser(
             job.weights, emb, encoder, featurizer,
             # weights=dev scores its α grid as the job scores: mteb's similarity sum, or the public code's scoring
@@ -198,7 +184,7 @@ def _run_job(job: Job, job_dir: Path, group: str, tasks: list) -> list[dict]:
     # SIGTERM / SIGUSR1 (or submitit's requeue) abandon the dataset in flight and keep the finished rows
     # one W&B run per job dir and config: a resumed job continues it
     wb_id = resume.row_key({"job_dir": str(job_dir.resolve()), "job": plan_ident})[:16]
-    wb_run = wandb_logger(job.logger, config=wb_config, job_dir=job_dir, group=group, name=run_name(ident),
+    wb_run = wandb_logger(job.logger, config=wb_config, job_dir=job_dir, group=group, name=run_name(job),
                           tags=wb_tags, run_id=wb_id)
     with preemptible(), wb_run as wb, _kept_on_stop(job_dir, rows, order, wb):
         for row in rows:
@@ -227,7 +213,7 @@ def _run_job(job: Job, job_dir: Path, group: str, tasks: list) -> list[dict]:
         if wb:
             wb.log_summary(rows)
     model = "; a tiny random model: scores mean nothing" if job.model.tiny else ""
-    print(f"\n{run_name(ident)}  ({job.tasks.name} tasks, {describe_data(job.tasks)}{model}; scores x100)\n"
+    print(f"\n{run_name(job)}  ({job.tasks.name} tasks, {describe_data(job.tasks)}{model}; scores x100)\n"
           f"{format_summary(rows)}")
     print(f"results: {job_dir / 'results'}/ and {job_dir / 'results.csv'}")
     return rows

@@ -1,8 +1,8 @@
-"""Pooled features → one embedding per text, for each emb kind.
+"""Pooled features → one embedding per text, for each emb kind (moee_exp.scoring.kinds: the blocks it is made of).
 
 - hs, rw: the block itself (cosine similarity).
 - moee_concat: the standardized blocks side by side.
-- moee_sum: [HS/|HS|, sqrt(alpha) * RW/|RW|]. Its dot product is exactly cos(HS) + alpha*cos(RW), its cosine is that
+- moee_sum (unit blocks, α-weighted): [HS/|HS|, sqrt(alpha) * RW/|RW|]. Its dot product is exactly cos(HS) + alpha*cos(RW), its cosine is that
   divided by (1 + alpha) and its squared euclidean distance is 2(1+alpha) - 2(cos(HS) + alpha*cos(RW)), so every
   stock mteb evaluator (STS, pair classification, reranking, summarization, logistic regression, k-means) sees the
   summed similarity of the paper, not a sum of two metrics or an average of two predicted labels.
@@ -24,21 +24,48 @@ from functools import partial
 
 import numpy as np
 
-KINDS = ("hs", "rw", "moee_concat", "moee_sum")
-STANDARDIZE = ("none", "text", "batch")
-RW_ACTIVATIONS = ("logits", "softmax")
+from ..checks import Checked, choice
+from ..errors import ConfigError
+from ..features.extract import FEATURES
+from ..features.loading import RW_ACTIVATIONS
+from . import kinds
+from .kinds import l2_normalize  # noqa: F401 (the weights stage and benchmarks take it from here)
 
+STANDARDIZE = ("none", "text", "batch")
 
 
 @dataclass
-class EmbConfig:
-    kind: str = "moee_sum"
-    alpha: float | None = None  # moved to weights.alpha (the `weights` group); set here it is an error naming that
-    rw_activation: str = "logits"  # logits (public code's OLMoE/Qwen numbers) | softmax (the paper's text)
-    standardize: str = "none"  # none | text | batch (public code, batch-dependent)
+class EmbConfig(Checked):
+    """One embedding of the pooled features (the emb group, conf/emb/): its kind (moee_exp.scoring.kinds) and how
+    its blocks are made. MoEE(sum)'s α is not here: the similarity weights group chooses it (conf/weights/)."""
+
+    group = "emb"
+
+    kind: str = field(default="moee_sum", metadata=choice(kinds.names))
+    alpha: float | None = None  # set: an error naming weights.alpha, where α is set (commands written for emb.alpha)
+    # logits (public code's OLMoE/Qwen numbers) | softmax (the paper's text)
+    rw_activation: str = field(default="logits", metadata=choice(RW_ACTIVATIONS))
+    # none | text | batch (public code, batch-dependent)
+    standardize: str = field(default="none", metadata=choice(STANDARDIZE))
     standardize_batch_size: int = field(default=128, metadata={"min": 1})
-    hs_feature: str = "hs"  # pooling of the HS block: hs | hs_mean_tokens | hs_mean_layers | hs_mean_tokens_layers
-    rw_feature: str = "rw"  # pooling of the RW block: rw | rw_mean_tokens
+    # pooling of the HS block: hs | hs_mean_tokens | hs_mean_layers | hs_mean_tokens_layers
+    hs_feature: str = field(default="hs", metadata=choice(tuple(f for f in FEATURES if f.startswith("hs"))))
+    # pooling of the RW block: rw | rw_mean_tokens
+    rw_feature: str = field(default="rw", metadata=choice(tuple(f for f in FEATURES if f.startswith("rw"))))
+
+    def check(self) -> None:
+        if self.alpha is not None:
+            raise ConfigError(f"emb.alpha is now weights.alpha (the similarity weights group): use weights.alpha={self.alpha}")
+
+    @property
+    def spec(self) -> kinds.EmbKind:
+        return kinds.get(self.kind)
+
+    def fuse_kwargs(self, alpha: float = 1.0) -> dict:
+        """fuse()'s keywords for this config and α."""
+        return {"alpha": alpha, "rw_activation": self.rw_activation, "standardize": self.standardize,
+                "standardize_batch_size": self.standardize_batch_size, "hs_feature": self.hs_feature,
+                "rw_feature": self.rw_feature}
 
 
 def rw_block(rw: np.ndarray, activation: str = "logits") -> np.ndarray:
@@ -77,11 +104,6 @@ def standardize_block(x: np.ndarray, mode: str, batch_size: int = 128) -> np.nda
     raise ValueError(f"standardize={mode!r} is not one of {STANDARDIZE}")
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norm > 0, norm, 1.0)
-
-
 ROWS = 2048  # rows fused per step: a step's temporaries stay in the CPU's cache and the output is written once
 
 
@@ -102,35 +124,36 @@ def fuse(
     Rows are fused ROWS at a time (a multiple of ``standardize_batch_size`` for standardize=batch, so batches are
     the same), which gives each row exactly what fusing all rows at once gives.
     """
-    _check(kind, alpha, rw_activation, standardize)
+    spec = _check(kind, alpha, rw_activation, standardize)
     hs, rw3 = features[hs_feature], features[rw_feature]
     n = len(hs)
     rw = rw3.reshape(n, int(np.prod(rw3.shape[1:])))  # layers*experts (softmax, below, needs rw3's layers)
-    plain = standardize == "none" and rw_activation == "logits"
-    if plain and kind in ("hs", "rw"):  # the block itself, as float32
-        return np.array(hs if kind == "hs" else rw, dtype=np.float32)
-    width = {"hs": hs.shape[1], "rw": rw.shape[1]}.get(kind, hs.shape[1] + rw.shape[1])
+    plain = standardize == "none" and rw_activation == "logits" and spec.combine is None
+    if plain and len(spec.blocks) == 1 and not spec.unit_blocks:  # the block itself, as float32
+        return np.array(hs if spec.blocks == ("hs",) else rw, dtype=np.float32)
+    width = spec.dim(hs.shape[1], rw.shape[1])
     out = np.empty((n, width), np.float32)
     step = ROWS if standardize != "batch" else max(1, ROWS // standardize_batch_size) * standardize_batch_size
+    fast_sum = plain and spec.unit_blocks and spec.blocks == ("hs", "rw")
     for i in range(0, n, step):
         rows = slice(i, i + step)
-        if plain and kind == "moee_sum":
+        if fast_sum:  # unit blocks straight from float32 (within ~1 ulp of the float64 path)
             out[rows, : hs.shape[1]] = unit_rows(hs[rows])
-            out[rows, hs.shape[1] :] = unit_rows(rw[rows], np.sqrt(alpha))
+            out[rows, hs.shape[1] :] = unit_rows(rw[rows], np.sqrt(alpha) if spec.weighted else 1.0)
             continue
-        out[rows] = _fuse_f64(hs[rows], rw3[rows], kind, alpha, rw_activation, standardize, standardize_batch_size)
+        out[rows] = _fuse_f64(hs[rows], rw3[rows], spec, alpha, rw_activation, standardize, standardize_batch_size)
     return out
 
 
-def _check(kind: str, alpha: float, rw_activation: str, standardize: str) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"emb kind {kind!r} is not one of {KINDS}")
+def _check(kind: str, alpha: float, rw_activation: str, standardize: str) -> kinds.EmbKind:
+    spec = kinds.get(kind)
     if not np.isfinite(alpha) or alpha < 0:  # NaN would pass `alpha < 0` and reach the evaluators
         raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
     if standardize not in STANDARDIZE:
         raise ValueError(f"standardize={standardize!r} is not one of {STANDARDIZE}")
     if rw_activation not in RW_ACTIVATIONS:
         raise ValueError(f"rw_activation={rw_activation!r} is not one of {RW_ACTIVATIONS}")
+    return spec
 
 
 def unit_rows(x: np.ndarray, scale: float = 1.0, inplace: bool = False) -> np.ndarray:
@@ -150,9 +173,10 @@ def unit_rows(x: np.ndarray, scale: float = 1.0, inplace: bool = False) -> np.nd
 
 
 class SumSink:
-    """moee_sum (standardize=none, RW logits) fused into the feature cache's read: HS and RW are read straight into
-    the embedding's two blocks, each block of rows scaled to norm 1 (RW: sqrt(alpha)) on its way, so the features
-    are read once and the embedding written once (``Featurizer(..., sink=)``); ``emb`` equals ``fuse``'s output."""
+    """A unit-block kind (MoEE(sum)) with standardize=none and RW logits, fused into the feature cache's read: HS and
+    RW are read straight into the embedding's two blocks, each block of rows scaled to norm 1 (RW: sqrt(alpha)) on
+    its way, so the features are read once and the embedding written once (``Featurizer(..., sink=)``); ``emb``
+    equals ``fuse``'s output."""
 
     def __init__(self, alpha: float = 1.0, hs_feature: str = "hs", rw_feature: str = "rw"):
         self.alpha, self.hs, self.rw, self.emb = alpha, hs_feature, rw_feature, None
@@ -170,24 +194,19 @@ class SumSink:
 
 def sink_for(kind: str, *, alpha: float = 1.0, rw_activation: str = "logits", standardize: str = "none",
              hs_feature: str = "hs", rw_feature: str = "rw", **_) -> SumSink | None:
-    """A SumSink where the fusion is one (plain moee_sum), else None (read the features, then ``fuse``)."""
-    _check(kind, alpha, rw_activation, standardize)
-    if kind == "moee_sum" and standardize == "none" and rw_activation == "logits":
+    """A SumSink where the fusion is one (an α-weighted unit-block kind, plain), else None (read, then ``fuse``)."""
+    spec = _check(kind, alpha, rw_activation, standardize)
+    if (spec.unit_blocks and spec.weighted and spec.blocks == ("hs", "rw") and spec.combine is None
+            and standardize == "none" and rw_activation == "logits"):
         return SumSink(alpha, hs_feature, rw_feature)
     return None
 
 
-def _fuse_f64(hs, rw, kind, alpha, rw_activation, standardize, batch_size) -> np.ndarray:
+def _fuse_f64(hs, rw, spec: kinds.EmbKind, alpha, rw_activation, standardize, batch_size) -> np.ndarray:
     """The fusion of some rows in float64 (any kind and standardization)."""
     hs = standardize_block(hs.astype(np.float64), standardize, batch_size)
     rw = standardize_block(rw_block(rw, rw_activation), standardize, batch_size)
-    if kind == "hs":
-        return hs
-    if kind == "rw":
-        return rw
-    if kind == "moee_concat":
-        return np.concatenate([hs, rw], axis=1)
-    return np.concatenate([l2_normalize(hs), np.sqrt(alpha) * l2_normalize(rw)], axis=1)
+    return spec.fuse_blocks(hs, rw, alpha)
 
 
 def blocks(

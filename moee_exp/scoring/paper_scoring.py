@@ -67,6 +67,7 @@ import random
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -87,6 +88,8 @@ from sklearn.metrics.pairwise import (
     paired_euclidean_distances,
     paired_manhattan_distances,
 )
+
+from ..errors import ConfigError
 
 SEED = 42  # the fork's Evaluator / AbsTask default seed
 EMB_INFOS = ("MoEE", "HS", "RW")
@@ -538,34 +541,63 @@ def _summarization(task, subset: str, split: str, enc: _Encoder, w: float) -> di
                                 deprecated=deprecated)
 
 
-_BY_TYPE = {"STS": (_sts, "cosine_spearman"), "PairClassification": (_pair_classification, "max_ap"),
-            "Classification": (_classification, "accuracy"), "Clustering": (_clustering, "v_measure"),
-            "Reranking": (_reranking, "map"), "Summarization": (_summarization, "cosine_spearman"),
-            "Retrieval": (_retrieval, "ndcg_at_10")}
+@dataclass(frozen=True)
+class Scorer:
+    """The public code's MoEE(sum) scoring of one mteb task type: ``score(task, subset, split, encode, alpha)`` -> its
+    metrics, of which ``main_score`` is the one reported (None: the task's own mteb main score)."""
 
-MAIN_SCORES = {kind: name for kind, (_, name) in _BY_TYPE.items()}  # the fork's main score name per task type
-# (Retrieval: mteb's, ndcg_at_10 for every Retrieval task of MTEB(eng, v2); main_score_name gives a task's own)
+    task_type: str
+    score: Callable
+    main_score: str | None
+
+
+SCORERS: dict[str, Scorer] = {}
+
+
+def register_scorer(scorer: Scorer) -> Scorer:
+    SCORERS[scorer.task_type] = scorer
+    return scorer
+
+
+for _scorer in (Scorer("STS", _sts, "cosine_spearman"), Scorer("PairClassification", _pair_classification, "max_ap"),
+                Scorer("Classification", _classification, "accuracy"), Scorer("Clustering", _clustering, "v_measure"),
+                Scorer("Reranking", _reranking, "map"), Scorer("Summarization", _summarization, "cosine_spearman"),
+                # Retrieval: mteb's own main score (ndcg_at_10 for every Retrieval task of MTEB(eng, v2))
+                Scorer("Retrieval", _retrieval, None)):
+    register_scorer(_scorer)
+
+MAIN_SCORES = {t: s.main_score for t, s in SCORERS.items() if s.main_score}  # the fork's main score per task type
 
 
 def main_score_name(task) -> str:
-    """The main score this module reports for ``task``: the fork's per type, a Retrieval task's own mteb one."""
-    kind = task.metadata.type
-    return task.metadata.main_score if kind == "Retrieval" else MAIN_SCORES[kind]
+    """The main score this module reports for ``task``: the fork's per type, else the task's own mteb one."""
+    scorer = SCORERS.get(task.metadata.type)
+    return scorer.main_score if scorer is not None and scorer.main_score else task.metadata.main_score
+
+
+def check_scorable(tasks) -> None:
+    """ConfigError, before any model loads, when a task's type has no scoring here (an α-weighted kind under
+    protocol.sum_scoring=paper is scored by these, not by mteb's evaluators)."""
+    missing = sorted({f"{t.metadata.type} ({t.metadata.name})" for t in tasks if t.metadata.type not in SCORERS})
+    if missing:
+        raise ConfigError(
+            f"protocol.sum_scoring=paper has no scoring for {', '.join(missing)} (it covers {', '.join(SCORERS)}): "
+            "use protocol.sum_scoring=similarity (mteb's evaluators on the summed similarity) or leave those tasks out")
 
 
 def evaluate_paper_sum(task, encode: EncodeFn, alpha: float, *, split: str = "test",
                        emb_info: str = "MoEE") -> tuple[float, list[dict]]:
     """The fork's MoEE(sum) main score of ``task`` (mean over its hf_subsets) and its fields per subset."""
     kind = task.metadata.type
-    if kind not in _BY_TYPE:
-        raise ValueError(f"the public code's MoEE(sum) scoring covers {sorted(_BY_TYPE)}, not {kind} ({task.metadata.name})")
+    if kind not in SCORERS:
+        raise ValueError(f"the public code's MoEE(sum) scoring covers {sorted(SCORERS)}, not {kind} ({task.metadata.name})")
     if not np.isfinite(alpha) or alpha < 0:
         raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
     if emb_info not in EMB_INFOS:
         raise ValueError(f"emb_info={emb_info!r} is not one of {EMB_INFOS}")
     if not getattr(task, "data_loaded", False):
         task.load_data()
-    score_fn, main = _BY_TYPE[kind][0], main_score_name(task)
+    score_fn, main = SCORERS[kind].score, main_score_name(task)
     enc = _Encoder(encode, task, emb_info)
     subsets = list(getattr(task, "hf_subsets", None) or ["default"])
     scores = []

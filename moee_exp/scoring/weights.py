@@ -29,24 +29,44 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..checks import Checked, choice
+from ..errors import ConfigError
 from .fuse import fuse, l2_normalize
 
 log = logging.getLogger(__name__)
 
+OPTIONS = ("fixed", "grid", "auto", "dev")
+CRITERIA = ("spread", "calibration")
+
+
 @dataclass
-class WeightsConfig:
+class WeightsConfig(Checked):
     """How MoEE(sum)'s similarity weight α (similarity = cos HS + α cos RW) is chosen: moee_exp.scoring.weights."""
 
-    name: str = "fixed"  # fixed | grid | auto | dev: recorded in every row as `weights`
+    group = "weights"
+
+    name: str = field(default="fixed", metadata=choice(OPTIONS))  # fixed | grid | auto | dev: each row's `weights`
     alpha: float = 1.0  # fixed, grid: this job's α (grid sweeps it under -m); auto, dev: unused
-    criterion: str = "calibration"  # auto: calibration (per model x prompt, fixed unlabeled texts) | spread (per task)
+    # auto: calibration (per model x prompt, fixed unlabeled texts) | spread (per task)
+    criterion: str = field(default="calibration", metadata=choice(CRITERIA))
     sample: int = 512  # auto: at most this many distinct texts (picked by hash) whose pairs measure the spreads
     grid: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 11)])  # dev: candidates
     dev_fraction: float = 0.2  # dev, Classification: share of the training split held out to score the grid
 
+    def check(self) -> None:
+        if self.alpha < 0:
+            raise ConfigError(f"weights.alpha={self.alpha} must be >= 0 (it weights cos(RW) in MoEE(sum))")
+        if not self.grid or min(self.grid) < 0:
+            raise ConfigError(f"weights.grid={list(self.grid)} must be a non-empty list of alphas >= 0")
+        if self.sample < 2:
+            raise ConfigError(f"weights.sample={self.sample} must be >= 2 (texts whose pairs measure the spreads)")
+        if not 0 < self.dev_fraction < 1:
+            raise ConfigError(f"weights.dev_fraction={self.dev_fraction} must be between 0 and 1")
 
-OPTIONS = ("fixed", "grid", "auto", "dev")
-CRITERIA = ("spread", "calibration")
+    @property
+    def alpha_label(self) -> float | str:
+        """The job's α: a number for fixed / grid, the option's name for auto / dev (chosen per task)."""
+        return float(self.alpha) if self.name in ("fixed", "grid") else self.name
 # Columns that hold what a task is scored against, never read by auto (besides ids, which are not texts).
 NOT_TEXT = {"label", "labels", "label_text", "score", "scores", "gold_score", "relevance", "relevant_docs",
             "id", "_id", "ids", "query-id", "corpus-id", "query_id", "corpus_id", "doc_id", "top_ranked", "lang"}

@@ -160,7 +160,7 @@ def moe_model_types() -> list[str]:
                 continue
             try:
                 cfg = CONFIG_MAPPING[mt]()
-            except Exception:  # noqa: BLE001 a config class that cannot be built bare is listed by tiny_config
+            except Exception:  # noqa: BLE001 a config class that cannot be built bare is listed by shrunk_config
                 out.append(mt)
                 continue
             if _expert_attrs(cfg.to_dict()):
@@ -209,7 +209,9 @@ def _has_key(cfg: dict, key: str) -> bool:
     return key in cfg or any(_has_key(v, key) for v in cfg.values() if isinstance(v, dict))
 
 
-def tiny_config(model_type: str, vocab_size: int, special_ids: dict):
+def shrunk_config(model_type: str, vocab_size: int, special_ids: dict):
+    """The family's default config made tiny (_shrink: N_LAYERS layers, N_EXPERTS experts, small widths), with the
+    tokenizer's vocabulary size and special ids."""
     from transformers import CONFIG_MAPPING
 
     cls = CONFIG_MAPPING[model_type]
@@ -261,7 +263,7 @@ def build_tiny(model_type: str, out: Path) -> Path:
 
     tok = _tokenizer()
     ids = {"pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}
-    config = tiny_config(model_type, len(tok), ids)
+    config = shrunk_config(model_type, len(tok), ids)
     torch.manual_seed(SEED)
     auto = AutoModelForCausalLM if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModel
     model = auto.from_config(config, dtype=torch.float32)

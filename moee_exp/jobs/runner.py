@@ -157,7 +157,8 @@ def _run_job(job: Job, job_dir: Path, group: str, tasks: list) -> list[dict]:
     write_job_file(job_dir / "config.yaml", OmegaConf.to_yaml(resolved))
 
     # α comes from the weights group, per task for auto/dev (moee_exp.scoring.weights)
-    encoder = build_encoder(job.spec, cache=open_cache(job.cache), progress=job.progress, alpha=job.weights.alpha)
+    encoder = build_encoder(job.spec, cache=open_cache(job.cache), progress=job.progress, alpha=job.weights.alpha,
+                            meta=mteb_meta)
     featurizer = encoder.model
     ident = row_labels(job)
     chooser = None
@@ -172,8 +173,6 @@ def _run_job(job: Job, job_dir: Path, group: str, tasks: list) -> list[dict]:
             else (lambda task, split: main_score(encoder, task, split, job.model.batch_size)),
             calibration_key=resume.row_key(features_of),
         )
-    if mteb_meta is not None:
-        encoder.mteb_model_meta = mteb_meta
     rows = list(plan.reused.values())
     # the W&B run records what was reused, and every library version that can move a score
     # (emb.alpha is not read: MoEE(sum)'s α is the weights group's)

@@ -27,6 +27,7 @@ class MoEEEncoder(AbsEncoder):
         name: str = "moee/model",
         revision: str | None = None,
         instructions: Instructions | None = None,
+        meta: ModelMeta | None = None,
         **fuse_kwargs,
     ):
         self.model = featurizer
@@ -34,7 +35,8 @@ class MoEEEncoder(AbsEncoder):
         self.fuse_kwargs = fuse_kwargs  # alpha, rw_activation, standardize, ...: see moee_exp.scoring.fuse.fuse
         # the task's instruction before each text (moee_exp.features.instructions); None: no instructions
         self.instructions = instructions if instructions is not None and instructions.mode != "none" else None
-        self.mteb_model_meta = ModelMeta.create_empty(
+        # the model's real metadata (moee_exp.scoring.model_meta) where the caller has it, else a minimal one
+        self.mteb_model_meta = meta or ModelMeta.create_empty(
             {
                 "name": name if "/" in name else f"moee/{name}",
                 "revision": revision or "local",

@@ -196,10 +196,11 @@ class MoEESpec:
 
 
 def build_encoder(spec: MoEESpec, *, cache=None, progress: bool = False, alpha: float | None = None,
-                  revision: str | None = None):
+                  revision: str | None = None, meta=None):
     """The mteb encoder of a spec (over a Featurizer that loads the model on first use): what the runner scores
     with, what the mteb model loads, and what the sentence-transformers module and the embed CLI encode with.
-    ``alpha``: the α to start from where the spec's is chosen per task (auto / dev)."""
+    ``alpha``: the α to start from where the spec's is chosen per task (auto / dev); ``meta``: its mteb ModelMeta
+    (moee_exp.scoring.model_meta.model_meta), where the caller writes mteb's result layout."""
     from ..features.featurize import Featurizer  # (imported here: reading a config must not wait for mteb)
     from .encoder import MoEEEncoder
 
@@ -208,4 +209,4 @@ def build_encoder(spec: MoEESpec, *, cache=None, progress: bool = False, alpha: 
                             text_mode=spec.protocol.text)
     a = alpha if alpha is not None else (spec.alpha if not isinstance(spec.alpha, str) else 1.0)
     return MoEEEncoder(featurizer, spec.emb.kind, name=f"moee/{spec.name}", revision=revision or spec.model.revision,
-                       instructions=spec.instructions, **spec.emb.fuse_kwargs(float(a)))
+                       instructions=spec.instructions, meta=meta, **spec.emb.fuse_kwargs(float(a)))

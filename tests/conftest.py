@@ -64,6 +64,23 @@ def pytest_xdist_setupnodes(config, specs):
     _share_cores(len(specs))  # before the workers start: they inherit it
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_collection(session):
+    """Collecting imports the test modules and with them torch, transformers, mteb (~800k objects that live as long
+    as the worker): the cyclic garbage collector would walk them all again at each of its full passes (~3 s of each
+    worker's collection on 2 cores). It pauses while they are imported; what they left is collected once, the rest
+    frozen (gc.freeze: never walked again, still freed by reference counting), and it runs as usual for the tests."""
+    import gc
+
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.collect()
+        gc.freeze()
+        gc.enable()
+
+
 # The slowest modules, longest first (pytest --durations=0 on 2 cores), handed out before the rest: with
 # `--dist loadscope --no-loadscope-reorder` a module is one unit of work in collection order, and a long one handed
 # out last would leave the other worker idle at the end. Only an order: a module missing here runs after these.

@@ -286,10 +286,11 @@ def test_hung_lock_holder_is_named_within_seconds_and_taken_over(tmp_path, caplo
     import signal
     import socket
 
-    holder = _holder(tmp_path, stale=6)
+    stale = 4  # > LOCK_FIRST_LOG_S (2 s): the waiter names the holder before it takes over
+    holder = _holder(tmp_path, stale=stale)
     try:
         holder.send_signal(signal.SIGSTOP)  # hung: its pid lives, it holds the flock, it refreshes nothing
-        ns = FeatureCache(tmp_path / "features", lock_stale_s=6).namespace(IDENT)
+        ns = FeatureCache(tmp_path / "features", lock_stale_s=stale).namespace(IDENT)
         with caplog.at_level(logging.WARNING, logger="moee_exp.features.cache"):
             thread, outcome = _wait_in_thread(ns)
             thread.join(120)
@@ -298,7 +299,7 @@ def test_hung_lock_holder_is_named_within_seconds_and_taken_over(tmp_path, caplo
         waiting = [r.message for r in caplog.records if "waiting for the extraction lock" in r.message]
         assert waiting and who in waiting[0]  # named while waiting (after LOCK_FIRST_LOG_S, before the take-over)
         (took,) = [r.message for r in caplog.records if "taking over" in r.message]
-        assert who in took and "has not refreshed it for" in took and "cache.lock_stale_s=6" in took
+        assert who in took and "has not refreshed it for" in took and f"cache.lock_stale_s={stale}" in took
     finally:
         holder.kill()
         holder.wait()
@@ -342,7 +343,7 @@ def test_lock_wait_limit_ends_with_one_line(tmp_path):
     holder.start()
     try:
         assert held.wait(60)
-        ns = FeatureCache(tmp_path / "features", lock_wait_s=3).namespace(IDENT)
+        ns = FeatureCache(tmp_path / "features", lock_wait_s=1).namespace(IDENT)
         thread, outcome = _wait_in_thread(ns)
         thread.join(120)
         (err,) = outcome
@@ -417,26 +418,41 @@ def test_sigterm_keeps_finished_rows_writes_results_csv_and_wandb_and_says_how_t
 
 
 def test_sigterm_under_submitit_requeues_the_job_and_it_resumes(tmp_path):
+    """The job runs in the process submitit starts for it (and starts again when it is requeued): that process is
+    signalled. The sweep's parent, which submits the job and waits for it, runs in this process (tests/jobs.py: cli;
+    tests/test_launchers.py runs a submitit sweep's parent as the real command)."""
     import signal
+    import threading
+    import time
 
     env, marker = _stalling_env(tmp_path)
     sweep = tmp_path / "sweep"
-    proc = start(run_py("-m", "hydra/launcher=local", "emb=moee_sum", "weights.alpha=1.0", "protocol=clean",
-                        f"tasks.names=[{','.join(TASKS3)}]", "logger=none", "progress=false",
-                        f"cache.dir={tmp_path / 'features'}", f"hydra.sweep.dir={sweep}"), cwd=tmp_path, env=env)
+    ended, signalled = threading.Event(), []
+
+    def preempt():  # SIGTERM to the job's process while it is in dataset 2 (the parent blocks this test's thread)
+        deadline = time.monotonic() + 400
+        while not marker.exists() or not marker.read_text():
+            if ended.wait(0.2) or time.monotonic() > deadline:
+                return
+        os.kill(int(marker.read_text()), signal.SIGTERM)
+        signalled.append(int(marker.read_text()))
+
+    thread = threading.Thread(target=preempt, daemon=True)
+    thread.start()
     try:
-        _signal_when_in_flight(proc, marker, signal.SIGTERM)
-        proc.wait(600)
+        proc = cli("-m", "hydra/launcher=local", "emb=moee_sum", "weights.alpha=1.0", "protocol=clean",
+                   f"tasks.names=[{','.join(TASKS3)}]", "logger=none", "progress=false",
+                   f"cache.dir={tmp_path / 'features'}", f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=env)
     finally:
-        proc.kill()
-        proc.wait()
-    _, stderr = output(proc)
-    assert proc.returncode == 0, stderr[-3000:]
+        ended.set()
+        thread.join(60)
+    logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
+    assert signalled, f"the job ended before dataset 2: {proc.stderr[-2000:]}{logs[-3000:]}"
+    assert proc.returncode == 0, proc.stderr[-3000:] + logs[-3000:]
     rows = {p.stem: json.loads(p.read_text()) for p in (sweep / "0" / "results").glob("*.json")}
     assert sorted(rows) == sorted(TASKS3)  # the requeued job finished the job
     first, *rest = (rows[t]["run_uid"] for t in TASKS3)
     assert len(set(rest)) == 1 and first not in rest  # dataset 1 from the first attempt, reused by the requeued one
-    logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
     assert "Requeued job" in logs
     assert f"stopped for submitit's requeue: kept 1 of 3 dataset(s) in {sweep / '0' / 'results'}" in logs
     assert len((sweep / "0" / "results.csv").read_text().splitlines()) == 4

@@ -208,7 +208,7 @@ def _feeds(key: str, container: dict) -> set[str]:
         value = container
         for part in other.split("."):
             value = value.get(part) if isinstance(value, dict) else None
-        # ${key} or a nested ${key.${...}} (protocol=paper's emb.standardize reads protocol.standardize_by_kind)
+        # ${key} or a nested ${key.${...}} (protocol=paper's emb.standardize: ${moee.paper_standardize:${emb.kind}})
         if isinstance(value, str) and (f"${{{key}}}" in value or f"${{{key}." in value):
             out.add(other)
     return out

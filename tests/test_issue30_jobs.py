@@ -77,6 +77,24 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _sweep_processes(parent_pid: int) -> list[int]:
+    """The live processes a sweep's parent (``parent_pid``, started in a session of its own) left: those of its session,
+    and any that carries its sweep id (MOEE_SWEEP_PID, which run.py's sweep parent hands to every process it starts)."""
+    mark = f"MOEE_SWEEP_PID={parent_pid}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()  # state, ppid, pgrp, session
+            ours = int(fields[3]) == parent_pid or mark in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+        if ours and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
 def _stalling_env(tmp_path: Path):
     return stalling_env(tmp_path, _env())
 
@@ -284,8 +302,9 @@ def test_issue30_7_hung_lock_holder_is_taken_over(tmp_path, caplog):
 
     from moee_exp.features.cache import FeatureCache
 
+    busy = 5  # s of work (> lock_stale_s=3: a lock its batches did not refresh would go stale while it works)
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER.format(root=str(ROOT), root_dir=str(tmp_path / "features"), busy=8)],
+        [sys.executable, "-c", HOLDER.format(root=str(ROOT), root_dir=str(tmp_path / "features"), busy=busy)],
         env=_env(), stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -301,7 +320,7 @@ def test_issue30_7_hung_lock_holder_is_taken_over(tmp_path, caplog):
             thread.start()
             thread.join(60)
         assert outcome, "the waiter never got past a holder that makes no progress"
-        assert outcome[0] > 7  # not while the holder worked (its batches keep the lock fresh) ...
+        assert outcome[0] > busy - 1  # not while the holder worked (its batches keep the lock fresh) ...
         (took,) = [r.message for r in caplog.records if "taking over" in r.message]  # ... but once it was stuck
         assert f"pid {holder.pid}" in took and "has not refreshed it for" in took
         assert holder.poll() is None  # alive all along: its liveness proved nothing
@@ -343,7 +362,9 @@ def test_issue30_8_sigterm_stops_a_joblib_sweep(tmp_path):
     stalled = next(d for d in sweep.iterdir() if (d / "results").is_dir() and len(rows_of(d)) < 3)
     assert table_tasks(stalled) == [TASKS3[0]]  # the stopped job wrote its finished row to results.csv
     rows = {d.name: sorted(rows_of(d)) for d in sweep.iterdir() if (d / "results").is_dir()}
-    time.sleep(3)
+    while (left := _sweep_processes(parent.pid)) and time.monotonic() < deadline:  # every process of the sweep ends
+        time.sleep(0.1)
+    assert not left, f"processes of the stopped sweep kept running: {left}"
     assert {d.name: sorted(rows_of(d)) for d in sweep.iterdir() if (d / "results").is_dir()} == rows  # no writer left
 
 

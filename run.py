@@ -50,19 +50,19 @@ def job(cfg, job_dir, group: str, run: bool = True) -> int:
     tests/test_fuzz.py calls this in-process on configs from Hydra's compose API: the same path as the command.
     """
     try:
-        spec = read_job(cfg)  # config and model mistakes fail in seconds, before the heavy imports below
+        job_cfg = read_job(cfg)  # config and model mistakes fail in seconds, before the heavy imports below
         from moee_exp.scoring.tasks import describe_data  # (mteb: after the config is known to be right)
 
-        data = describe_data(spec.tasks)
+        data = describe_data(job_cfg.tasks)
         origin = task_set_origin(HydraConfig.get()) if HydraConfig.initialized() else "composed config"
-        log.info("tasks=%s: %d dataset(s), %s (%s)", spec.tasks.name, len(spec.tasks.names), data, origin)
-        check_reachable(spec)  # a model that can be neither loaded nor read from the feature cache: before any data
+        log.info("tasks=%s: %d dataset(s), %s (%s)", job_cfg.tasks.name, len(job_cfg.tasks.names), data, origin)
+        check_reachable(job_cfg.spec.model, job_cfg.cache)  # a model that can be neither loaded nor read from the feature cache: before any data
         if run:
             from moee_exp.jobs.runner import (
                 run_job,  # heavy imports after Hydra has parsed the command line
             )
 
-            run_job(spec, job_dir, group)
+            run_job(job_cfg, job_dir, group)
     except USER_ERRORS as err:  # a mistake in the command or config: one line, no traceback
         print(error_line(err), file=sys.stderr)
         return 2

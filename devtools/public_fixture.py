@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,13 +18,12 @@ import numpy as np
 
 from moee_exp.features.cache import open_cache
 from moee_exp.features.extract import prompt_texts
-from moee_exp.features.featurize import Featurizer
 from moee_exp.features.instructions import DEMO_NAMESAKES
 from moee_exp.jobs.config import read_job, register
 from moee_exp.jobs.runner import run_job
 from moee_exp.scoring.demo_tasks import DEMO_TASKS
-from moee_exp.scoring.encoder import MoEEEncoder
 from moee_exp.scoring.fuse import fuse
+from moee_exp.scoring.spec import build_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "public_code"
@@ -92,10 +90,7 @@ def _encoder(family: str, embed_method: str, emb_info: str, ensemble: bool, batc
     with initialize_config_dir(str(conf), version_base=None):
         cfg = compose("config", overrides=overrides(family, embed_method, emb_info, ensemble, 1.0, batch_size))
     job = read_job(cfg)
-    featurizer = Featurizer(job.model, job.template, job.prompt.normalize, progress=False, text_mode=job.protocol.text,
-                            cache=open_cache(job.cache))
-    fuse_kwargs = {k: v for k, v in asdict(job.emb).items() if k not in ("kind", "alpha")}
-    return MoEEEncoder(featurizer, job.emb.kind, alpha=1.0, **fuse_kwargs, instructions=job.instructions)
+    return build_encoder(job.spec, cache=open_cache(job.cache), alpha=1.0)  # as the runner builds its encoder
 
 
 def our_embedding(key: str, batch_size: int) -> tuple[np.ndarray, list[str]]:

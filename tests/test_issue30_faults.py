@@ -162,7 +162,7 @@ def test_issue30_16_readme_instruction_table_syntax_works_as_written(protocol):
     cfg = _compose(f"protocol={protocol}", "protocol.instructions=custom",
                    'protocol.instruction_table={MoEEDemoSTS: "x"}')  # the README's syntax, without a +
     job = read_job(cfg, here=False)
-    assert job.protocol.instruction_table == {"MoEEDemoSTS": "x"}
+    assert job.spec.protocol.instruction_table == {"MoEEDemoSTS": "x"}
     # a misspelt protocol key is still refused (only the table takes new keys)
     from hydra.errors import ConfigCompositionException
 

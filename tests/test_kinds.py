@@ -10,9 +10,10 @@ from moee_exp.features.featurize import model_path
 from moee_exp.scoring import kinds
 from moee_exp.scoring.fuse import EmbConfig, fuse
 
-# RW alone, each text's vector scaled to norm 1: a kind none of the stages has heard of
+# RW alone, each text's vector scaled to norm 1: a kind none of the stages has heard of (its protocol=paper
+# standardization, text, is neither the default none nor the paper kinds' batch: the resolver must read it)
 UNIT_RW = kinds.EmbKind("unit_rw", "RW_unit", blocks=("rw",), unit_blocks=True, standardize="none",
-                        paper_standardize="none")
+                        paper_standardize="text")
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def test_a_new_kind_fuses_checks_and_runs_a_job_without_touching_any_stage(unit_
     emb = fuse(feats, "unit_rw")
     rw = feats["rw"].reshape(5, -1).astype(np.float64)
     np.testing.assert_allclose(emb, rw / np.linalg.norm(rw, axis=1, keepdims=True), rtol=1e-6)
-    assert EmbConfig(kind="unit_rw").spec is unit_rw
+    assert EmbConfig(kind="unit_rw").kind == "unit_rw"
     # the job: its config check, its name and the rows it writes
     proc = cli("emb.kind=unit_rw", "tasks.names=[MoEEDemoSTS]", "logger=none", f"hydra.run.dir={tmp_path / 'job'}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -74,5 +75,5 @@ def test_a_new_kind_reaches_the_cli_st_mteb_dashboard_and_report(unit_rw, tiny_l
     row = {"task": "STS12", "emb": "unit_rw", "main_score": 0.5, "model": "m", "prompt": "none", "protocol": "clean"}
     assert collect.tidy([row])[0].method.tolist() == ["RW_unit"]
     # and protocol=paper's standardization of the kind is its own
-    cfg = compose("emb.kind=unit_rw")
-    assert cfg.emb.standardize == "none"
+    assert compose("emb.kind=unit_rw").emb.standardize == "text"
+    assert compose("emb.kind=unit_rw", "protocol=clean").emb.standardize == "none"

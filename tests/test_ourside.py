@@ -14,7 +14,7 @@ from moee_exp.features.cache import FeatureCache, text_key, text_keys  # noqa: E
 from moee_exp.features.extract import clean_text, clean_texts  # noqa: E402
 from moee_exp.features.featurize import Featurizer  # noqa: E402
 from moee_exp.scoring.encoder import MoEEEncoder  # noqa: E402
-from moee_exp.scoring.fuse import SumSink, fuse, unit_rows  # noqa: E402
+from moee_exp.scoring.fuse import fuse, sink_for, unit_rows  # noqa: E402
 from moee_exp.scoring.tasks import get_tasks  # noqa: E402
 
 # one xdist worker runs this module: its module-scoped fixture is built once, not once per worker
@@ -119,7 +119,7 @@ def test_moee_sum_read_through_the_sink_equals_fuse(small_blocks, tmp_path, alph
     ns, texts, feats = filled_cache(tmp_path)
     featurizer = Featurizer({"max_length": 512}, "{text}", progress=False, cache=FeatureCache(tmp_path))
     featurizer._namespaces[""] = featurizer.cache.namespace({"t": 1})
-    sink = SumSink(alpha)
+    sink = sink_for("moee_sum", alpha=alpha)  # the sink the encoder takes for MoEE(sum): RW scaled by sqrt(alpha)
     got = featurizer(texts, sink=sink)
     np.testing.assert_array_equal(sink.emb, fuse(feats, "moee_sum", alpha=alpha))  # identical, not just close
     np.testing.assert_allclose(sink.emb, fuse_before(feats, "moee_sum", alpha=alpha), rtol=0, atol=1e-6)

@@ -179,12 +179,19 @@ def test_rows_names_and_identity_record_the_protocol():
     # the name says what the kind and protocol do not imply, and nothing else
     spec = MoEESpec.create("m", kind="hs", prompt="none")
     paper = {"name": "paper", "instructions": "e5", "text": "paper", "sum_scoring": "paper"}
-    assert MoEESpec.create("m", kind="hs", prompt="none", protocol=paper).name == "m-hs-none-paper"
+    assert MoEESpec.create("m", kind="hs", prompt="none", protocol=paper, quantization="4bit",
+                           quantize_routers=True).name == "m-hs-none-paper"
+    # the paper protocol's name without its 4-bit model is another computation, and says so
+    assert MoEESpec.create("m", kind="hs", prompt="none", protocol=paper).name == \
+        "m-hs-none-paper-quantization=none-quantize_routers=False"
     assert spec.name == "m-hs-none-clean"
     assert MoEESpec.create("m", kind="hs", prompt="none", protocol={"instructions": "e5"}).name == \
         "m-hs-none-clean-instructions=e5"
     assert MoEESpec.create("m", kind="hs", prompt="none", standardize="text").name == "m-hs-none-clean-standardize=text"
     assert MoEESpec.create("m", kind="moee_sum", alpha=0.5).name == "m-moee_sum-a0.5-prompteol-clean"
+    # settings that change a score name a computation of their own (mteb's result folder holds one computation)
+    assert MoEESpec.create("m", kind="hs", quantization="4bit", max_length=64).name == \
+        "m-hs-prompteol-clean-max_length=64-quantization=4bit"
 
 
 def test_the_instruction_keys_the_feature_cache(tmp_path):

@@ -82,7 +82,8 @@ def _check(*configs) -> list[str]:
     said = []
     for cfg in configs:
         try:
-            check_reachable(OmegaConf.create(cfg))
+            cfg = OmegaConf.create(cfg)
+            check_reachable(cfg.model, cfg.cache)
             said.append("reachable")
         except Exception as err:  # noqa: BLE001 its type is the answer
             said.append(type(err).__name__)
@@ -118,11 +119,11 @@ def test_a_model_whose_features_are_cached_may_sweep_without_it(tmp_path, caplog
     cfg = OmegaConf.create({"model": {"name_or_path": "moee-test/gone"},
                             "cache": {"enabled": True, "dir": str(tmp_path)}})
     with pytest.raises(ModelNotFoundError):
-        check_reachable(cfg)
+        check_reachable(cfg.model, cfg.cache)
     (tmp_path / "ns").mkdir()  # a namespace of the feature cache, as cache.Namespace writes its meta.json
     (tmp_path / "ns" / "meta.json").write_text(json.dumps({"model": {"model": "moee-test/gone"}}))
-    check_reachable(cfg)
+    check_reachable(cfg.model, cfg.cache)
     assert "feature cache holds features of this model" in caplog.text
     cfg.cache.enabled = False
     with pytest.raises(ModelNotFoundError):
-        check_reachable(cfg)
+        check_reachable(cfg.model, cfg.cache)

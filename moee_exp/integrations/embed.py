@@ -187,10 +187,10 @@ def main(argv=None) -> int:
     try:
         texts = read_texts(args.input, args.encoding)
         check_device(args.device, "--device")
-        path, trust = resolve_model(args.model, args.cache_dir)
+        check_output(args.output)
+        path, trust = resolve_model(args.model, args.cache_dir)  # (a tiny model is built here, on first use)
         spec = spec_of(args, path, trust)
         check_standardize(len(texts), spec.emb.standardize)
-        check_output(args.output)
         m = spec.model
         try:
             lm = load_model(path, revision=m.revision, dtype=m.dtype, quantization=m.quantization, device=m.device,
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
         if args.max_length is None:  # a default adapts to the model; a value the user gave is checked
             limit = getattr(lm.model.config, "max_position_embeddings", None)
             if isinstance(limit, int) and limit < m.max_length:
-                spec = spec.replace(model=dataclasses.replace(m, max_length=limit))
+                spec = dataclasses.replace(spec, model=dataclasses.replace(m, max_length=limit))
         check_max_length(lm.model.config, spec.model.max_length, "--max-length")
         feats = embed_texts(
             lm, texts, spec.prompt.name, template=spec.prompt.template, normalize=spec.prompt.normalize,

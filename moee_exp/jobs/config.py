@@ -23,7 +23,6 @@ from omegaconf.errors import InterpolationResolutionError
 from ..checks import Checked, choice
 from ..errors import ConfigError
 from ..features.cache import CacheConfig
-from ..features.instructions import Instructions
 from ..features.loading import ModelConfig, check_device
 from ..features.prompts import PromptConfig
 from ..files import unwritable_dir
@@ -259,15 +258,6 @@ class Job:
     predictions: tuple[str, ...]  # task types whose per-item predictions are saved
     mteb_results: str | None  # a dir for mteb's own result layout, or None
     resolved: dict
-    # the spec's parts, as each stage receives them (the same objects, taken once from the spec)
-    model: ModelConfig
-    prompt: PromptConfig
-    emb: EmbConfig
-    protocol: ProtocolConfig
-    template: str  # the prompt's template, checked
-    instructions: Instructions
-    # an α-weighted kind under protocol=paper: scored outside mteb.evaluate, as the public code does
-    paper_sum: bool
 
 
 def read_job(cfg, here: bool = True) -> Job:
@@ -288,11 +278,4 @@ def read_job(cfg, here: bool = True) -> Job:
         predictions=tuple(cfg.get("predictions") or ()),
         mteb_results=cfg.get("mteb_results"),
         resolved=resolved,
-        model=spec.model,
-        prompt=spec.prompt,
-        emb=spec.emb,
-        protocol=spec.protocol,
-        template=spec.template,
-        instructions=spec.instructions,
-        paper_sum=spec.paper_sum,
     )

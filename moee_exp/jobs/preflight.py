@@ -22,8 +22,8 @@ from omegaconf import OmegaConf
 from ..errors import USER_ERRORS, ModelNotFoundError, error_line
 from ..faults import note_sweep
 from ..features.cache import CacheConfig
-from ..features.loading import check_model
-from .config import Job, _check_writable_dir, read_job
+from ..features.loading import ModelConfig, check_model
+from .config import _check_writable_dir, read_job
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +41,14 @@ def _cached_models(cache: CacheConfig) -> set[str]:
     return found
 
 
-def check_reachable(job: Job) -> None:
+def check_reachable(model: ModelConfig, cache: CacheConfig) -> None:
     """Raise ModelNotFoundError (the load's own message) when the model can be neither loaded now (no local dir,
     not on the hub, not in the HF cache; HF_HUB_OFFLINE counts) nor served from the feature cache. With features of
     this model in the cache a job may never need it: then only a warning (a job that misses a text fails as usual)."""
     try:
-        check_model(job.model, reachable=True)
+        check_model(model, reachable=True)
     except ModelNotFoundError as err:
-        if str(job.model.name_or_path) in _cached_models(job.cache):
+        if str(model.name_or_path) in _cached_models(cache):
             log.warning("%s; going on: the feature cache holds features of this model", err)
             return
         raise
@@ -74,7 +74,7 @@ class Preflight(Callback):
             note_sweep(OmegaConf.select(config, "hydra.sweep.dir"), OmegaConf.select(config, "hydra.launcher._target_"))
             check_output_dir(config, "hydra.sweep.dir")
             job = read_job(config, here=False)  # the sweep may be launched from a login node: no device check
-            check_reachable(job)
+            check_reachable(job.spec.model, job.cache)
             from ..scoring.tasks import check_prediction_types, tasks_from_config  # mteb: a sweep's start only
 
             tasks_from_config(job.tasks)

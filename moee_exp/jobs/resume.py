@@ -68,8 +68,7 @@ def job_identity(job) -> dict:
     the library versions."""
     spec, cache = job.spec, job.cache
     return {
-        # α is below, as the weights group chooses it (fixed / grid: its value; auto / dev: how it is chosen)
-        **{k: v for k, v in spec.identity().items() if k != "alpha"},
+        **spec.identity(),
         "features": {
             "extraction_version": EXTRACTION_VERSION,
             "dtype": str(cache.dtype) if cache.enabled else "float32",

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def row_labels(job: Job) -> dict:
     """The fields that name a result row: what was run, independent of where. For moee_sum, ``alpha`` is the
     configured α (weights fixed/grid) or None until each task's α is chosen (auto/dev; moee_exp.scoring.weights)."""
-    model, emb, weights, protocol = job.model, job.emb, job.weights, job.protocol
+    model, emb, weights, protocol = job.spec.model, job.spec.emb, job.weights, job.spec.protocol
     sum_ = job.spec.kind.weighted
     fixed = weights.name in ("fixed", "grid")
     return {
@@ -44,7 +44,7 @@ def row_labels(job: Job) -> dict:
         "standardize": emb.standardize,
         "hs_feature": emb.hs_feature,
         "rw_feature": emb.rw_feature,
-        "prompt": job.prompt.name,
+        "prompt": job.spec.prompt.name,
         # the computation: paper (the public code's) or clean, and the protocol settings not already listed
         "protocol": protocol.name,
         "instructions": protocol.instructions,
@@ -89,10 +89,10 @@ def run_job(job: Job, job_dir: Path, group: str) -> list[dict]:
     if not isinstance(job, Job):
         job = read_job(job)  # validated, and checked on this machine (device, writable dirs)
     quiet_libraries()
-    check_model(job.model)  # a missing dir, a dense model or a missing bitsandbytes fail before any data is read
+    check_model(job.spec.model)  # a missing dir, a dense model or a missing bitsandbytes fail before any data is read
     tasks = distinct_tasks(tasks_from_config(job.tasks))  # unknown names fail before the model is loaded
     check_prediction_types(job.predictions)
-    if job.paper_sum:  # every task type has the public code's scoring, or the job stops before any compute
+    if job.spec.paper_sum:  # every task type has the public code's scoring, or the job stops before any compute
         check_scorable(tasks)
     job_dir = Path(job_dir)
     with hold_job_dir(job_dir, resume_hint(job_dir).split("=", 1)[0]):
@@ -121,7 +121,7 @@ def _run_job(job: Job, job_dir: Path, group: str, tasks: list) -> list[dict]:
     # Rows already in this job dir whose key matches what would be computed now are reused (moee_exp.jobs.resume).
     overwrite = job.overwrite
     # protocol=paper's MoEE(sum) is scored outside mteb.evaluate (moee_exp.scoring.paper_scoring): no mteb predictions
-    paper_sum = job.paper_sum
+    paper_sum = job.spec.paper_sum
     prediction_types = () if paper_sum else job.predictions
 
     # Optional: mteb's own result layout (a ResultCache root: results/<model>/<revision>/<task>.json + model_meta.json)
@@ -163,14 +163,14 @@ def _run_job(job: Job, job_dir: Path, group: str, tasks: list) -> list[dict]:
     ident = row_labels(job)
     chooser = None
     if job.spec.kind.weighted:
-        emb = {k: v for k, v in job.emb.fuse_kwargs().items() if k != "alpha"}
+        emb = {k: v for k, v in job.spec.emb.fuse_kwargs().items() if k != "alpha"}
         # model × prompt (× protocol: its text handling and instructions change the features)
         features_of = {k: plan_ident[k] for k in ("model", "prompt", "features", "protocol")}
         chooser = AlphaChooser(
             job.weights, emb, encoder, featurizer,
             # weights=dev scores its α grid as the job scores: mteb's similarity sum, or the public code's scoring
             score=(lambda task, split: paper_sum_scorer(encoder)(task, split)[0]) if paper_sum
-            else (lambda task, split: main_score(encoder, task, split, job.model.batch_size)),
+            else (lambda task, split: main_score(encoder, task, split, job.spec.model.batch_size)),
             calibration_key=resume.row_key(features_of),
         )
     rows = list(plan.reused.values())
@@ -178,7 +178,7 @@ def _run_job(job: Job, job_dir: Path, group: str, tasks: list) -> list[dict]:
     # (emb.alpha is not read: MoEE(sum)'s α is the weights group's)
     wb_config = {**resolved, "emb": {k: v for k, v in resolved["emb"].items() if k != "alpha"},
                  "resume": plan.summary(), "versions": plan_ident["versions"]}
-    wb_tags = [job.model.name, job.emb.kind, f"{job.protocol.name} protocol", f"{job.tasks.data} data", job.prompt.name]
+    wb_tags = [job.spec.model.name, job.spec.emb.kind, f"{job.spec.protocol.name} protocol", f"{job.tasks.data} data", job.spec.prompt.name]
     order = [t.metadata.name for t in tasks]
     # SIGTERM / SIGUSR1 (or submitit's requeue) abandon the dataset in flight and keep the finished rows
     # one W&B run per job dir and config: a resumed job continues it
@@ -193,7 +193,7 @@ def _run_job(job: Job, job_dir: Path, group: str, tasks: list) -> list[dict]:
         for row in evaluate_tasks(
             encoder,
             plan.todo,
-            batch_size=job.model.batch_size,
+            batch_size=job.spec.model.batch_size,
             progress=job.progress,
             prediction_folder=job_dir / "predictions",
             prediction_types=prediction_types,
@@ -211,7 +211,7 @@ def _run_job(job: Job, job_dir: Path, group: str, tasks: list) -> list[dict]:
         write_table(job_dir, rows)
         if wb:
             wb.log_summary(rows)
-    model = "; a tiny random model: scores mean nothing" if job.model.tiny else ""
+    model = "; a tiny random model: scores mean nothing" if job.spec.model.tiny else ""
     print(f"\n{run_name(job)}  ({job.tasks.name} tasks, {describe_data(job.tasks)}{model}; scores x100)\n"
           f"{format_summary(rows)}")
     print(f"results: {job_dir / 'results'}/ and {job_dir / 'results.csv'}")

@@ -57,10 +57,6 @@ class EmbConfig(Checked):
         if self.alpha is not None:
             raise ConfigError(f"emb.alpha is now weights.alpha (the similarity weights group): use weights.alpha={self.alpha}")
 
-    @property
-    def spec(self) -> kinds.EmbKind:
-        return kinds.get(self.kind)
-
     def fuse_kwargs(self, alpha: float = 1.0) -> dict:
         """fuse()'s keywords for this config and α."""
         return {"alpha": alpha, "rw_activation": self.rw_activation, "standardize": self.standardize,
@@ -124,36 +120,46 @@ def fuse(
     Rows are fused ROWS at a time (a multiple of ``standardize_batch_size`` for standardize=batch, so batches are
     the same), which gives each row exactly what fusing all rows at once gives.
     """
-    spec = _check(kind, alpha, rw_activation, standardize)
+    k = _check(kind, alpha, rw_activation, standardize)
     hs, rw3 = features[hs_feature], features[rw_feature]
     n = len(hs)
     rw = rw3.reshape(n, int(np.prod(rw3.shape[1:])))  # layers*experts (softmax, below, needs rw3's layers)
-    plain = standardize == "none" and rw_activation == "logits" and spec.combine is None
-    if plain and len(spec.blocks) == 1 and not spec.unit_blocks:  # the block itself, as float32
-        return np.array(hs if spec.blocks == ("hs",) else rw, dtype=np.float32)
-    width = spec.dim(hs.shape[1], rw.shape[1])
-    out = np.empty((n, width), np.float32)
+    plain = standardize == "none" and rw_activation == "logits" and k.combine is None
+    if plain and len(k.blocks) == 1 and not k.unit_blocks:  # the block itself, as float32
+        return np.array(hs if k.blocks == ("hs",) else rw, dtype=np.float32)
+    out = np.empty((n, k.dim(hs.shape[1], rw.shape[1])), np.float32)
     step = ROWS if standardize != "batch" else max(1, ROWS // standardize_batch_size) * standardize_batch_size
-    fast_sum = plain and spec.unit_blocks and spec.blocks == ("hs", "rw")
+    unit_pair = _unit_pair(k, rw_activation, standardize)
     for i in range(0, n, step):
         rows = slice(i, i + step)
-        if fast_sum:  # unit blocks straight from float32 (within ~1 ulp of the float64 path)
+        if unit_pair:  # unit blocks straight from float32 (within ~1 ulp of the float64 path)
             out[rows, : hs.shape[1]] = unit_rows(hs[rows])
-            out[rows, hs.shape[1] :] = unit_rows(rw[rows], np.sqrt(alpha) if spec.weighted else 1.0)
+            out[rows, hs.shape[1] :] = unit_rows(rw[rows], _rw_scale(k, alpha))
             continue
-        out[rows] = _fuse_f64(hs[rows], rw3[rows], spec, alpha, rw_activation, standardize, standardize_batch_size)
+        out[rows] = _fuse_f64(hs[rows], rw3[rows], k, alpha, rw_activation, standardize, standardize_batch_size)
     return out
 
 
+def _unit_pair(k: kinds.EmbKind, rw_activation: str, standardize: str) -> bool:
+    """HS and RW side by side, each scaled to norm 1, nothing else: fused block by block from the float32 features
+    (fuse's fast path, and SumSink while the cache is read)."""
+    return (k.unit_blocks and k.blocks == ("hs", "rw") and k.combine is None and standardize == "none"
+            and rw_activation == "logits")
+
+
+def _rw_scale(k: kinds.EmbKind, alpha: float) -> float:
+    return float(np.sqrt(alpha)) if k.weighted else 1.0
+
+
 def _check(kind: str, alpha: float, rw_activation: str, standardize: str) -> kinds.EmbKind:
-    spec = kinds.get(kind)
+    k = kinds.get(kind)
     if not np.isfinite(alpha) or alpha < 0:  # NaN would pass `alpha < 0` and reach the evaluators
         raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
     if standardize not in STANDARDIZE:
         raise ValueError(f"standardize={standardize!r} is not one of {STANDARDIZE}")
     if rw_activation not in RW_ACTIVATIONS:
         raise ValueError(f"rw_activation={rw_activation!r} is not one of {RW_ACTIVATIONS}")
-    return spec
+    return k
 
 
 def unit_rows(x: np.ndarray, scale: float = 1.0, inplace: bool = False) -> np.ndarray:
@@ -174,12 +180,12 @@ def unit_rows(x: np.ndarray, scale: float = 1.0, inplace: bool = False) -> np.nd
 
 class SumSink:
     """A unit-block kind (MoEE(sum)) with standardize=none and RW logits, fused into the feature cache's read: HS and
-    RW are read straight into the embedding's two blocks, each block of rows scaled to norm 1 (RW: sqrt(alpha)) on
-    its way, so the features are read once and the embedding written once (``Featurizer(..., sink=)``); ``emb``
-    equals ``fuse``'s output."""
+    RW are read straight into the embedding's two blocks, each block of rows scaled to norm 1 (RW: ``rw_scale``,
+    sqrt(alpha) for MoEE(sum)) on its way, so the features are read once and the embedding written once
+    (``Featurizer(..., sink=)``); ``emb`` equals ``fuse``'s output."""
 
-    def __init__(self, alpha: float = 1.0, hs_feature: str = "hs", rw_feature: str = "rw"):
-        self.alpha, self.hs, self.rw, self.emb = alpha, hs_feature, rw_feature, None
+    def __init__(self, rw_scale: float = 1.0, hs_feature: str = "hs", rw_feature: str = "rw"):
+        self.rw_scale, self.hs, self.rw, self.emb = rw_scale, hs_feature, rw_feature, None
 
     def __call__(self, n: int, shapes: dict) -> dict:
         """Where features of n texts with value shapes ``shapes`` go: {feature: (out array, rows_fn)}."""
@@ -188,25 +194,22 @@ class SumSink:
         return {
             self.hs: (self.emb[:, :h].reshape(n, *shapes[self.hs]), partial(unit_rows, inplace=True)),
             self.rw: (self.emb[:, h:].reshape(n, *shapes[self.rw]),
-                      partial(unit_rows, scale=np.sqrt(self.alpha), inplace=True)),
+                      partial(unit_rows, scale=self.rw_scale, inplace=True)),
         }
 
 
 def sink_for(kind: str, *, alpha: float = 1.0, rw_activation: str = "logits", standardize: str = "none",
              hs_feature: str = "hs", rw_feature: str = "rw", **_) -> SumSink | None:
-    """A SumSink where the fusion is one (an α-weighted unit-block kind, plain), else None (read, then ``fuse``)."""
-    spec = _check(kind, alpha, rw_activation, standardize)
-    if (spec.unit_blocks and spec.weighted and spec.blocks == ("hs", "rw") and spec.combine is None
-            and standardize == "none" and rw_activation == "logits"):
-        return SumSink(alpha, hs_feature, rw_feature)
-    return None
+    """A SumSink where the fusion is one (unit HS and RW blocks, plain), else None (read, then ``fuse``)."""
+    k = _check(kind, alpha, rw_activation, standardize)
+    return SumSink(_rw_scale(k, alpha), hs_feature, rw_feature) if _unit_pair(k, rw_activation, standardize) else None
 
 
-def _fuse_f64(hs, rw, spec: kinds.EmbKind, alpha, rw_activation, standardize, batch_size) -> np.ndarray:
+def _fuse_f64(hs, rw, k: kinds.EmbKind, alpha, rw_activation, standardize, batch_size) -> np.ndarray:
     """The fusion of some rows in float64 (any kind and standardization)."""
     hs = standardize_block(hs.astype(np.float64), standardize, batch_size)
     rw = standardize_block(rw_block(rw, rw_activation), standardize, batch_size)
-    return spec.fuse_blocks(hs, rw, alpha)
+    return k.fuse_blocks(hs, rw, alpha)
 
 
 def blocks(

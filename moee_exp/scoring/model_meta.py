@@ -108,9 +108,7 @@ def load_moee_encoder(name: str, revision: str | None = None, *, spec: dict, dev
                       **emb) -> MoEEEncoder:
     """mteb's loader protocol (name, revision, **loader_kwargs): the spec's encoder. ``device`` and emb keywords
     given to ``ModelMeta.load_model`` (e.g. ``alpha=0.3``, ``standardize="text"``) override the spec's."""
-    s = MoEESpec.from_dict(spec)
-    alpha = emb.pop("alpha", s.alpha)
+    alpha = emb.pop("alpha", spec.get("alpha", 1.0))
     model = {**spec["model"], **({"device": device} if device is not None else {})}
-    s = MoEESpec.from_dict({**s.to_dict(), "model": model, "emb": {**spec["emb"], **emb}, "alpha": alpha})
-    encoder = build_encoder(s, revision=revision)
-    return encoder
+    data = {**spec, "model": model, "emb": {**spec["emb"], **emb}, "alpha": alpha}
+    return build_encoder(MoEESpec.from_dict(data), revision=revision)

@@ -11,8 +11,9 @@ row's key holds.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -110,10 +111,9 @@ class MoEESpec:
     def create(cls, model_name_or_path: str, *, prompt: str = PromptConfig.name, alpha: float | str = 1.0,
                protocol: dict | ProtocolConfig | None = None, name: str | None = None, **keys) -> MoEESpec:
         """A spec from flat keywords, each a field of the model, prompt or emb group named as there (``dtype``,
-        ``max_length``, ``template``, ``kind``, ``standardize`` (default: the kind's), ...); ``prompt`` is the prompt's
-        name, ``protocol``
-        the protocol group's fields (clean unless given), ``name`` the model's short name (default: the last part
-        of the path)."""
+        ``max_length``, ``template``, ``kind``, ``standardize`` (default: the kind's), ...); ``prompt`` is the
+        prompt's name, ``protocol`` the protocol group's fields (clean unless given), ``name`` the model's short name
+        (default: the last part of the path)."""
         table = _flat_keys()
         unknown = sorted(set(keys) - set(table))
         if unknown:
@@ -141,9 +141,6 @@ class MoEESpec:
         return cls(ModelConfig(**data["model"]), PromptConfig(**data["prompt"]), EmbConfig(**data["emb"]),
                    ProtocolConfig(**data["protocol"]), data.get("alpha", 1.0))
 
-    def replace(self, **groups) -> MoEESpec:
-        return replace(self, **groups)
-
     @property
     def kind(self) -> kinds.EmbKind:
         return kinds.get(self.emb.kind)
@@ -162,37 +159,52 @@ class MoEESpec:
         """An α-weighted kind scored as the public code does (moee_exp.scoring.paper_scoring), not by mteb."""
         return self.kind.weighted and self.protocol.sum_scoring == "paper"
 
-    def implied_emb(self) -> dict:
-        """The emb settings the kind and protocol imply: what the name leaves out."""
-        paper = self.protocol.name == "paper"
-        return {"standardize": self.kind.paper_standardize if paper else self.kind.standardize,
-                "rw_activation": self.model.paper_rw_activation if paper else "logits",
-                "standardize_batch_size": 128, "hs_feature": "hs", "rw_feature": "rw"}
+    def implied(self) -> dict[str, dict]:
+        """Per group, the settings the kind and protocol imply, or the schema's default where they imply nothing:
+        what the name leaves out."""
+        paper, m = self.protocol.name == "paper", self.model
+        return {
+            "model": {"dtype": ModelConfig.dtype, "max_length": ModelConfig.max_length,
+                      "quantization": m.paper_quantization if paper else ModelConfig.quantization,
+                      "quantize_routers": m.paper_quantize_routers if paper else ModelConfig.quantize_routers},
+            "prompt": {"normalize": PromptConfig.normalize},
+            "emb": {"standardize": self.kind.paper_standardize if paper else self.kind.standardize,
+                    "rw_activation": m.paper_rw_activation if paper else EmbConfig.rw_activation,
+                    **{k: getattr(EmbConfig, k) for k in ("standardize_batch_size", "hs_feature", "rw_feature")}},
+            "protocol": {**self.protocol.implied(), "instruction_format": ProtocolConfig.instruction_format,
+                         "instruction_table": {}},
+        }
 
     @property
     def name(self) -> str:
         """'<model>-<emb kind>[-a<alpha>]-<prompt>-<protocol>[-<settings the kind and protocol do not imply>]': one
-        name per configuration (the W&B run, the printed table, the mteb model 'moee/<name>')."""
+        name per configuration (the W&B run, the printed table, the mteb model 'moee/<name>', whose result folder
+        must never hold two computations)."""
         parts = [self.model.name, self.emb.kind]
         if self.kind.weighted:
             parts.append(f"a{self.alpha:g}" if not isinstance(self.alpha, str) else self.alpha)
         template = self.prompt.template
-        parts.append(self.prompt.name if not template else
-                     f"template{hashlib.sha256(template.encode()).hexdigest()[:6]}")
+        parts.append(self.prompt.name if not template else f"template{_short_hash(template)}")
         parts.append(self.protocol.name)
-        emb = asdict(self.emb)
-        parts += [f"{k}={emb[k]}" for k, v in self.implied_emb().items() if emb[k] != v]
-        parts += [f"{k}={getattr(self.protocol, k)}" for k, v in self.protocol.implied().items()
-                  if getattr(self.protocol, k) != v and (k != "sum_scoring" or self.kind.weighted)]
+        for group, implied in self.implied().items():
+            for key, value in implied.items():
+                have = getattr(getattr(self, group), key)
+                if have == value or (key == "sum_scoring" and not self.kind.weighted):
+                    continue  # (sum_scoring: read by α-weighted kinds only)
+                parts.append(f"{key}{_short_hash(have)}" if isinstance(have, dict) else f"{key}={have}")
         return "-".join(str(p).replace("/", "_") for p in parts)
 
     def identity(self) -> dict:
-        """What of this spec changes a score, as a result row's key holds it: the model's identity (not where it
-        runs: moee_exp.features.identity), the prompt's template, every emb and protocol field, α."""
+        """What of this spec changes the features and their embedding, as a result row's key holds it: the model's
+        identity (moee_exp.features.identity), the prompt's template, every emb and protocol field. α is not here:
+        a job's row key holds how its weights group chooses it (moee_exp.jobs.resume)."""
         return {"model": {**model_identity(self.model), "max_length": int(self.model.max_length)},
                 "prompt": {"template": self.template, "normalize": bool(self.prompt.normalize)},
-                "emb": asdict(self.emb), "protocol": asdict(self.protocol),
-                "alpha": self.alpha if self.kind.weighted else None}
+                "emb": asdict(self.emb), "protocol": asdict(self.protocol)}
+
+
+def _short_hash(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:6]
 
 
 def build_encoder(spec: MoEESpec, *, cache=None, progress: bool = False, alpha: float | None = None,

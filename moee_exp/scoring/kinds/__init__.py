@@ -9,6 +9,7 @@ new kind is one module here (``register(EmbKind(...))``) plus one conf/emb/<name
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -62,7 +63,6 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 
 
 _REGISTRY: dict[str, EmbKind] = {}
-_loaded = [False]
 
 
 def register(kind: EmbKind) -> EmbKind:
@@ -75,11 +75,11 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
+@functools.cache
 def _load() -> None:
-    if not _loaded[0]:
-        _loaded[0] = True
-        for module in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{module.name}")
+    """Import every module of this package once: each registers its kinds."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
 
 
 def names() -> tuple[str, ...]:

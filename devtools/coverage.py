@@ -3,7 +3,7 @@
 For every model type whose config names an expert count (a config attribute, not a list of model names), a tiny
 model is built from the family's own config class (shrunk to ~64 hidden units, fixed seed, offline), saved, and
 loaded by ``moee_exp.features.loading`` exactly like a hub checkpoint. Our HS and RW are then compared, to 1e-5,
-with what the model itself reports for each text alone (no padding): ``hidden_states[-1]`` and ``router_logits``
+with what the model as built (in memory, not reloaded) reports for each text alone (no padding): ``hidden_states[-1]`` and ``router_logits``
 (``output_router_logits``), or, where a family does not record router logits, the router modules' own outputs
 (forward hooks). Left and right padding and two batch compositions (batch 1, batch 7) are each checked.
 
@@ -256,8 +256,9 @@ def _tokenizer():
     return _TOKENIZER["tok"]
 
 
-def build_tiny(model_type: str, out: Path) -> Path:
-    """Save a tiny random model of ``model_type`` (its causal LM, else its base model) with a tokenizer to ``out``."""
+def build_tiny(model_type: str, out: Path):
+    """Save a tiny random model of ``model_type`` (its causal LM, else its base model) with a tokenizer to ``out``;
+    returns the model as built (transformers' own module, never through our loader: the reference)."""
     from transformers import AutoModel, AutoModelForCausalLM
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
@@ -273,7 +274,7 @@ def build_tiny(model_type: str, out: Path) -> Path:
                 router.module.weight.normal_(0.0, 0.1)
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    return out
+    return model.eval()
 
 
 def _routers_or_none(model):
@@ -343,14 +344,13 @@ def _notes(lm, ref_model) -> list[str]:
 
 
 def check_family(model_type: str, workdir: str | Path | None = None) -> Row:
-    """Build, load, extract and compare one family; the row says how it went."""
-    from transformers import AutoModel, AutoModelForCausalLM
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    """Build, load, extract and compare one family; the row says how it went. The reference is the model as built
+    (transformers' own module, in memory), so a weight our loading lost or altered shows as a difference."""
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp, _quiet():
         path = Path(tmp) / model_type
         try:
-            build_tiny(model_type, path)
+            ref_model = build_tiny(model_type, path)
         except Exception as err:  # noqa: BLE001 a config we cannot shrink: reported, not hidden
             return Row(model_type, "not built", notes=_why(model_type, _one_line(err)))
         try:
@@ -361,8 +361,6 @@ def check_family(model_type: str, workdir: str | Path | None = None) -> Row:
             return Row(model_type, "not built", notes=_why(model_type, "load: " + _one_line(err)))
         routers = f"{len(lm.routers)} x {lm.n_experts}"
         dims = str(len(lm.routers) * lm.n_experts)
-        auto = AutoModelForCausalLM if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModel
-        ref_model = auto.from_pretrained(path, dtype=torch.float32).eval()
         by_name = dict(ref_model.named_modules())
         ref_routers = [next(m for n, m in by_name.items() if n == r.name or n.endswith("." + r.name))
                        for r in lm.routers]

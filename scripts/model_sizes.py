@@ -21,7 +21,7 @@ def rows():
     from transformers import AutoConfig
 
     from moee_exp.features.loading import hub_offline
-    from devtools.sizing import GPU_GB, config_from_facts, size_of
+    from devtools.sizing import config_from_facts, size_of
 
     hub_offline()  # an unreachable hub: the HF cache only, at once, instead of retrying the hub for every model
     for path in sorted((ROOT / "conf/model").glob("*.yaml")):

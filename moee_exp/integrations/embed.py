@@ -22,7 +22,7 @@ from ..faults import DENIED, SPACE, as_os_error, is_write_fault
 from ..files import atomic_write, unwritable_dir
 from ..checks import choices_of
 from ..features.loading import ModelConfig, check_device, check_max_length, load_model
-from ..features.prompts import TEMPLATES, PromptConfig
+from ..features.prompts import TEMPLATES
 from ..scoring.fuse import EmbConfig, fuse
 from ..scoring.spec import MoEESpec
 from .api import DEFAULT_CACHE, embed_texts, resolve_model  # resolve_model: conf/model names

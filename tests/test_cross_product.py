@@ -18,18 +18,15 @@ clustering layouts, moee_exp.scoring.paper_scoring), so REFUSED is empty. 44 dat
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
 import json
 import math
 import time
 from itertools import product
-from pathlib import Path
 
 import yaml
 from conftest import ROOT
-from jobs import compose
+from jobs import job_in_process
 
 PROTOCOLS = ["paper", "clean"]
 EMBS = ["hs", "rw", "moee_concat", "moee_sum"]
@@ -122,22 +119,10 @@ def test_the_sample_covers_every_value_every_task_class_and_every_pair():
     assert len(clustering) == 3  # mteb 1.x sets, mteb 2's one document per row, and hierarchical labels
 
 
-def _compose(overrides):
-    return compose(*overrides)
-
-
-def _run(job: dict, job_dir: Path) -> tuple[int, str, float]:
-    import run as run_py
-
-    overrides = [f"protocol={job['protocol']}", f"emb={job['emb']}", f"weights={job['weights']}",
-                 f"model={job['model']}", f"tasks={job['tasks']}", f"tasks.names=[{','.join(job['names'])}]",
-                 "tasks.data=synthetic", "tasks.synthetic.size=small", "logger=none", "progress=false"]
-    cfg = _compose(overrides)
-    stderr = io.StringIO()
-    start = time.perf_counter()
-    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-        code = run_py.job(cfg, job_dir, "cross-product")
-    return code, stderr.getvalue(), time.perf_counter() - start
+def overrides_of(job: dict) -> list[str]:
+    return [f"protocol={job['protocol']}", f"emb={job['emb']}", f"weights={job['weights']}", f"model={job['model']}",
+            f"tasks={job['tasks']}", f"tasks.names=[{','.join(job['names'])}]", "tasks.data=synthetic",
+            "tasks.synthetic.size=small", "logger=none", "progress=false"]
 
 
 def test_every_sampled_combination_runs_or_is_refused_at_once(tmp_path):
@@ -147,7 +132,9 @@ def test_every_sampled_combination_runs_or_is_refused_at_once(tmp_path):
     for i, job in enumerate(plan()):
         job_dir = tmp_path / f"job{i}"
         before = featurize.load_count  # models loaded so far in this process
-        code, err, seconds = _run(job, job_dir)
+        start = time.perf_counter()
+        code, err = job_in_process(job_dir, *overrides_of(job))
+        seconds = time.perf_counter() - start
         what = f"{job}: exit {code}\n{err[-2000:]}"
         reason = REFUSED.get((job["protocol"], job["emb"], job["weights"]))
         if reason is not None:  # refused before the model loads, in one line naming why

@@ -10,8 +10,6 @@ in-process (ENOSPC from the write call). Preemption (a signal to a job, submitit
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import os
@@ -23,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import ROOT, tiny_model_cfg
-from jobs import (cli, compose, file_size_limit, output, process, run_py, stalling_env, start, unprivileged,
-                  wandb_summary)
+from jobs import (cli, compose, error_lines, file_size_limit, job_in_process, output, process, run_py, stalling_env,
+                  start, unprivileged, wandb_summary)
 
 from moee_exp.features.cache import FeatureCache, text_key
 
@@ -33,24 +31,6 @@ TASK = "tasks.names=[MoEEDemoSTS]"
 
 def _env(**extra):
     return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **extra}
-
-
-def error_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("error:")]
-
-
-_compose = compose
-
-
-def job_in_process(overrides, job: Path, *, unpriv=False) -> tuple[int, str]:
-    """run.job on the composed config, as `python run.py` runs it: (exit code, stderr)."""
-    import run
-
-    cfg = compose(*overrides)
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        code = unprivileged(run.job, cfg, str(job), "group") if unpriv else run.job(cfg, str(job), "group")
-    return code, err.getvalue()
 
 
 # ------------------------------------------------------------------------- 1. unreadable shard (permission denied)
@@ -82,20 +62,19 @@ def test_unreadable_shard_is_skipped_left_in_place_and_logged_once(tmp_path, cap
 def test_read_only_cache_serves_a_job_it_holds_and_names_cache_dir_when_it_does_not(tmp_path):
     cache = tmp_path / "features"
     common = ["logger=none", "progress=false", f"cache.dir={cache}", "predictions=[]"]
-    code, stderr = job_in_process([TASK, *common], tmp_path / "fill")  # fills the cache (writable)
+    code, stderr = job_in_process(tmp_path / "fill", TASK, *common)  # fills the cache (writable)
     assert code == 0, stderr[-3000:]
     before = {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()}
     for p in [cache, *cache.rglob("*")]:
         p.chmod(p.stat().st_mode & ~0o222)  # the lab's shared, read-only copy
     try:
-        code, stderr = job_in_process([TASK, *common], tmp_path / "hit", unpriv=True)
+        code, stderr = unprivileged(job_in_process, tmp_path / "hit", TASK, *common)
         assert code == 0, stderr[-3000:]
         assert not error_lines(stderr)
         assert json.loads((tmp_path / "hit" / "results" / "MoEEDemoSTS.json").read_text())["main_score"] == \
             json.loads((tmp_path / "fill" / "results" / "MoEEDemoSTS.json").read_text())["main_score"]
 
-        code, stderr = job_in_process(["tasks.names=[MoEEDemoClustering]", *common], tmp_path / "miss",
-                                      unpriv=True)
+        code, stderr = unprivileged(job_in_process, tmp_path / "miss", "tasks.names=[MoEEDemoClustering]", *common)
         assert code == 2, stderr[-3000:]
         (line,) = error_lines(stderr)
         assert f"cache.dir={cache} is read-only and lacks the features of" in line and "writable dir" in line
@@ -214,19 +193,19 @@ def test_rerun_with_a_changed_config_keeps_the_old_rows_and_never_mixes_two_conf
 
     job, both = tmp_path / "job", "tasks.names=[MoEEDemoSTS,MoEEDemoPairClassification]"
     base = ["logger=none", "progress=false", "emb=moee_sum", f"cache.dir={tmp_path / 'features'}"]
-    run_job(_compose(both, *base, "weights.alpha=1.0"), job, "g")
+    run_job(compose(both, *base, "weights.alpha=1.0"), job, "g")
     before = {p.name: p.read_bytes() for p in (job / "results").iterdir()}
     table = (job / "results.csv").read_bytes()
 
     with pytest.raises(ConfigError) as refused:  # one dataset, another α, into the same dir
-        run_job(_compose(TASK, *base, "weights.alpha=0.5"), job, "g")
+        run_job(compose(TASK, *base, "weights.alpha=0.5"), job, "g")
     message = str(refused.value)
     assert "holds results of another config for 2 dataset(s)" in message and "weights" in message
     assert "overwrite=true" in message and "\n" not in message
     assert {p.name: p.read_bytes() for p in (job / "results").iterdir()} == before  # nothing replaced
     assert (job / "results.csv").read_bytes() == table
 
-    rows = run_job(_compose(TASK, *base, "weights.alpha=0.5", "overwrite=true"), job, "g")
+    rows = run_job(compose(TASK, *base, "weights.alpha=0.5", "overwrite=true"), job, "g")
     assert [(r["task"], r["alpha"]) for r in rows] == [("MoEEDemoSTS", 0.5)]
     (moved,) = (job / "replaced").iterdir()  # the α=1 rows are kept, out of results/
     assert {p.name: p.read_bytes() for p in (moved / "results").iterdir()} == before
@@ -415,47 +394,6 @@ def test_sigterm_keeps_finished_rows_writes_results_csv_and_wandb_and_says_how_t
     summary = wandb_summary(job)["summary"]
     assert f"STS/{TASKS3[0]}" in summary and "avg" in summary
     assert not [p for p in job.rglob("*") if p.name.endswith(".tmp")]
-
-
-def test_sigterm_under_submitit_requeues_the_job_and_it_resumes(tmp_path):
-    """The job runs in the process submitit starts for it (and starts again when it is requeued): that process is
-    signalled. The sweep's parent, which submits the job and waits for it, runs in this process (tests/jobs.py: cli;
-    tests/test_launchers.py runs a submitit sweep's parent as the real command)."""
-    import signal
-    import threading
-    import time
-
-    env, marker = _stalling_env(tmp_path)
-    sweep = tmp_path / "sweep"
-    ended, signalled = threading.Event(), []
-
-    def preempt():  # SIGTERM to the job's process while it is in dataset 2 (the parent blocks this test's thread)
-        deadline = time.monotonic() + 400
-        while not marker.exists() or not marker.read_text():
-            if ended.wait(0.2) or time.monotonic() > deadline:
-                return
-        os.kill(int(marker.read_text()), signal.SIGTERM)
-        signalled.append(int(marker.read_text()))
-
-    thread = threading.Thread(target=preempt, daemon=True)
-    thread.start()
-    try:
-        proc = cli("-m", "hydra/launcher=local", "emb=moee_sum", "weights.alpha=1.0", "protocol=clean",
-                   f"tasks.names=[{','.join(TASKS3)}]", "logger=none", "progress=false",
-                   f"cache.dir={tmp_path / 'features'}", f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=env)
-    finally:
-        ended.set()
-        thread.join(60)
-    logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
-    assert signalled, f"the job ended before dataset 2: {proc.stderr[-2000:]}{logs[-3000:]}"
-    assert proc.returncode == 0, proc.stderr[-3000:] + logs[-3000:]
-    rows = {p.stem: json.loads(p.read_text()) for p in (sweep / "0" / "results").glob("*.json")}
-    assert sorted(rows) == sorted(TASKS3)  # the requeued job finished the job
-    first, *rest = (rows[t]["run_uid"] for t in TASKS3)
-    assert len(set(rest)) == 1 and first not in rest  # dataset 1 from the first attempt, reused by the requeued one
-    assert "Requeued job" in logs
-    assert f"stopped for submitit's requeue: kept 1 of 3 dataset(s) in {sweep / '0' / 'results'}" in logs
-    assert len((sweep / "0" / "results.csv").read_text().splitlines()) == 4
 
 
 # ------------------------------------------------------------------------- the embed CLI: cache dir, max length

@@ -23,7 +23,6 @@ from jobs import compose
 TASK = "tasks.names=[MoEEDemoSTS]"
 
 
-_compose = compose
 
 
 def _job(cfg, job_dir: Path) -> tuple[int, str]:
@@ -80,7 +79,7 @@ def test_issue30_10_wandb_on_a_full_disk_is_one_line(tmp_path, monkeypatch, capl
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(kwargs["dir"]) / "wandb" / "debug.log"))
 
     monkeypatch.setattr(wandb, "init", init)
-    cfg = _compose(TASK, "logger=wandb", "progress=false")
+    cfg = compose(TASK, "logger=wandb", "progress=false")
     with caplog.at_level(logging.WARNING, logger="moee_exp.jobs.record"):
         rows = run_job(cfg, tmp_path / "job", "group")
     assert len(rows) == 1 and (tmp_path / "job" / "results" / "MoEEDemoSTS.json").exists()
@@ -123,7 +122,7 @@ def test_issue30_11_hydra_config_write_on_a_file_size_limit_is_one_line(tmp_path
 def test_issue30_12_mteb_results_is_a_file(tmp_path, no_model_load):
     target = tmp_path / "results.txt"
     target.write_text("not a dir")
-    code, err = _job(_compose(TASK, "logger=none", "protocol=clean", f"mteb_results={target}"), tmp_path / "job")
+    code, err = _job(compose(TASK, "logger=none", "protocol=clean", f"mteb_results={target}"), tmp_path / "job")
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith("error: mteb_results=") and "is not a dir" in lines[0]
@@ -131,7 +130,7 @@ def test_issue30_12_mteb_results_is_a_file(tmp_path, no_model_load):
 
 def test_issue30_12_mteb_results_cannot_be_created(tmp_path, no_model_load):
     (tmp_path / "file").write_text("x")
-    code, err = _job(_compose(TASK, "logger=none", "protocol=clean", f"mteb_results={tmp_path / 'file' / 'sub'}"),
+    code, err = _job(compose(TASK, "logger=none", "protocol=clean", f"mteb_results={tmp_path / 'file' / 'sub'}"),
                      tmp_path / "job")
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: mteb_results="), err
@@ -147,7 +146,7 @@ def test_issue30_12_mteb_results_cannot_be_created(tmp_path, no_model_load):
     (["tasks.synthetic.size=huge"], "tasks.synthetic.size='huge' is not one of: small, real"),
 ])
 def test_issue30_13_nested_config_fields_are_checked(tmp_path, no_model_load, overrides, says):
-    code, err = _job(_compose(TASK, "logger=none", *overrides), tmp_path / "job")
+    code, err = _job(compose(TASK, "logger=none", *overrides), tmp_path / "job")
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], err
 
@@ -159,7 +158,7 @@ def test_issue30_13_nested_config_fields_are_checked(tmp_path, no_model_load, ov
 def test_issue30_16_readme_instruction_table_syntax_works_as_written(protocol):
     from moee_exp.jobs.config import read_job
 
-    cfg = _compose(f"protocol={protocol}", "protocol.instructions=custom",
+    cfg = compose(f"protocol={protocol}", "protocol.instructions=custom",
                    'protocol.instruction_table={MoEEDemoSTS: "x"}')  # the README's syntax, without a +
     job = read_job(cfg, here=False)
     assert job.spec.protocol.instruction_table == {"MoEEDemoSTS": "x"}
@@ -167,7 +166,7 @@ def test_issue30_16_readme_instruction_table_syntax_works_as_written(protocol):
     from hydra.errors import ConfigCompositionException
 
     with pytest.raises(ConfigCompositionException):
-        _compose("protocol.instructionz=e5")
+        compose("protocol.instructionz=e5")
 
 
 # ----------------------------------------------------------------------------------------- 30.17 embed CLI

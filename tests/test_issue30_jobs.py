@@ -1,22 +1,20 @@
 """Issue 30: results that cannot be mixed or lost, and stops that keep them.
 
-One writer per job dir (and default dirs that never collide), the data source and the evaluated subsets in a row's
+Default job dirs that never collide (one writer per job dir: tests/test_resume.py), the data source and the evaluated subsets in a row's
 identity, duplicate task names computed once, a row without a number recomputed, a hung extraction-lock holder taken
 over, SIGTERM stopping a joblib sweep's workers, Ctrl-C a clean stop, a cache subdir that is a file and a read-only
 MOEE_CACHE_DIR that holds everything. Jobs run in this process (run.job, as `python run.py` runs them) except where a
-process is what is tested: two concurrent jobs, a kill -9, a hung lock holder, a signal to a sweep, file permissions.
+process is what is tested: two commands' default dirs, a hung lock holder, a joblib sweep and a signal to it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,9 +22,8 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from jobs import compose, stalling_env, unprivileged
+from jobs import error_lines, job_in_process, stalling_env, unprivileged
 
-import run as run_py
 
 TASKS3 = ["MoEEDemoSTS", "MoEEDemoPairClassification", "MoEEDemoSummarization"]
 TWO = "tasks.names=[MoEEDemoSTS,MoEEDemoPairClassification]"
@@ -37,23 +34,8 @@ def _env(**extra):
     return {k: v for k, v in env.items() if v is not None}
 
 
-_compose = compose
-
-
 def _base(tmp_path: Path, *more: str) -> list[str]:
     return ["logger=none", "progress=false", "predictions=[]", f"cache.dir={tmp_path / 'features'}", *more]
-
-
-def run_job(job_dir: Path, *overrides: str) -> tuple[int, str]:
-    """`python run.py` in this process: (exit code, stderr)."""
-    stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-        code = run_py.job(_compose(*overrides), job_dir, "issue30")
-    return code, stderr.getvalue()
-
-
-def error_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("error:")]
 
 
 def rows_of(job_dir: Path) -> dict[str, dict]:
@@ -113,45 +95,6 @@ def _wait_for_marker(proc: subprocess.Popen, marker: Path, timeout: float = 400)
 # ------------------------------------------------------------------------------------------- 1. one writer per dir
 
 
-def test_issue30_1_two_jobs_one_dir_refused(tmp_path):
-    """A second job into a dir in use is refused with one line naming the holder; a holder killed with kill -9 (or
-    one whose flock outlived its pid) blocks nothing: the next job takes the dir over and resumes."""
-    import fcntl
-
-    env, marker = _stalling_env(tmp_path)
-    job = tmp_path / "job"
-    common = _base(tmp_path, "protocol=clean", f"tasks.names=[{','.join(TASKS3)}]")
-    holder = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *common, f"hydra.run.dir={job}"], cwd=tmp_path,
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_for_marker(holder, marker)  # holder: dataset 1 written, hanging in dataset 2
-        before = {p.name: p.read_bytes() for p in (job / "results").iterdir()}
-        code, err = run_job(job, *common)
-        assert code == 2, err[-3000:]
-        (line,) = error_lines(err)
-        assert f"{job} is in use by another job ({socket.gethostname()} pid {holder.pid}, started " in line, line
-        assert "run into another dir (hydra.run.dir=...)" in line
-        assert {p.name: p.read_bytes() for p in (job / "results").iterdir()} == before  # nothing written
-        holder.kill()  # kill -9: no clean-up, the lock file stays behind
-        holder.wait(60)
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-        holder.communicate()
-    code, err = run_job(job, *common)  # the dead holder blocks nothing: resumed, dataset 1 reused
-    assert code == 0, err[-3000:]
-    assert sorted(rows_of(job)) == sorted(TASKS3) and sorted(table_tasks(job)) == sorted(TASKS3)
-
-    dead = int(Path("/proc/sys/kernel/pid_max").read_text())  # a pid no process on this host has (pids are below it)
-    with open(job / ".job.lock", "r+b") as f:  # a flock that outlived its holder (an inherited descriptor, NFS)
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        f.truncate()
-        f.write(json.dumps({"host": socket.gethostname(), "pid": dead, "since": "then"}).encode())
-        f.flush()
-        code, err = run_job(job, *common)
-    assert code == 0, err[-3000:]
-
-
 DIRS = """
 import json, sys
 sys.path.insert(0, {root!r})
@@ -183,13 +126,13 @@ def test_issue30_1_default_run_dirs_of_two_commands_never_collide(tmp_path):
 
 def test_issue30_2_changed_data_source_is_refused(tmp_path):
     job = tmp_path / "job"
-    code, err = run_job(job, TWO, *_base(tmp_path))
+    code, err = job_in_process(job, TWO, *_base(tmp_path))
     assert code == 0, err[-3000:]
     before = {p.name: p.read_bytes() for p in (job / "results").iterdir()}
     table = (job / "results.csv").read_bytes()
 
     dry = [*_base(tmp_path), "tasks.data=synthetic", "tasks.names=[MoEEDemoSTS]"]
-    code, err = run_job(job, *dry)  # a dry run into a dir of real rows
+    code, err = job_in_process(job, *dry)  # a dry run into a dir of real rows
     assert code == 2, err[-3000:]
     (line,) = error_lines(err)
     assert "holds results of another config for 2 dataset(s)" in line and "data.source" in line, line
@@ -197,7 +140,7 @@ def test_issue30_2_changed_data_source_is_refused(tmp_path):
     assert {p.name: p.read_bytes() for p in (job / "results").iterdir()} == before
     assert (job / "results.csv").read_bytes() == table
 
-    code, err = run_job(job, *dry, "overwrite=true")
+    code, err = job_in_process(job, *dry, "overwrite=true")
     assert code == 0, err[-3000:]
     (moved,) = (job / "replaced").iterdir()  # the real rows, kept out of results/
     assert {p.name: p.read_bytes() for p in (moved / "results").iterdir()} == before
@@ -245,7 +188,7 @@ def test_issue30_5_duplicate_task_names_are_one_task(tmp_path, caplog):
     job = tmp_path / "job"
     names = "tasks.names=[MoEEDemoSTS,MoEEDemoSTS,MoEEDemoPairClassification]"
     with caplog.at_level(logging.WARNING, logger="moee_exp.jobs.runner"):
-        code, err = run_job(job, names, *_base(tmp_path))
+        code, err = job_in_process(job, names, *_base(tmp_path))
     assert code == 0, err[-3000:]
     assert table_tasks(job) == ["MoEEDemoSTS", "MoEEDemoPairClassification"]
     warned = [r.message for r in caplog.records if "more than once" in r.message]
@@ -259,7 +202,7 @@ def test_issue30_6_row_with_a_valid_key_but_no_number_is_recomputed(tmp_path):
     from moee_exp.jobs.record import summarize
 
     job = tmp_path / "job"
-    code, err = run_job(job, TWO, *_base(tmp_path))
+    code, err = job_in_process(job, TWO, *_base(tmp_path))
     assert code == 0, err[-3000:]
     first = rows_of(job)
     for name, edit in (("MoEEDemoSTS", {"main_score": "n/a"}), ("MoEEDemoPairClassification", None)):
@@ -270,7 +213,7 @@ def test_issue30_6_row_with_a_valid_key_but_no_number_is_recomputed(tmp_path):
             row.update(edit)
         (job / "results" / f"{name}.json").write_text(json.dumps(row))  # row_key still valid
 
-    code, err = run_job(job, TWO, *_base(tmp_path))
+    code, err = job_in_process(job, TWO, *_base(tmp_path))
     assert code == 0, err[-3000:]
     again = rows_of(job)
     for name in first:
@@ -332,7 +275,10 @@ def test_issue30_7_hung_lock_holder_is_taken_over(tmp_path, caplog):
 # ------------------------------------------------------------------------------------------- 8. SIGTERM to a sweep
 
 
-def test_issue30_8_sigterm_stops_a_joblib_sweep(tmp_path):
+def test_issue30_8_a_joblib_sweep_runs_its_jobs_in_workers_and_sigterm_stops_them_all(tmp_path):
+    """`python run.py -m hydra/launcher=parallel`: each job runs in a joblib worker process with its own overrides.
+    One job stalls in dataset 2 (tests/jobs.py: stalling_env) while the other finishes; SIGTERM to the sweep then
+    ends every process of it, with one line saying how to resume, and the stopped job keeps its finished row."""
     env, marker = _stalling_env(tmp_path)
     sweep = tmp_path / "sweep"
     parent = subprocess.Popen(
@@ -343,14 +289,19 @@ def test_issue30_8_sigterm_stops_a_joblib_sweep(tmp_path):
     try:
         worker = _wait_for_marker(parent, marker)
         assert worker != parent.pid
+        deadline = time.monotonic() + 300
+        while not [d for d in sweep.iterdir() if (d / "results.csv").exists() and len(rows_of(d)) == 3]:
+            assert parent.poll() is None and time.monotonic() < deadline, "the other job of the sweep never finished"
+            time.sleep(0.2)
         parent.send_signal(signal.SIGTERM)
-        _, stderr = parent.communicate(timeout=200)
+        stdout, stderr = parent.communicate(timeout=200)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(parent.pid, signal.SIGKILL)  # (the sweep's session: nothing else)
         if parent.returncode is None:
             parent.communicate()
     assert parent.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in stdout + stderr
     assert "Traceback" not in stderr, stderr[-3000:]
     hints = [line for line in stderr.splitlines() if "to resume" in line]
     assert hints == [f"stopped by SIGTERM: the sweep's jobs keep their finished datasets in {sweep}/<job>/results; "
@@ -359,7 +310,11 @@ def test_issue30_8_sigterm_stops_a_joblib_sweep(tmp_path):
     while _alive(worker) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _alive(worker), "a worker kept running after its sweep was stopped"
-    stalled = next(d for d in sweep.iterdir() if (d / "results").is_dir() and len(rows_of(d)) < 3)
+    jobs = {int(d.name): rows_of(d) for d in sweep.iterdir() if (d / "results").is_dir()}
+    assert sorted(jobs) == [0, 1]
+    assert sorted(len(rows) for rows in jobs.values()) == [1, 3]  # one finished, one stopped in dataset 2
+    assert sorted({r["emb"] for r in rows.values()}.pop() for rows in jobs.values()) == ["hs", "rw"]  # its own override
+    stalled = next(sweep / str(n) for n, rows in jobs.items() if len(rows) < 3)
     assert table_tasks(stalled) == [TASKS3[0]]  # the stopped job wrote its finished row to results.csv
     rows = {d.name: sorted(rows_of(d)) for d in sweep.iterdir() if (d / "results").is_dir()}
     while (left := _sweep_processes(parent.pid)) and time.monotonic() < deadline:  # every process of the sweep ends
@@ -385,7 +340,7 @@ def test_issue30_9_ctrl_c_is_a_clean_stop(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "evaluate_tasks", interrupted)
     job = tmp_path / "job"
     try:
-        code, err = run_job(job, TWO, *_base(tmp_path))
+        code, err = job_in_process(job, TWO, *_base(tmp_path))
     except KeyboardInterrupt:
         pytest.fail("Ctrl-C escaped the job as a KeyboardInterrupt (a traceback)")
     assert code == 130, err[-3000:]
@@ -396,7 +351,7 @@ def test_issue30_9_ctrl_c_is_a_clean_stop(tmp_path, monkeypatch):
     assert table_tasks(job) == ["MoEEDemoSTS"]
 
     monkeypatch.setattr(runner, "evaluate_tasks", evaluate_tasks)
-    code, err = run_job(job, TWO, *_base(tmp_path))  # the hint works: the rerun computes only the rest
+    code, err = job_in_process(job, TWO, *_base(tmp_path))  # the hint works: the rerun computes only the rest
     assert code == 0, err[-3000:]
     assert table_tasks(job) == ["MoEEDemoSTS", "MoEEDemoPairClassification"]
 
@@ -405,12 +360,12 @@ def test_issue30_9_ctrl_c_is_a_clean_stop(tmp_path, monkeypatch):
 
 
 def test_issue30_14_cache_subdir_that_is_a_file_is_one_line(tmp_path):
-    code, err = run_job(tmp_path / "fill", "tasks.names=[MoEEDemoSTS]", *_base(tmp_path))
+    code, err = job_in_process(tmp_path / "fill", "tasks.names=[MoEEDemoSTS]", *_base(tmp_path))
     assert code == 0, err[-3000:]
     (folder,) = (tmp_path / "features").glob("*/hs")
     shutil.rmtree(folder)
     folder.write_text("not a dir")
-    code, err = run_job(tmp_path / "job", "tasks.names=[MoEEDemoSTS]", *_base(tmp_path))
+    code, err = job_in_process(tmp_path / "job", "tasks.names=[MoEEDemoSTS]", *_base(tmp_path))
     assert code == 2, err[-3000:]
     (line,) = error_lines(err)
     assert f"feature cache: {folder} is a file, not a dir" in line and "cache.dir" in line, line
@@ -428,14 +383,14 @@ def test_issue30_15_read_only_moee_cache_dir_that_holds_everything(tmp_path, mon
     model = model_path(tiny_model_cfg("tiny"))
     shutil.copytree(model, cache / "tiny" / Path(model).name)
     overrides = ["logger=none", "progress=false", "predictions=[]", "tasks.names=[MoEEDemoSTS]"]
-    code, err = run_job(tmp_path / "fill", *overrides, f"paths.cache_dir={cache}")  # fills cache/features
+    code, err = job_in_process(tmp_path / "fill", *overrides, f"paths.cache_dir={cache}")  # fills cache/features
     assert code == 0, err[-3000:]
     files = {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()}
 
     def job(names, name):  # MOEE_CACHE_DIR=<cache>, file permissions binding (tests/jobs.py: unprivileged)
         with monkeypatch.context() as env:
             env.setenv("MOEE_CACHE_DIR", str(cache))
-            return unprivileged(run_job, tmp_path / name, *overrides[:-1], f"tasks.names=[{names}]")
+            return unprivileged(job_in_process, tmp_path / name, *overrides[:-1], f"tasks.names=[{names}]")
 
     for p in [cache, *cache.rglob("*")]:
         p.chmod(p.stat().st_mode & ~0o222)

@@ -1,6 +1,6 @@
 """tests/jobs.py, the harness the other tests run jobs with: `cli` is the command line in this process (its exit
 codes, its output, a sweep), leaves nothing behind for the next test, and raises what the job's code raises;
-`unprivileged` makes file permissions bind; `compose` is Hydra's composition."""
+`unprivileged` makes file permissions bind; `compose` is Hydra's composition (its fast path included)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 
 import pytest
-from jobs import ROOT, _Tee, cli, compose, error_lines, job_dirs, unprivileged
+from jobs import ROOT, _Tee, cli, compose, error_lines, hydra_compose, job_dirs, unprivileged
 
 TASK = "tasks.names=[MoEEDemoSTS]"
 
@@ -159,3 +159,41 @@ def test_the_harness_is_the_only_place_tests_compose_or_run_jobs():
         if "initialize_config_dir" in text or "prewarmed" in text:
             offenders.append(path.name)
     assert offenders == []
+
+
+# Value overrides of every kind Hydra accepts or rejects, on group choices, in either order, and what the fast path
+# hands to Hydra's full compose (a sweep, +, a hydra group).
+COMPOSE_CASES = [
+    [], ["weights.alpha=0.3"], ["weights.alpha=high"], ["weights.alpha=nan"], ["model.batch_size='x'"],
+    ["emb.alphaa=1"], ["nope=1"], ["model.name='☃ ünï'"], ["model.max_length=${nope}"], ["tasks.names=[]"],
+    ["tasks.names=[MoEEDemoSTS,'x']"], ["prompt.name=null"], ["overwrite=maybe"], ["model.dtype={a: 1}"],
+    ["logger=wandb", "logger.project=''"], ["logger=wandb", "logger.tags=[1,null]"], ["logger=nope"],
+    ["emb=hs", "emb.kind=rw"], ["weights.alpha=0.1,0.2"], ["model.device=cuda:7", "model.max_length=-1"],
+    ["paths.cache_dir='/dev/null/x'"], ["model.max_length=1e309"], ["predictions=[STX]"],
+    ["hydra/launcher=basic", "weights.alpha=0.2"], ["+experiment=alpha"], ["model.name=[unclosed"],
+    ["weights.alpha=0.2", "emb=moee_sum"], ["emb=moee_sum", "weights.alpha=0.2", "weights.alpha=0.4"],
+    ["model=olmoe", "model.tiny.config.hidden_size=8", "protocol=clean"], ["model.revision=${model.name}"],
+    ["hydra.run.dir=x", "model.batch_size=3"], ["tasks=paper", "tasks.names=[STS12]"],
+]
+
+
+@pytest.mark.parametrize("overrides", COMPOSE_CASES, ids=lambda o: " ".join(o) or "none")
+def test_compose_is_hydras_compose(overrides):
+    """compose (a group choice's composition made once, the values set on a copy) gives what Hydra's compose gives:
+    the same config, or the same exception and message; and a config handed out is never the cached one."""
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    def outcome(compose):
+        try:
+            cfg = compose(*overrides)
+            return "ok", OmegaConf.to_yaml(cfg), OmegaConf.is_struct(cfg)  # (yaml: NaN equals NaN)
+        except HydraException as err:
+            return type(err).__name__, str(err), str(err.__cause__)
+
+    full, fast = outcome(hydra_compose), outcome(compose)
+    assert fast == full
+    if fast[0] == "ok":
+        compose(*overrides).model.name = "changed"
+        assert outcome(compose) == full
+

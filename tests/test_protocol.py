@@ -115,7 +115,6 @@ def test_batch_standardization_is_the_public_codes_torch_zscore():
     assert not standardize_block(x[:129], "batch", 128)[128].any()
 
 
-_compose = compose
 
 
 @pytest.mark.parametrize(
@@ -142,7 +141,7 @@ _compose = compose
 def test_protocol_sets_the_other_groups_keys(overrides, expected):
     from omegaconf import OmegaConf
 
-    cfg = _compose(*overrides)
+    cfg = compose(*overrides)
     validate(cfg)
     for key, value in expected.items():
         assert OmegaConf.select(cfg, key) == value, (overrides, key)
@@ -159,7 +158,7 @@ def test_protocol_sets_the_other_groups_keys(overrides, expected):
 )
 def test_bad_protocol_settings_are_one_line_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        validate(_compose(*overrides))
+        validate(compose(*overrides))
 
 
 def test_rows_names_and_identity_record_the_protocol():
@@ -168,12 +167,12 @@ def test_rows_names_and_identity_record_the_protocol():
     from moee_exp.jobs.runner import row_labels, run_name
     from moee_exp.scoring.spec import MoEESpec
 
-    paper, clean = (read_job(_compose(*o), here=False) for o in ((), ("protocol=clean",)))
+    paper, clean = (read_job(compose(*o), here=False) for o in ((), ("protocol=clean",)))
     lp, lc = row_labels(paper), row_labels(clean)
     assert (lp["protocol"], lc["protocol"]) == ("paper", "clean")
     assert lp["instructions"] == "e5" and lp["sum_scoring"] == "paper" and lc["sum_scoring"] == "similarity"
     assert run_name(paper).endswith("-paper") and run_name(clean).endswith("-clean")
-    keys = {row_key(job_identity(read_job(_compose(*o), here=False)))
+    keys = {row_key(job_identity(read_job(compose(*o), here=False)))
             for o in ((), ("protocol=clean",), ("protocol.instructions=none",), ("protocol.text=clean",))}
     assert len(keys) == 4
     # the name says what the kind and protocol do not imply, and nothing else

@@ -1,17 +1,16 @@
 """Resume: a job killed mid-run loses only the dataset in flight; a re-run computes only what is missing or stale."""
 
+import fcntl
 import json
 import os
 import signal
-import subprocess
-import sys
+import socket
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from jobs import ROOT, cli, wandb_summary
-from jobs import compose as hydra_compose
+from jobs import cli, compose, error_lines, job_in_process, output, run_py, stalling_env, start, wandb_summary
 
 from moee_exp.jobs import resume
 
@@ -19,60 +18,46 @@ TASKS = ["MoEEDemoSTS", "MoEEDemoPairClassification", "MoEEDemoSummarization"]
 # protocol=clean: the stall patches mteb.evaluate, which paper's MoEE(sum) scoring does not call
 TASK_OVERRIDE = f"tasks.names=[{','.join(TASKS)}]"
 
-# Runs run.py with mteb.evaluate patched so that the second dataset never finishes: a job "in flight" on dataset 2,
-# with dataset 1's result on disk. The test then kills it with SIGKILL, like a node failure or `kill -9`.
-STALLING_RUN = """
-import os, pathlib, runpy, sys, time
-import mteb
-
-_evaluate, _calls = mteb.evaluate, []
-
-def evaluate(*args, **kwargs):
-    _calls.append(1)
-    if len(_calls) == 2:
-        pathlib.Path(os.environ["MOEE_TEST_IN_FLIGHT"]).write_text("dataset 2 in flight")
-        time.sleep(600)
-    return _evaluate(*args, **kwargs)
-
-mteb.evaluate = evaluate
-sys.argv = [os.environ["MOEE_TEST_RUN_PY"], *sys.argv[1:]]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
 
 def rows_of(job: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in (job / "results").glob("*.json")}
 
 
-def test_kill_9_mid_job_then_rerun_recomputes_only_what_was_missing(tmp_cwd):
-    """A real process, killed with SIGKILL (nothing of it runs after: no handler, no finally); the re-run in-process."""
-    job = tmp_cwd / "job"
-    script = tmp_cwd / "stalling_run.py"
-    script.write_text(STALLING_RUN)
-    in_flight = tmp_cwd / "in_flight"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MOEE_TEST_IN_FLIGHT": str(in_flight),
-           "MOEE_TEST_RUN_PY": str(ROOT / "run.py")}
-    with open(tmp_cwd / "stderr", "w") as err:
-        proc = subprocess.Popen([sys.executable, str(script), TASK_OVERRIDE, "protocol=clean", "logger=none",
-                                 f"hydra.run.dir={job}"], cwd=tmp_cwd, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=err)
+def test_a_job_in_flight_holds_its_dir_and_after_kill_9_the_rerun_computes_only_what_was_missing(tmp_path):
+    """One real `python run.py`, stalled in dataset 2 with dataset 1's row on disk (tests/jobs.py: stalling_env).
+    A second job into its dir is refused with one line naming it, and writes nothing. Killed with SIGKILL, like a
+    node failure (nothing of it runs after: no handler, no finally; its lock file stays), it has lost only the
+    dataset in flight. The rerun (the command, in-process) takes the dir over, keeps dataset 1's file as it was and
+    computes the other two; a lock whose flock outlived its holder's pid blocks nothing either."""
+    env, in_flight = stalling_env(tmp_path, {**os.environ, "PYTHONUNBUFFERED": "1"})
+    job = tmp_path / "job"
+    common = [TASK_OVERRIDE, "protocol=clean", "progress=false", f"cache.dir={tmp_path / 'features'}"]
+    holder = start(run_py(*common, "logger=none", f"hydra.run.dir={job}"), cwd=tmp_path, env=env)
     try:
         deadline = time.monotonic() + 300
-        while not in_flight.exists():
-            assert proc.poll() is None, f"the job ended before dataset 2: {(tmp_cwd / 'stderr').read_text()[-3000:]}"
+        while not in_flight.exists() or not in_flight.read_text():
+            assert holder.poll() is None, f"the job ended before dataset 2: {output(holder)[1][-3000:]}"
             assert time.monotonic() < deadline, "dataset 2 never started"
             time.sleep(0.2)
+        before = {p.name: p.read_bytes() for p in (job / "results").iterdir()}
+        code, err = job_in_process(job, *common, "logger=none")
+        assert code == 2, err[-3000:]
+        (line,) = error_lines(err)
+        assert f"{job} is in use by another job ({socket.gethostname()} pid {holder.pid}, started " in line, line
+        assert "run into another dir (hydra.run.dir=...)" in line
+        assert {p.name: p.read_bytes() for p in (job / "results").iterdir()} == before  # nothing written
     finally:
-        proc.kill()
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+        holder.kill()
+        holder.wait(timeout=60)
+    assert holder.returncode == -signal.SIGKILL
     assert set(rows_of(job)) == {TASKS[0]}  # dataset 1 saved; dataset 2 (in flight) and 3 lost
     assert not list((job / "results").glob(".*.tmp"))  # no half-written file
+    assert (job / ".job.lock").exists()  # left behind by the killed holder
     first = job / "results" / f"{TASKS[0]}.json"
     before, mtime = first.read_bytes(), first.stat().st_mtime_ns
     killed_uid = json.loads(before)["run_uid"]
 
-    rerun = cli(TASK_OVERRIDE, "protocol=clean", "logger=wandb", f"hydra.run.dir={job}", cwd=tmp_cwd)
+    rerun = cli(*common, "logger=wandb", f"hydra.run.dir={job}", cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     log = rerun.stdout + rerun.stderr
     assert f"reusing 1 result(s) already in {job / 'results'}: {TASKS[0]}" in log
@@ -88,6 +73,15 @@ def test_kill_9_mid_job_then_rerun_recomputes_only_what_was_missing(tmp_cwd):
     assert config["resume.reused_tasks"] == [TASKS[0]]
     assert config["resume.computed_tasks"] == TASKS[1:]
 
+    dead = int(Path("/proc/sys/kernel/pid_max").read_text())  # a pid no process on this host has (pids are below it)
+    with open(job / ".job.lock", "r+b") as f:  # a flock that outlived its holder (an inherited descriptor, NFS)
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        f.truncate()
+        f.write(json.dumps({"host": socket.gethostname(), "pid": dead, "since": "then"}).encode())
+        f.flush()
+        code, err = job_in_process(job, *common, "logger=none")
+    assert code == 0, err[-3000:]
+
 
 # -------------------------------------------------------------------- the reuse rule, in-process (fast)
 
@@ -96,12 +90,6 @@ def fake_task(name="T", revision="r1"):
     meta = SimpleNamespace(name=name, type="STS", main_score="cosine_spearman", eval_splits=["test"],
                            dataset={"path": f"x/{name}", "revision": revision})
     return SimpleNamespace(metadata=meta)
-
-
-def compose(*overrides) -> dict:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(hydra_compose(*overrides), resolve=True)
 
 
 def save(job: Path, plan: resume.ResumePlan, task) -> dict:
@@ -115,7 +103,7 @@ def save(job: Path, plan: resume.ResumePlan, task) -> dict:
 def ident(*overrides):
     from moee_exp.jobs.config import read_job
 
-    return resume.job_identity(read_job(hydra_compose(*overrides), here=False))
+    return resume.job_identity(read_job(compose(*overrides), here=False))
 
 
 def test_a_row_is_reused_only_while_nothing_that_changes_its_score_changed(tmp_path, caplog):

@@ -4,8 +4,8 @@ limits, uncreatable output dirs, hung extraction-lock holders, reruns with a cha
 Permission faults are real (EACCES from the kernel), in-process: as root, in a thread without the capabilities
 that bypass file modes (tests/jobs.py: unprivileged). File-size limits are real too (RLIMIT_FSIZE, a
 process's own: writes raise EFBIG, Python ignores SIGXFSZ), so those jobs are processes; a full disk is simulated
-in-process (ENOSPC from the write call). Preemption (a signal to a job, submitit's requeue) and a hung lock holder
-(SIGSTOP) are processes too.
+in-process (ENOSPC from the write call). SIGTERM to a job is a process too; submitit's requeue is
+tests/test_launchers.py's, a hung lock holder tests/test_issue30_jobs.py's.
 """
 
 from __future__ import annotations
@@ -216,24 +216,7 @@ def test_rerun_with_a_changed_config_keeps_the_old_rows_and_never_mixes_two_conf
 
 # ------------------------------------------------------------------------- 4. the extraction lock: hung or dead holders
 
-HOLDER = """
-import sys, time
-sys.path.insert(0, {root!r})
-from moee_exp.features.cache import FeatureCache
-ns = FeatureCache({cache!r}, lock_stale_s={stale}).namespace({ident!r})
-with ns.extract_lock():
-    print("held", flush=True)
-    time.sleep(600)
-"""
-
-
-def _holder(tmp_path, stale):
-    import subprocess as sp
-
-    code = HOLDER.format(root=str(ROOT), cache=str(tmp_path / "features"), stale=stale, ident=IDENT)
-    proc = sp.Popen([sys.executable, "-c", code], stdout=sp.PIPE, text=True, env=_env())
-    assert proc.stdout.readline().strip() == "held"
-    return proc
+# A hung holder, alive and refreshing nothing: tests/test_issue30_jobs.py::test_issue30_7_hung_lock_holder_is_taken_over
 
 
 def dead_pid() -> int:
@@ -258,30 +241,6 @@ def _wait_in_thread(ns):
     thread = threading.Thread(target=wait, daemon=True)
     thread.start()
     return thread, outcome
-
-
-def test_hung_lock_holder_is_named_within_seconds_and_taken_over(tmp_path, caplog):
-    import logging
-    import signal
-    import socket
-
-    stale = 4  # > LOCK_FIRST_LOG_S (2 s): the waiter names the holder before it takes over
-    holder = _holder(tmp_path, stale=stale)
-    try:
-        holder.send_signal(signal.SIGSTOP)  # hung: its pid lives, it holds the flock, it refreshes nothing
-        ns = FeatureCache(tmp_path / "features", lock_stale_s=stale).namespace(IDENT)
-        with caplog.at_level(logging.WARNING, logger="moee_exp.features.cache"):
-            thread, outcome = _wait_in_thread(ns)
-            thread.join(120)
-        assert outcome == ["entered"], "the waiter never got past a hung holder"
-        who = f"held by {socket.gethostname()} pid {holder.pid} since "
-        waiting = [r.message for r in caplog.records if "waiting for the extraction lock" in r.message]
-        assert waiting and who in waiting[0]  # named while waiting (after LOCK_FIRST_LOG_S, before the take-over)
-        (took,) = [r.message for r in caplog.records if "taking over" in r.message]
-        assert who in took and "has not refreshed it for" in took and f"cache.lock_stale_s={stale}" in took
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_dead_lock_holder_on_this_host_is_taken_over(tmp_path, caplog):

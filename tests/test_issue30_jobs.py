@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import ROOT
 from jobs import error_lines, job_in_process, stalling_env, unprivileged
@@ -241,6 +242,9 @@ with ns.extract_lock():
 
 
 def test_issue30_7_hung_lock_holder_is_taken_over(tmp_path, caplog):
+    """A holder that works refreshes its lock and keeps it; once stuck (alive, holding the flock, refreshing
+    nothing), a waiter names it within seconds and takes the lock over after cache.lock_stale_s."""
+    import socket
     import threading
 
     from moee_exp.features.cache import FeatureCache
@@ -264,8 +268,11 @@ def test_issue30_7_hung_lock_holder_is_taken_over(tmp_path, caplog):
             thread.join(60)
         assert outcome, "the waiter never got past a holder that makes no progress"
         assert outcome[0] > busy - 1  # not while the holder worked (its batches keep the lock fresh) ...
+        who = f"held by {socket.gethostname()} pid {holder.pid} since "
+        waiting = [r.message for r in caplog.records if "waiting for the extraction lock" in r.message]
+        assert waiting and who in waiting[0]  # named while waiting (after LOCK_FIRST_LOG_S, 2 s)
         (took,) = [r.message for r in caplog.records if "taking over" in r.message]  # ... but once it was stuck
-        assert f"pid {holder.pid}" in took and "has not refreshed it for" in took
+        assert who in took and "has not refreshed it for" in took and "cache.lock_stale_s=3" in took
         assert holder.poll() is None  # alive all along: its liveness proved nothing
     finally:
         holder.kill()
@@ -275,10 +282,12 @@ def test_issue30_7_hung_lock_holder_is_taken_over(tmp_path, caplog):
 # ------------------------------------------------------------------------------------------- 8. SIGTERM to a sweep
 
 
-def test_issue30_8_a_joblib_sweep_runs_its_jobs_in_workers_and_sigterm_stops_them_all(tmp_path):
-    """`python run.py -m hydra/launcher=parallel`: each job runs in a joblib worker process with its own overrides.
-    One job stalls in dataset 2 (tests/jobs.py: stalling_env) while the other finishes; SIGTERM to the sweep then
-    ends every process of it, with one line saying how to resume, and the stopped job keeps its finished row."""
+def test_issue30_8_a_joblib_sweep_runs_its_jobs_in_workers_and_sigterm_stops_them_all(tmp_path, monkeypatch):
+    """`python run.py -m hydra/launcher=parallel`: each job runs in a joblib worker process with its own overrides,
+    both at once on an empty feature cache (same model, prompt and datasets: both extract and write the same features
+    at once). One job stalls in dataset 2 (tests/jobs.py: stalling_env) while the other finishes; SIGTERM to the
+    sweep then ends every process of it, with one line saying how to resume, and the stopped job keeps its finished
+    row. The cache the two wrote is whole: every text is read back from it, equal to a fresh extraction."""
     env, marker = _stalling_env(tmp_path)
     sweep = tmp_path / "sweep"
     parent = subprocess.Popen(
@@ -321,6 +330,30 @@ def test_issue30_8_a_joblib_sweep_runs_its_jobs_in_workers_and_sigterm_stops_the
         time.sleep(0.1)
     assert not left, f"processes of the stopped sweep kept running: {left}"
     assert {d.name: sorted(rows_of(d)) for d in sweep.iterdir() if (d / "results").is_dir()} == rows  # no writer left
+
+    cache = tmp_path / "features"
+    assert not [p for p in cache.rglob("*") if p.name.startswith(".tmp")]  # no writer left a temp file behind
+    from conftest import tiny_model_cfg
+
+    from moee_exp.features import featurize
+    from moee_exp.features.cache import FeatureCache
+    from moee_exp.features.prompts import TEMPLATES
+    from moee_exp.scoring.demo_tasks import DEMO_TASKS
+
+    task = DEMO_TASKS[TASKS3[0]]()
+    task.load_data()
+    texts = list(dict.fromkeys([*task.dataset["test"]["sentence1"], *task.dataset["test"]["sentence2"]]))
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("a feature was missing from the shared cache")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(featurize, "extract", no_extraction)
+        cached = featurize.Featurizer(tiny_model_cfg(), TEMPLATES["prompteol"], progress=False,
+                                      cache=FeatureCache(cache))(texts)
+    fresh = featurize.Featurizer(tiny_model_cfg(), TEMPLATES["prompteol"], progress=False)(texts)
+    for name in ("hs", "rw"):
+        np.testing.assert_allclose(cached[name], fresh[name], atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------- 9. Ctrl-C

@@ -2,16 +2,15 @@
 
 Each job runs in its own process, so run.py's task function must pickle, and jobs of one sweep share the feature
 cache: two jobs extracting the same model x prompt x dataset at once must leave a cache a later job reads back.
-The submitit sweep runs as a real `python run.py -m ...` (with a job preempted and requeued on the way); the joblib
-sweep is tests/test_issue30_jobs.py's (with SIGTERM to it); the others stop before a job starts (preflight, a
-refused sbatch, --cfg) and run in-process (tests/jobs.py).
+The submitit job and its requeue are real processes (the sweep's parent runs in-process); the joblib sweep, a real
+`python run.py -m ...` whose two jobs share one feature cache, is tests/test_issue30_jobs.py's (with SIGTERM to it);
+the others stop before a job starts (preflight, a refused sbatch, --cfg) and run in-process (tests/jobs.py).
 """
 
 import json
 import os
 
-import numpy as np
-from jobs import cli, output, run_py, stalling_env, start
+from jobs import ROOT, cli, stalling_env
 
 TASK = "tasks.names=[MoEEDemoSTS]"
 
@@ -19,74 +18,54 @@ TASK = "tasks.names=[MoEEDemoSTS]"
 TASKS3 = ["MoEEDemoSTS", "MoEEDemoPairClassification", "MoEEDemoSummarization"]
 
 
-def test_submitit_sweep_shares_one_feature_cache_and_a_preempted_job_is_requeued_and_resumes(tmp_cwd, monkeypatch):
-    """Two submitit jobs (only alpha differs) start together on an empty feature cache: both extract and write the
-    same namespace at once. The first to reach dataset 2 stalls there (tests/jobs.py: stalling_env) and gets SIGTERM,
-    as a preempted SLURM job does: submitit requeues it, and the new attempt reuses dataset 1 and computes the rest."""
+def test_submitit_job_runs_in_its_own_process_and_when_preempted_is_requeued_and_resumes(tmp_cwd):
+    """The job runs in the process submitit starts for it, and starts again when it is requeued: it stalls in
+    dataset 2 (tests/jobs.py: stalling_env) and gets SIGTERM, as a preempted SLURM job does; the new attempt reuses
+    dataset 1 and computes the rest. The sweep's parent, which pickles the job, submits it and waits, runs in this
+    process (tests/jobs.py: cli). No W&B key or hub token reaches submitit's pickles and logs."""
     import signal
+    import threading
     import time
 
-    sweep, cache = tmp_cwd / "sweep", tmp_cwd / "features"
+    sweep = tmp_cwd / "sweep"
     secrets = {"WANDB_API_KEY": "0123456789abcdef0123456789abcdefFAKEKEY!", "HF_TOKEN": "hf_FakeTokenNeverWritten42"}
-    env, marker = stalling_env(tmp_cwd, {**os.environ, "PYTHONUNBUFFERED": "1", **secrets})
-    parent = start(run_py("-m", "hydra/launcher=local", "emb=moee_sum", "weights.alpha=0.5,1.0", "protocol=clean",
-                          f"tasks.names=[{','.join(TASKS3)}]", "logger=none", "progress=false", f"cache.dir={cache}",
-                          f"hydra.sweep.dir={sweep}"), cwd=tmp_cwd, env=env)
-    try:
+    # PYTHONPATH: the in-process parent pickles run.main by reference (the command pickles run.py's main by value,
+    # with cloudpickle, as the joblib sweep of tests/test_issue30_jobs.py shows)
+    env, marker = stalling_env(tmp_cwd, {**os.environ, "PYTHONPATH": str(ROOT), **secrets})
+    ended, signalled = threading.Event(), []
+
+    def preempt():  # SIGTERM to the job's process while it is in dataset 2 (the parent blocks this test's thread)
         deadline = time.monotonic() + 400
         while not marker.exists() or not marker.read_text():
-            assert parent.poll() is None, f"the sweep ended before a job reached dataset 2: {output(parent)[1][-3000:]}"
-            assert time.monotonic() < deadline, "no job reached dataset 2"
-            time.sleep(0.2)
-        os.kill(int(marker.read_text()), signal.SIGTERM)  # the job's own process (submitit's), not the sweep's
-        parent.wait(400)
+            if ended.wait(0.2) or time.monotonic() > deadline:
+                return
+        os.kill(int(marker.read_text()), signal.SIGTERM)
+        signalled.append(int(marker.read_text()))
+
+    thread = threading.Thread(target=preempt, daemon=True)
+    thread.start()
+    try:
+        proc = cli("-m", "hydra/launcher=local", "emb=moee_sum", "weights.alpha=1.0", "protocol=clean",
+                   f"tasks.names=[{','.join(TASKS3)}]", "logger=none", "progress=false",
+                   f"cache.dir={tmp_cwd / 'features'}", f"hydra.sweep.dir={sweep}", cwd=tmp_cwd, env=env)
     finally:
-        parent.kill()
-        parent.wait()
-    stdout, stderr = output(parent)
+        ended.set()
+        thread.join(60)
     logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
-    assert parent.returncode == 0, stderr[-3000:] + logs[-3000:]
+    assert signalled, f"the job ended before dataset 2: {proc.stderr[-2000:]}{logs[-3000:]}"
+    assert proc.returncode == 0, proc.stderr[-3000:] + logs[-3000:]
     for path in sweep.rglob("*"):  # submitit's pickles and logs, Hydra's configs, our results
         if path.is_file():
             assert not any(v.encode() in path.read_bytes() for v in secrets.values()), path
-    jobs = {int(d.name): {p.stem: json.loads(p.read_text()) for p in (d / "results").glob("*.json")}
-            for d in sweep.iterdir() if (d / "results").is_dir()}
-    assert sorted(jobs) == [0, 1] and all(sorted(rows) == sorted(TASKS3) for rows in jobs.values())
-    assert sorted({r["alpha"] for r in rows.values()}.pop() for rows in jobs.values()) == [0.5, 1.0]
-    assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2  # each job ran in its own submitit process
-
-    # the preempted job: dataset 1 from its first attempt, reused by the requeued one, which computed the rest
-    (requeued,) = [n for n, rows in jobs.items() if len({rows[t]["run_uid"] for t in TASKS3}) == 2]
-    first, *rest = (jobs[requeued][t]["run_uid"] for t in TASKS3)
-    assert len(set(rest)) == 1 and first not in rest
+    assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 1  # the job ran in a submitit process
+    assert signalled[0] != os.getpid()
+    rows = {p.stem: json.loads(p.read_text()) for p in (sweep / "0" / "results").glob("*.json")}
+    assert sorted(rows) == sorted(TASKS3)  # the requeued job finished the job
+    first, *rest = (rows[t]["run_uid"] for t in TASKS3)
+    assert len(set(rest)) == 1 and first not in rest  # dataset 1 from the first attempt, reused by the requeued one
     assert "Requeued job" in logs
-    assert f"stopped for submitit's requeue: kept 1 of 3 dataset(s) in {sweep / str(requeued) / 'results'}" in logs
-    assert len((sweep / str(requeued) / "results.csv").read_text().splitlines()) == 4
-    assert not [p for p in cache.rglob("*") if p.name.startswith(".tmp")]  # no writer left a temp file behind
-
-    # The texts' features can now all be read from the cache the two wrote (nothing is extracted again), and they
-    # equal a fresh extraction: concurrent writes neither lost nor corrupted anything.
-    from conftest import tiny_model_cfg
-
-    from moee_exp.features import featurize
-    from moee_exp.features.cache import FeatureCache
-    from moee_exp.features.prompts import TEMPLATES
-    from moee_exp.scoring.demo_tasks import DEMO_TASKS
-
-    task = DEMO_TASKS["MoEEDemoSTS"]()
-    task.load_data()
-    texts = list(dict.fromkeys([*task.dataset["test"]["sentence1"], *task.dataset["test"]["sentence2"]]))
-    cfg = tiny_model_cfg()
-
-    def no_extraction(*args, **kwargs):
-        raise AssertionError("a feature was missing from the shared cache")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(featurize, "extract", no_extraction)
-        cached = featurize.Featurizer(cfg, TEMPLATES["prompteol"], progress=False, cache=FeatureCache(cache))(texts)
-    fresh = featurize.Featurizer(cfg, TEMPLATES["prompteol"], progress=False)(texts)
-    for name in ("hs", "rw"):
-        np.testing.assert_allclose(cached[name], fresh[name], atol=1e-5)
+    assert f"stopped for submitit's requeue: kept 1 of 3 dataset(s) in {sweep / '0' / 'results'}" in logs
+    assert len((sweep / "0" / "results.csv").read_text().splitlines()) == 4
 
 
 def test_a_mistake_shared_by_the_sweep_stops_it_before_anything_is_submitted(tmp_cwd):

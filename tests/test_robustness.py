@@ -25,11 +25,6 @@ def _env(**extra):
     return {k: v for k, v in env.items() if v is not None}
 
 
-def run(*overrides, cwd, env=None):
-    """`python run.py <overrides>`, in-process (tests/jobs.py)."""
-    return cli(*overrides, cwd=cwd, env=env)
-
-
 # ------------------------------------------------------------------------------------------- config mistakes
 
 # (overrides, exit code, what the output must say). Exit 2 = our one-line `error: ...`; exit 1 = Hydra's own
@@ -57,7 +52,7 @@ def test_a_config_mistake_names_the_fix_without_a_traceback(case, tmp_cwd, monke
     if "bitsandbytes" in case:  # bitsandbytes cannot be imported, as on a machine without it (the import system's
         monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # own way to block a module: None in sys.modules)
     cwd = tmp_cwd
-    proc = run(TASK, "logger=none", *overrides, cwd=cwd)
+    proc = cli(TASK, "logger=none", *overrides, cwd=cwd)
     output = proc.stdout + proc.stderr
     assert proc.returncode == code, output[-3000:]
     for message in messages:
@@ -186,7 +181,7 @@ def test_nan_in_a_job_is_one_error_line_with_indices(tmp_cwd, monkeypatch):
     monkeypatch.setattr(featurize, "load_model", load_model)
     monkeypatch.setattr(featurize, "_loaded", {})  # the poisoned model is this test's alone: not kept for later jobs
     cache = tmp_cwd / "features"  # fresh: the features must be extracted (and are never cached when NaN)
-    proc = run(TASK, "logger=none", f"cache.dir={cache}", "progress=false", cwd=tmp_cwd)
+    proc = cli(TASK, "logger=none", f"cache.dir={cache}", "progress=false", cwd=tmp_cwd)
     assert proc.returncode == 2, proc.stderr[-3000:]
     (line,) = error_lines(proc)
     assert re.match(r"error: (hs|rw) has NaN/inf for \d+ text\(s\) of MoEEDemoSTS(/test)?, at text index \[0, 1, 2", line)
@@ -222,7 +217,7 @@ def _wandb_home(base: Path) -> dict:
 
 def test_online_without_a_key_runs_offline_with_one_warning(tmp_cwd):
     env = _env(WANDB_API_KEY=None, WANDB_MODE=None, **_wandb_home(tmp_cwd))
-    proc = run(TASK, "logger.mode=online", "progress=false", cwd=tmp_cwd, env=env)
+    proc = cli(TASK, "logger.mode=online", "progress=false", cwd=tmp_cwd, env=env)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     assert output.count("no W&B API key") == 1
@@ -238,7 +233,7 @@ def test_unreachable_wandb_goes_offline_and_no_secret_is_written_or_printed(tmp_
         WANDB_BASE_URL=f"http://127.0.0.1:{_closed_port()}",  # nothing leaves this machine
         WANDB_INIT_TIMEOUT="3", WANDB_SILENT=None,
     )
-    proc = run(TASK, "logger.mode=online", "progress=false", cwd=tmp_cwd, env=env)
+    proc = cli(TASK, "logger.mode=online", "progress=false", cwd=tmp_cwd, env=env)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     assert output.count("W&B online init failed") == 1

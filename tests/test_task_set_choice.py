@@ -13,7 +13,7 @@ import pytest
 import yaml
 from conftest import ROOT, tiny_model_cfg
 from jobs import cli, error_lines
-from jobs import compose as composed
+from jobs import compose
 from omegaconf import OmegaConf
 
 PAPER = yaml.safe_load((ROOT / "conf/tasks/paper.yaml").read_text())["names"]
@@ -22,38 +22,33 @@ HUB_MODELS = ["olmoe", "qwen_moe", "deepseek_moe"]
 TINY_MODELS = sorted(p.stem for p in (ROOT / "conf/model").glob("tiny*.yaml"))
 
 
-def run(*args, cwd, env=None):
-    """`python run.py <args>` (in-process), with ``env`` added to the environment."""
-    return cli(*args, cwd=cwd, env={**os.environ, **(env or {})})
-
-
 @pytest.mark.parametrize("model", HUB_MODELS + TINY_MODELS)
 def test_the_task_set_follows_the_model(model):
-    cfg = composed(f"model={model}")
+    cfg = compose(f"model={model}")
     assert (cfg.tasks.name, list(cfg.tasks.names)) == (("paper", PAPER) if model in HUB_MODELS else ("demo", DEMO))
 
 
 def test_a_local_model_dir_keeps_paper_and_an_explicit_task_set_always_wins():
-    assert composed("model=olmoe", "model.name_or_path=./my/checkpoint").tasks.name == "paper"
-    assert composed().tasks.name == "demo"  # python run.py: the offline smoke run
+    assert compose("model=olmoe", "model.name_or_path=./my/checkpoint").tasks.name == "paper"
+    assert compose().tasks.name == "demo"  # python run.py: the offline smoke run
     for model in ("olmoe", "tiny"):
-        assert composed(f"model={model}", "tasks=sts").tasks.name == "sts"
-        assert list(composed(f"model={model}", "tasks.names=[STS12]").tasks.names) == ["STS12"]
-    assert composed("+experiment=prompts", "model=olmoe").tasks.names == ["STS12"]  # the experiment's set
-    assert composed("+experiment=paper_main", "model=tiny").tasks.name == "paper"
-    assert composed("+experiment=paper_main", "model=olmoe", "tasks=demo").tasks.name == "demo"
+        assert compose(f"model={model}", "tasks=sts").tasks.name == "sts"
+        assert list(compose(f"model={model}", "tasks.names=[STS12]").tasks.names) == ["STS12"]
+    assert compose("+experiment=prompts", "model=olmoe").tasks.names == ["STS12"]  # the experiment's set
+    assert compose("+experiment=paper_main", "model=tiny").tasks.name == "paper"
+    assert compose("+experiment=paper_main", "model=olmoe", "tasks=demo").tasks.name == "demo"
 
 
 def test_cfg_job_shows_the_choice_and_the_job_log_says_why(tmp_cwd):
-    proc = run("model=olmoe", "--cfg", "job", "-p", "tasks", cwd=tmp_cwd)
+    proc = cli("model=olmoe", "--cfg", "job", "-p", "tasks", cwd=tmp_cwd)
     assert proc.returncode == 0, proc.stderr
     shown = yaml.safe_load(proc.stdout)
     assert shown["name"] == "paper" and shown["names"] == PAPER
-    offline = {"HF_HUB_OFFLINE": "1"}  # and conftest's HF_HOME is empty: the model cannot be reached, stops early
+    offline = {**os.environ, "HF_HUB_OFFLINE": "1"}  # and conftest's HF_HOME is empty: the model cannot be reached, stops early
     for args, said in [(("model=olmoe",), "tasks=paper: 19 dataset(s), real data (the default for model=olmoe"),
                        (("model=olmoe", "tasks=sts"), "tasks=sts: 8 dataset(s), real data (set on the command line"),
                        (("model=olmoe", "tasks.data=synthetic"), "tasks=paper: 19 dataset(s), synthetic data")]:
-        proc = run(*args, "logger=none", cwd=tmp_cwd, env=offline)
+        proc = cli(*args, "logger=none", cwd=tmp_cwd, env=offline)
         lines = [line for line in proc.stdout.splitlines() if "[moee][INFO]" in line]
         assert lines and said in lines[0], proc.stdout + proc.stderr
 
@@ -63,9 +58,9 @@ def _error_lines(proc) -> list[str]:
 
 
 def test_a_sweep_whose_model_cannot_be_reached_stops_once_with_the_single_job_error(tmp_cwd):
-    offline = {"HF_HUB_OFFLINE": "1"}  # no hub, and conftest's HF_HOME is an empty HF cache
-    single = run("model=olmoe", "tasks.data=synthetic", "logger=none", cwd=tmp_cwd, env=offline)
-    sweep = run("-m", "model=olmoe", "tasks.data=synthetic", "emb=hs,rw", "logger=none",
+    offline = {**os.environ, "HF_HUB_OFFLINE": "1"}  # no hub, and conftest's HF_HOME is an empty HF cache
+    single = cli("model=olmoe", "tasks.data=synthetic", "logger=none", cwd=tmp_cwd, env=offline)
+    sweep = cli("-m", "model=olmoe", "tasks.data=synthetic", "emb=hs,rw", "logger=none",
                 f"hydra.sweep.dir={tmp_cwd / 'sweep'}", cwd=tmp_cwd, env=offline)
     assert single.returncode == sweep.returncode == 2
     (line,) = _error_lines(single)

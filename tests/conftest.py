@@ -84,9 +84,9 @@ def pytest_collection(session):
 # The slowest modules, longest first (pytest --durations=0 on 2 cores), handed out before the rest: with
 # `--dist loadscope --no-loadscope-reorder` a module is one unit of work in collection order, and a long one handed
 # out last would leave the other worker idle at the end. Only an order: a module missing here runs after these.
-SLOW_FIRST = ["test_faults", "test_issue30_jobs", "test_coverage", "test_fuzz", "test_launchers", "test_paper_protocol",
-              "test_paper_tasks", "test_analysis", "test_run", "test_cross_product", "test_weights", "test_robustness",
-              "test_resume", "test_issue30_faults", "test_loading", "test_mteb_mocks"]
+SLOW_FIRST = ["test_coverage", "test_issue30_jobs", "test_fuzz", "test_faults", "test_paper_protocol", "test_readme",
+              "test_paper_tasks", "test_analysis", "test_run", "test_launchers", "test_cross_product", "test_jobs",
+              "test_weights", "test_mteb_mocks", "test_resume", "test_layout"]
 
 
 def pytest_collection_modifyitems(items):

@@ -2,6 +2,7 @@
 Linear4bit quantizes each expert's own nn.Linear (gate and up as two matrices), on tiny families whose layers are
 all >= 64 wide (loading's small-layer rule keeps narrower Linears in full precision)."""
 
+import importlib.util
 import os
 
 import numpy as np
@@ -15,7 +16,8 @@ from moee_exp.features.loading import load_model
 from moee_exp.features.quant_experts import NF4Experts, check_quantizable, expert_bytes, fused_experts
 from moee_exp.features.tiny import ensure_tiny_model
 
-bnb = pytest.importorskip("bitsandbytes")
+# bitsandbytes is in the lock; imported where a test needs it (~1.7 s: not for every worker's collection)
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="bitsandbytes not installed")
 
 # every Linear and every expert matrix >= 64 outputs: attention k/v with 4 heads of 16, MLA ranks widened
 WIDE = {
@@ -46,6 +48,8 @@ def loaded(name: str, quantization: str):
 def linear4bit(weight: torch.Tensor) -> torch.nn.Module:
     """The public code's expert matrix: an nn.Linear of this weight, quantized by bitsandbytes' Linear4bit as
     transformers' BitsAndBytesConfig(nf4, double quant, compute dtype = the model's) builds it."""
+    import bitsandbytes as bnb
+
     out_f, in_f = weight.shape
     lin = bnb.nn.Linear4bit(in_f, out_f, bias=False, compute_dtype=weight.dtype, compress_statistics=True,
                             quant_type="nf4")

@@ -70,7 +70,7 @@ def compose(*overrides, hydra: bool = False):
     if hydra or any(o.is_sweep_override() or o.is_add() or o.is_delete() or o.is_force_add() or o.package is not None
                     or "/" in o.key_or_group or o.key_or_group.split(".")[0] == "hydra" for o in parsed):
         return hydra_compose(*overrides, hydra=hydra)
-    groups = {p.name for p in (ROOT / "conf").iterdir() if p.is_dir()}
+    groups = {p.name for p in (ROOT / "conf").iterdir() if p.is_dir()}  # the config groups (conf/<group>/)
     choices = tuple(o.input_line for o in parsed if o.key_or_group in groups)
     if choices not in _COMPOSED:
         _COMPOSED[choices] = hydra_compose(*choices)

@@ -1,9 +1,9 @@
 """Issue 30: results that cannot be mixed or lost, and stops that keep them.
 
-Default job dirs that never collide (one writer per job dir: tests/test_resume.py), the data source and the evaluated subsets in a row's
-identity, duplicate task names computed once, a row without a number recomputed, a hung extraction-lock holder taken
-over, SIGTERM stopping a joblib sweep's workers, Ctrl-C a clean stop, a cache subdir that is a file and a read-only
-MOEE_CACHE_DIR that holds everything. Jobs run in this process (run.job, as `python run.py` runs them) except where a
+Default job dirs that never collide (one writer per job dir: tests/test_resume.py), the data source and the
+evaluated subsets in a row's identity, duplicate task names computed once, a row without a number recomputed, a hung
+extraction-lock holder taken over, SIGTERM stopping a joblib sweep's workers, Ctrl-C a clean stop, a cache subdir that
+is a file and a read-only MOEE_CACHE_DIR that holds everything. Jobs run in this process (run.job, as `python run.py` runs them) except where a
 process is what is tested: two commands' default dirs, a hung lock holder, a joblib sweep and a signal to it.
 """
 
@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 from conftest import ROOT
 from jobs import error_lines, job_in_process, stalling_env, unprivileged
-
 
 TASKS3 = ["MoEEDemoSTS", "MoEEDemoPairClassification", "MoEEDemoSummarization"]
 TWO = "tasks.names=[MoEEDemoSTS,MoEEDemoPairClassification]"

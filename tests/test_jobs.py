@@ -5,8 +5,8 @@ codes, its output, a sweep), leaves nothing behind for the next test, and raises
 from __future__ import annotations
 
 import logging
-import re
 import os
+import re
 import signal
 import sys
 import threading
@@ -198,4 +198,3 @@ def test_compose_is_hydras_compose(overrides):
     if fast[0] == "ok":
         compose(*overrides).model.name = "changed"
         assert outcome(compose) == full
-

@@ -44,7 +44,8 @@ def test_cfg_job_shows_the_choice_and_the_job_log_says_why(tmp_cwd):
     assert proc.returncode == 0, proc.stderr
     shown = yaml.safe_load(proc.stdout)
     assert shown["name"] == "paper" and shown["names"] == PAPER
-    offline = {**os.environ, "HF_HUB_OFFLINE": "1"}  # and conftest's HF_HOME is empty: the model cannot be reached, stops early
+    # and conftest's HF_HOME is empty: the model cannot be reached, the job stops early
+    offline = {**os.environ, "HF_HUB_OFFLINE": "1"}
     for args, said in [(("model=olmoe",), "tasks=paper: 19 dataset(s), real data (the default for model=olmoe"),
                        (("model=olmoe", "tasks=sts"), "tasks=sts: 8 dataset(s), real data (set on the command line"),
                        (("model=olmoe", "tasks.data=synthetic"), "tasks=paper: 19 dataset(s), synthetic data")]:

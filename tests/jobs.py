@@ -6,15 +6,17 @@
   made the job dir: run.py's ``job`` on the composed config, its stdout swallowed. Returns (exit code, stderr).
 - ``cli(*args, cwd=...)``: the command line itself, in-process: run.py's ``main`` with ``sys.argv`` set, so Hydra
   parses the arguments, composes, runs its callbacks (preflight), makes the job dir, writes ``.hydra/``, sets up
-  logging and, for ``-m``, runs each job of the sweep with its basic launcher, as the command does. Returns what
+  logging and, for ``-m``, runs each job of the sweep with its basic launcher, as the command does (the launcher
+  reuses the config the sweeper's check composed for the job: ``_each_sweep_job_composed_once``). Returns what
   ``subprocess.run(..., capture_output=True, text=True)`` returns: ``returncode`` (``sys.exit``'s code, 1 where Hydra
   rejects the command), ``stdout``, ``stderr``.
   An exception from the job's own code is not turned into Hydra's exit 1: it is raised here, with its traceback, so
   that the test fails on it and ``pytest --pdb`` (or a ``breakpoint()`` in the job's code) stops where it happened.
 - ``unprivileged(fn, ...)``: ``fn`` with file permissions binding it (root's file capabilities dropped, in a thread).
+- ``file_size_limit(kib)``: the kernel's file-size limit (RLIMIT_FSIZE) on this process for a ``with`` block.
 - ``process(cmd, ...)`` / ``start(cmd, ...)``: a real process (plain ``subprocess``), for what only a process shows:
-  launchers that start processes (submitit, joblib), signals, kill -9, concurrent jobs, a file-size limit, a fresh
-  interpreter's imports, and the command itself where the test is that the command and ``cli`` agree.
+  launchers that start processes (submitit, joblib), signals, kill -9, concurrent jobs, a fresh interpreter's
+  imports, and the command itself where the test is that the command and ``cli`` agree.
 - ``wandb_summary(job_dir)`` / ``wandb_records(job_dir)``: an offline W&B run read back by W&B's own reader
   (``wandb leet inspect``, the wandb-core binary).
 """
@@ -133,6 +135,34 @@ def _as_a_fresh_command():
         HydraConfig.instance().cfg = None
 
 
+@contextlib.contextmanager
+def _each_sweep_job_composed_once():
+    """Hydra's basic sweeper composes each job of a batch to check it (``validate_batch_is_legal``, which drops the
+    config), then its launcher composes the job again, with the same arguments, to run it (~0.15 s each on 2 cores).
+    Here the second call of ``load_sweep_config`` with the same master config and overrides gets a copy of what the
+    first composed, made before anyone could change it; every other call composes as Hydra does."""
+    import copy
+
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    load = ConfigLoaderImpl.load_sweep_config
+    composed: dict = {}
+
+    def load_sweep_config(self, master_config, sweep_overrides):
+        key = (id(self), id(master_config), tuple(sweep_overrides))
+        if key in composed:
+            return composed.pop(key)
+        cfg = load(self, master_config, sweep_overrides)
+        composed[key] = copy.deepcopy(cfg)
+        return cfg
+
+    ConfigLoaderImpl.load_sweep_config = load_sweep_config
+    try:
+        yield
+    finally:
+        ConfigLoaderImpl.load_sweep_config = load
+
+
 class _Tee(io.StringIO):
     """Kept for the test (``getvalue()``) and passed on to the stream it replaces: pytest's capture (shown with a
     failing test's report) or, under `pytest -s`, the terminal, where a breakpoint() in the job's code talks."""
@@ -174,7 +204,7 @@ def cli(*args, cwd, env: dict | None = None) -> subprocess.CompletedProcess:
     code = 0
     here = os.getcwd()
     saved_argv = sys.argv
-    with _environ(env), _as_a_fresh_command():
+    with _environ(env), _as_a_fresh_command(), _each_sweep_job_composed_once():
         os.chdir(cwd)
         sys.argv = argv
         run.job = job_that_reports
@@ -238,16 +268,20 @@ def run_py(*args) -> list[str]:
     return [sys.executable, str(ROOT / "run.py"), *map(str, args)]
 
 
+@contextlib.contextmanager
 def file_size_limit(kib: int):
-    """A ``preexec`` for process/Popen: RLIMIT_FSIZE at ``kib`` KiB, SIGXFSZ ignored (a write past it raises EFBIG)."""
-    return functools.partial(_limit_file_size, kib)
-
-
-def _limit_file_size(kib: int) -> None:
+    """RLIMIT_FSIZE at ``kib`` KiB on this process (every thread) for the duration, the kernel's own limit: a write
+    past it fails with EFBIG (Python ignores SIGXFSZ, which would otherwise kill). Run only the code under test
+    inside: its output to a StringIO (``job_in_process``), not to pytest's capture files, which the limit binds too."""
     import resource
 
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (kib * 1024, kib * 1024))
+    assert signal.getsignal(signal.SIGXFSZ) == signal.SIG_IGN, "SIGXFSZ would kill this process at the limit"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (kib * 1024, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
 CAPABILITIES = {"dac_override": 1, "dac_read_search": 2, "fowner": 3}  # linux/capability.h

@@ -2,9 +2,9 @@
 limits, uncreatable output dirs, hung extraction-lock holders, reruns with a changed config, preemption.
 
 Permission faults are real (EACCES from the kernel), in-process: as root, in a thread without the capabilities
-that bypass file modes (tests/jobs.py: unprivileged). File-size limits are real too (RLIMIT_FSIZE, a
-process's own: writes raise EFBIG, Python ignores SIGXFSZ), so those jobs are processes; a full disk is simulated
-in-process (ENOSPC from the write call). SIGTERM to a job is a process too; submitit's requeue is
+that bypass file modes (tests/jobs.py: unprivileged). File-size limits are real too, in-process: the kernel's
+RLIMIT_FSIZE on the test's process for the job's duration (writes raise EFBIG; Python ignores SIGXFSZ); a full disk
+is simulated in-process (ENOSPC from the write call). SIGTERM to a job is a process too; submitit's requeue is
 tests/test_launchers.py's, a hung lock holder tests/test_issue30_jobs.py's.
 """
 
@@ -14,14 +14,12 @@ import json
 import logging
 import os
 import shutil
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import ROOT, tiny_model_cfg
-from jobs import (cli, compose, error_lines, file_size_limit, job_in_process, output, process, run_py, stalling_env,
+from jobs import (cli, compose, error_lines, file_size_limit, job_in_process, output, run_py, stalling_env,
                   start, unprivileged, wandb_summary)
 
 from moee_exp.features.cache import FeatureCache, text_key
@@ -116,25 +114,18 @@ def test_full_disk_while_writing_a_row_keeps_the_old_file_and_leaves_no_temp_fil
     assert [p.name for p in job.rglob("*") if p.is_file()] == ["T.json"]  # no temp file left
 
 
-def _fsize_limit(kib: int):
-    return file_size_limit(kib)  # a write past it raises EFBIG (SIGXFSZ ignored) instead of killing
-
-
 def test_file_size_limit_in_the_tiny_model_build_is_one_error_and_leaves_no_half_built_model(tmp_path):
-    code = f"""
-        import yaml, run
-        from moee_exp.errors import USER_ERRORS, error_line
-        from moee_exp.features.tiny import ensure_tiny_model
-        spec = yaml.safe_load(open({str(ROOT / 'conf/model/tiny.yaml')!r}))["tiny"]
-        try:
-            ensure_tiny_model(spec, {str(tmp_path / 'models')!r})
-        except USER_ERRORS as err:
-            print(error_line(err))
-    """
-    proc = process([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, env=_env(), preexec=_fsize_limit(6))
-    (line,) = error_lines(proc.stdout)
-    assert f"cannot write {tmp_path / 'models' / 'tiny'}" in line and "file-size limit" in line, proc.stderr[-2000:]
-    assert "model.cache_dir" in line
+    import yaml
+
+    from moee_exp.errors import USER_ERRORS, error_line
+    from moee_exp.features.tiny import ensure_tiny_model
+
+    spec = yaml.safe_load((ROOT / "conf/model/tiny.yaml").read_text())["tiny"]
+    with pytest.raises(USER_ERRORS) as err, file_size_limit(6):
+        ensure_tiny_model(spec, str(tmp_path / "models"))
+    line = error_line(err.value)
+    assert f"cannot write {tmp_path / 'models' / 'tiny'}" in line and "file-size limit" in line, line
+    assert "model.cache_dir" in line and "\n" not in line
     assert [p.name for p in (tmp_path / "models" / "tiny").iterdir()] == []  # no half-built model dir
 
 
@@ -144,17 +135,17 @@ def test_file_size_limit_in_a_job_is_one_error_line_and_the_rerun_resumes(tmp_pa
     model_path(tiny_model_cfg())  # the session's tiny model is built (unlimited) before the limited job
     job = tmp_path / "job"
     args = ["tasks.names=[MoEEDemoSTS,MoEEDemoReranking]", "logger=none", "protocol=clean",
-            "progress=false", f"cache.dir={tmp_path / 'features'}", f"hydra.run.dir={job}"]
-    # 6 KiB: the STS row fits, the reranking row (its per-query scores) does not
-    proc = process(run_py(*args), cwd=tmp_path, env=_env(), preexec=_fsize_limit(6))
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    (line,) = error_lines(proc.stderr)
+            "progress=false", f"cache.dir={tmp_path / 'features'}"]
+    with file_size_limit(6):  # 6 KiB: the STS row fits, the reranking row (its per-query scores) does not
+        code, stderr = job_in_process(job, *args)
+    assert code == 2, stderr[-3000:]
+    (line,) = error_lines(stderr)
     assert line.startswith(f"error: cannot write {job}") and "file-size limit (ulimit -f)" in line, line
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in stderr
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".tmp")]
     kept = sorted(p.stem for p in (job / "results").glob("*.json"))
     assert kept == ["MoEEDemoSTS"]
-    rerun = cli(*args, cwd=tmp_path)
+    rerun = cli(*args, f"hydra.run.dir={job}", cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "reusing 1 result(s)" in rerun.stderr + rerun.stdout
     assert sorted(p.stem for p in (job / "results").glob("*.json")) == ["MoEEDemoReranking", "MoEEDemoSTS"]

@@ -91,6 +91,35 @@ def test_cli_runs_a_sweep_with_hydra_s_basic_launcher(tmp_cwd):
     assert "Launching 2 jobs locally" in proc.stdout + proc.stderr
 
 
+def test_a_sweep_job_runs_on_a_pristine_copy_of_the_config_the_sweeper_s_check_composed(tmp_cwd):
+    """cli's ``_each_sweep_job_composed_once``: the launcher's composition of a job is Hydra's own (the same YAML),
+    is not the object the check got (nor changed by what was done to it), and is handed out once."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from jobs import _each_sweep_job_composed_once
+    from omegaconf import OmegaConf, open_dict
+
+    from moee_exp.jobs.config import register
+
+    register()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("config", ["emb=hs,rw", TASK], RunMode.MULTIRUN)
+        job = ["emb=rw", TASK]
+        hydras = OmegaConf.to_yaml(loader.load_sweep_config(master, job))
+        with _each_sweep_job_composed_once():
+            checked = loader.load_sweep_config(master, job)
+            with open_dict(checked):
+                checked.weights.alpha, checked.extra = 9.0, 1  # what the check's config goes through is not seen
+            launched = loader.load_sweep_config(master, job)
+            again = loader.load_sweep_config(master, job)  # a third call composes anew
+            other = loader.load_sweep_config(master, ["emb=hs", TASK])
+        assert launched is not checked and OmegaConf.to_yaml(launched) == hydras == OmegaConf.to_yaml(again)
+        assert again is not launched and other.emb.kind == "hs" != launched.emb.kind
+    GlobalHydra.instance().clear()
+
+
 def test_an_exception_in_the_job_s_code_is_raised_with_its_traceback(tmp_cwd, monkeypatch):
     """Not Hydra's exit 1 and a printed traceback: the test fails on the exception, and `pytest --pdb` opens at
     the job's frame that raised it."""

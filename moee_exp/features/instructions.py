@@ -3,7 +3,7 @@
 The public code (tianyi-lab/MoE-Embedding, eval_mteb.py) prepends, by default, the E5 instruction of the task in
 GritLM format, ``"<|user|>\\n" + instruction + "\\n<|embed|>\\n"``, to every text; the whole string then goes into
 the prompt template. The E5 strings come from mteb's own task metadata (``task.metadata.prompt``), which holds the
-public code's string for the paper's 10 non-STS datasets (tests/test_instructions.py checks they agree), and from
+public code's string for the paper's 10 non-STS datasets (tests/test_protocol.py checks they agree), and from
 ``E5_TABLE`` below where mteb has none (the STS sets, SummEval; strings as in the public code).
 
 Modes (``protocol.instructions``): ``none`` (no instruction), ``e5`` (the E5 set; ``protocol.instruction_table``
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from functools import lru_cache
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,11 @@ def _side(entry, prompt_type) -> str | None:
     return entry.get(side)
 
 
+@lru_cache(maxsize=None)
 def metadata_prompt(task_name: str):
-    """mteb's ``metadata.prompt`` of a registered task (None if it has none or the task is not mteb's)."""
+    """mteb's ``metadata.prompt`` of a registered task (None if it has none or the task is not mteb's). Read once
+    per name: metadata is the task class's, and mteb.get_task builds and seeds a new task object at each call (a
+    demo task's namesake was looked up at every encode call)."""
     import mteb
 
     try:

@@ -228,7 +228,7 @@ HOLDER = """
 import sys, time
 sys.path.insert(0, {root!r})
 from moee_exp.features import cache
-ns = cache.FeatureCache({root_dir!r}, lock_stale_s=3).namespace({{"model": "fake"}})
+ns = cache.FeatureCache({root_dir!r}, lock_stale_s=2).namespace({{"model": "fake"}})
 with ns.extract_lock():
     print("held", flush=True)
     end = time.monotonic() + {busy}
@@ -248,13 +248,13 @@ def test_issue30_7_hung_lock_holder_is_taken_over(tmp_path, caplog):
 
     from moee_exp.features.cache import FeatureCache
 
-    busy = 5  # s of work (> lock_stale_s=3: a lock its batches did not refresh would go stale while it works)
+    busy = 4  # s of work (> lock_stale_s=2 + 1: a lock its batches did not refresh would go stale while it works)
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER.format(root=str(ROOT), root_dir=str(tmp_path / "features"), busy=busy)],
         env=_env(), stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        ns = FeatureCache(tmp_path / "features", lock_stale_s=3).namespace({"model": "fake"})
+        ns = FeatureCache(tmp_path / "features", lock_stale_s=2).namespace({"model": "fake"})
         outcome, started = [], time.monotonic()
 
         def wait():
@@ -271,7 +271,7 @@ def test_issue30_7_hung_lock_holder_is_taken_over(tmp_path, caplog):
         waiting = [r.message for r in caplog.records if "waiting for the extraction lock" in r.message]
         assert waiting and who in waiting[0]  # named while waiting (after LOCK_FIRST_LOG_S, 2 s)
         (took,) = [r.message for r in caplog.records if "taking over" in r.message]  # ... but once it was stuck
-        assert who in took and "has not refreshed it for" in took and "cache.lock_stale_s=3" in took
+        assert who in took and "has not refreshed it for" in took and "cache.lock_stale_s=2" in took
         assert holder.poll() is None  # alive all along: its liveness proved nothing
     finally:
         holder.kill()

@@ -84,8 +84,8 @@ def pytest_collection(session):
 # The slowest modules, longest first (pytest --durations=0 on 2 cores), handed out before the rest: with
 # `--dist loadscope --no-loadscope-reorder` a module is one unit of work in collection order, and a long one handed
 # out last would leave the other worker idle at the end. Only an order: a module missing here runs after these.
-SLOW_FIRST = ["test_coverage", "test_issue30_jobs", "test_fuzz", "test_faults", "test_paper_protocol", "test_readme",
-              "test_paper_tasks", "test_analysis", "test_run", "test_launchers", "test_cross_product", "test_jobs",
+SLOW_FIRST = ["test_coverage", "test_issue30_jobs", "test_fuzz", "test_paper_protocol", "test_launchers", "test_readme",
+              "test_paper_tasks", "test_run", "test_analysis", "test_faults", "test_jobs", "test_cross_product",
               "test_weights", "test_mteb_mocks", "test_resume", "test_layout"]
 
 

@@ -3,9 +3,9 @@
 For every model type whose config names an expert count (a config attribute, not a list of model names), a tiny
 model is built from the family's own config class (shrunk to ~64 hidden units, fixed seed, offline), saved, and
 loaded by ``moee_exp.features.loading`` exactly like a hub checkpoint. Our HS and RW are then compared, to 1e-5,
-with what the model as built (in memory, not reloaded) reports for each text alone (no padding):
-``hidden_states[-1]`` and ``router_logits`` (``output_router_logits``), or, where a family does not record router
-logits, the router modules' own outputs (forward hooks). Left and right padding and two batch compositions (batch 1, batch 7) are each checked.
+with what the model as built (in memory, not reloaded) reports for each text alone (no padding): ``hidden_states[-1]``
+and ``router_logits`` (``output_router_logits``), or, where a family does not record router logits, the router modules'
+own outputs (forward hooks). Left and right padding and two batch compositions (batch 1, batch 7) are each checked.
 
 ``python scripts/moe_coverage.py`` prints the table docs/coverage.md holds; tests/test_coverage.py regenerates each
 row and fails where docs/coverage.md disagrees, so a transformers upgrade shows what changed.

@@ -3,8 +3,9 @@
 Default job dirs that never collide (one writer per job dir: tests/test_resume.py), the data source and the
 evaluated subsets in a row's identity, duplicate task names computed once, a row without a number recomputed, a hung
 extraction-lock holder taken over, SIGTERM stopping a joblib sweep's workers, Ctrl-C a clean stop, a cache subdir that
-is a file and a read-only MOEE_CACHE_DIR that holds everything. Jobs run in this process (run.job, as `python run.py` runs them) except where a
-process is what is tested: two commands' default dirs, a hung lock holder, a joblib sweep and a signal to it.
+is a file and a read-only MOEE_CACHE_DIR that holds everything. Jobs run in this process (run.job, as `python run.py`
+runs them) except where a process is what is tested: two commands' default dirs, a hung lock holder, a joblib sweep and
+a signal to it.
 """
 
 from __future__ import annotations

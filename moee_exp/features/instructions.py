@@ -55,7 +55,7 @@ def _side(entry, prompt_type) -> str | None:
 def metadata_prompt(task_name: str):
     """mteb's ``metadata.prompt`` of a registered task (None if it has none or the task is not mteb's). Read once
     per name: metadata is the task class's, and mteb.get_task builds and seeds a new task object at each call (a
-    demo task's namesake was looked up at every encode call)."""
+    demo task's namesake is looked up at every encode call)."""
     import mteb
 
     try:

@@ -57,22 +57,23 @@ def compose(*overrides, hydra: bool = False):
     """``hydra_compose(*overrides)``, made fast as lightning-hydra-template's tests do it (compose once, then set
     values on a copy), with Hydra's own code doing each step.
 
-    The composition depends only on the group choices (`logger=wandb`, `model=olmoe`); Hydra then applies each
-    `key=value` override in order (ConfigLoaderImpl._apply_overrides_to_config, struct mode on). Here the group
-    choices' composition is made once and each call applies its value overrides, with Hydra's own parser and
-    function, to a copy of it: the same config, or the same exception and message
-    (tests/test_jobs.py::test_compose_is_hydras_compose). A sweep, `+`/`~`, a package, a `hydra.` key or
-    ``hydra=True`` go through Hydra's full compose."""
+    The composition depends only on the group choices (`logger=wandb`, `model=olmoe`, `+experiment=alpha`); Hydra
+    then applies each `key=value` override in order (ConfigLoaderImpl._apply_overrides_to_config, struct mode on).
+    Here the group choices' composition is made once and each call applies its value overrides, with Hydra's own
+    parser and function, to a copy of it: the same config, or the same exception and message
+    (tests/test_jobs.py::test_compose_is_hydras_compose). A sweep, `+` of a key that is not a group, `~`, a
+    package, a `hydra.` key or ``hydra=True`` go through Hydra's full compose."""
     import copy
 
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides([str(o) for o in overrides])
-    if hydra or any(o.is_sweep_override() or o.is_add() or o.is_delete() or o.is_force_add() or o.package is not None
-                    or "/" in o.key_or_group or o.key_or_group.split(".")[0] == "hydra" for o in parsed):
-        return hydra_compose(*overrides, hydra=hydra)
     groups = {p.name for p in (ROOT / "conf").iterdir() if p.is_dir()}  # the config groups (conf/<group>/)
+    if hydra or any(o.is_sweep_override() or (o.is_add() and o.key_or_group not in groups) or o.is_delete()
+                    or o.is_force_add() or o.package is not None or "/" in o.key_or_group
+                    or o.key_or_group.split(".")[0] == "hydra" for o in parsed):
+        return hydra_compose(*overrides, hydra=hydra)
     choices = tuple(o.input_line for o in parsed if o.key_or_group in groups)
     if choices not in _COMPOSED:
         _COMPOSED[choices] = hydra_compose(*choices)

@@ -192,8 +192,8 @@ def test_the_harness_is_the_only_place_tests_compose_or_run_jobs():
     assert offenders == []
 
 
-# Value overrides of every kind Hydra accepts or rejects, on group choices, in either order, and what the fast path
-# hands to Hydra's full compose (a sweep, +, a hydra group).
+# Value overrides of every kind Hydra accepts or rejects, on group choices (an experiment added with + among them), in
+# either order, and what the fast path hands to Hydra's full compose (a sweep, + of a key, a hydra group).
 COMPOSE_CASES = [
     [], ["weights.alpha=0.3"], ["weights.alpha=high"], ["weights.alpha=nan"], ["model.batch_size='x'"],
     ["emb.alphaa=1"], ["nope=1"], ["model.name='☃ ünï'"], ["model.max_length=${nope}"], ["tasks.names=[]"],
@@ -205,6 +205,8 @@ COMPOSE_CASES = [
     ["weights.alpha=0.2", "emb=moee_sum"], ["emb=moee_sum", "weights.alpha=0.2", "weights.alpha=0.4"],
     ["model=olmoe", "model.tiny.config.hidden_size=8", "protocol=clean"], ["model.revision=${model.name}"],
     ["hydra.run.dir=x", "model.batch_size=3"], ["tasks=paper", "tasks.names=[STS12]"],
+    ["+experiment=alpha", "weights.alpha=0.3"], ["model=tiny", "+experiment=paper_main", "tasks=sts", "emb=hs"],
+    ["+experiment=nope"], ["+weights=fixed"], ["+nope=1"], ["+experiment=prompts", "prompt.name=x", "model=olmoe"],
 ]
 
 

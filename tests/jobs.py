@@ -16,7 +16,8 @@
 - ``file_size_limit(kib)``: the kernel's file-size limit (RLIMIT_FSIZE) on this process for a ``with`` block.
 - ``process(cmd, ...)`` / ``start(cmd, ...)``: a real process (plain ``subprocess``), for what only a process shows:
   launchers that start processes (submitit, joblib), signals, kill -9, concurrent jobs, a fresh interpreter's
-  imports, and the command itself where the test is that the command and ``cli`` agree.
+  imports, and the command itself where the test is that the command and ``cli`` agree;
+  ``preexec=preexec_file_size_limit(kib)`` starts it under a file-size limit.
 - ``wandb_summary(job_dir)`` / ``wandb_records(job_dir)``: an offline W&B run read back by W&B's own reader
   (``wandb leet inspect``, the wandb-core binary).
 """
@@ -283,6 +284,17 @@ def file_size_limit(kib: int):
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def preexec_file_size_limit(kib: int):
+    """For ``process(..., preexec=...)``: the new process starts with RLIMIT_FSIZE at ``kib`` KiB, every file it
+    writes bound by it (where a limit that small would also bind pytest's capture files, as file_size_limit would)."""
+    import resource
+
+    def preexec():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (kib * 1024, kib * 1024))
+
+    return preexec
 
 
 CAPABILITIES = {"dac_override": 1, "dac_read_search": 2, "fowner": 3}  # linux/capability.h

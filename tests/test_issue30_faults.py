@@ -10,29 +10,16 @@ import errno
 import io
 import logging
 import os
-import resource
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
-from jobs import compose
+from jobs import compose, job_in_process, preexec_file_size_limit, process, run_py
 
 TASK = "tasks.names=[MoEEDemoSTS]"
 
 
-
-
-def _job(cfg, job_dir: Path) -> tuple[int, str]:
-    """run.py's job() in this process: (exit code, stderr)."""
-    import run as run_py
-
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        code = run_py.job(cfg, job_dir, "test")
-    return code, err.getvalue()
 
 
 @pytest.fixture
@@ -44,13 +31,6 @@ def no_model_load(monkeypatch):
         raise AssertionError("the model was loaded before the check")
 
     monkeypatch.setattr(featurize, "load_model", load_model)
-
-
-def _limited(limit_bytes: int):
-    def preexec():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
-
-    return preexec
 
 
 # ------------------------------------------------------------------------------------------------ 30.10 W&B
@@ -95,8 +75,8 @@ def test_issue30_10_wandb_is_not_started_without_room_to_write(tmp_path):
             "from moee_exp.jobs.record import LoggerConfig, _open_run\n"
             f"run = _open_run(LoggerConfig(backend='wandb'), {{'dir': {str(tmp_path)!r}}})\n"
             "assert run is None and 'wandb' not in sys.modules\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          preexec_fn=_limited(64 * 1024), env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    proc = process([sys.executable, "-c", code], timeout=120, preexec=preexec_file_size_limit(64),
+                   env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "W&B not started" in lines[0] and "file-size limit" in lines[0], lines
@@ -106,11 +86,8 @@ def test_issue30_10_wandb_is_not_started_without_room_to_write(tmp_path):
 
 
 def test_issue30_11_hydra_config_write_on_a_file_size_limit_is_one_line(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "logger=none", TASK, f"hydra.run.dir={tmp_path / 'job'}"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, preexec_fn=_limited(1024),
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-    )
+    proc = process(run_py("logger=none", TASK, f"hydra.run.dir={tmp_path / 'job'}"), timeout=300, cwd=tmp_path,
+                   preexec=preexec_file_size_limit(1), env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
     assert lines[0].startswith("error: cannot write ") and ".hydra" in lines[0] and "file-size limit" in lines[0]
@@ -122,7 +99,7 @@ def test_issue30_11_hydra_config_write_on_a_file_size_limit_is_one_line(tmp_path
 def test_issue30_12_mteb_results_is_a_file(tmp_path, no_model_load):
     target = tmp_path / "results.txt"
     target.write_text("not a dir")
-    code, err = _job(compose(TASK, "logger=none", "protocol=clean", f"mteb_results={target}"), tmp_path / "job")
+    code, err = job_in_process(tmp_path / "job", TASK, "logger=none", "protocol=clean", f"mteb_results={target}")
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith("error: mteb_results=") and "is not a dir" in lines[0]
@@ -130,8 +107,8 @@ def test_issue30_12_mteb_results_is_a_file(tmp_path, no_model_load):
 
 def test_issue30_12_mteb_results_cannot_be_created(tmp_path, no_model_load):
     (tmp_path / "file").write_text("x")
-    code, err = _job(compose(TASK, "logger=none", "protocol=clean", f"mteb_results={tmp_path / 'file' / 'sub'}"),
-                     tmp_path / "job")
+    code, err = job_in_process(tmp_path / "job", TASK, "logger=none", "protocol=clean",
+                               f"mteb_results={tmp_path / 'file' / 'sub'}")
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: mteb_results="), err
 
@@ -146,7 +123,7 @@ def test_issue30_12_mteb_results_cannot_be_created(tmp_path, no_model_load):
     (["tasks.synthetic.size=huge"], "tasks.synthetic.size='huge' is not one of: small, real"),
 ])
 def test_issue30_13_nested_config_fields_are_checked(tmp_path, no_model_load, overrides, says):
-    code, err = _job(compose(TASK, "logger=none", *overrides), tmp_path / "job")
+    code, err = job_in_process(tmp_path / "job", TASK, "logger=none", *overrides)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], err
 

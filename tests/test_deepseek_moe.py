@@ -93,7 +93,7 @@ def official_names(cfg: dict) -> dict[str, tuple]:
 
 def write_official_checkpoint(path, seed: int = 0) -> dict:
     """A tiny random DeepSeekMoE saved exactly as the hub checkpoint: official config.json keys, official weight names."""
-    from moee_exp.features.models import DeepseekForCausalLM
+    from moee_exp.features.models.deepseek_moe import DeepseekForCausalLM
     from moee_exp.features.tiny import SPECIAL_TOKENS, _train_tokenizer
 
     tokenizer = _train_tokenizer(512)
@@ -208,7 +208,7 @@ def reference_moe(sd: dict, prefix: str, x: torch.Tensor, top_k: int, norm_topk_
 
 @pytest.mark.parametrize("norm_topk_prob", [False, True])
 def test_moe_layer_equals_the_equations(official, norm_topk_prob):
-    from moee_exp.features.models import DeepseekForCausalLM
+    from moee_exp.features.models.deepseek_moe import DeepseekForCausalLM
 
     path, cfg = official
     model = DeepseekForCausalLM.from_pretrained(path, dtype=torch.float32).eval()

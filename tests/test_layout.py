@@ -80,6 +80,7 @@ def test_function_level_imports_of_ours_are_the_lazy_ones():
     must not wait for), never to dodge a circle."""
     lazy = sorted((m, t) for m, p in STAGE_MODULES.items() for t, fn in imports(p) if fn)
     assert lazy == [("moee_exp.features.loading", "moee_exp.features.models"),
+                    ("moee_exp.features.loading", "moee_exp.features.models.deepseek_moe"),
                     ("moee_exp.jobs.preflight", "moee_exp.scoring.tasks"),
                     ("moee_exp.jobs.preflight", "moee_exp.scoring.tasks"),
                     ("moee_exp.scoring.spec", "moee_exp.features.featurize"),
@@ -187,24 +188,31 @@ def test_a_job_enters_the_config_module_once_and_climbs_up_at_most_three_times(t
 # What a fresh interpreter has imported at each step (nothing imported before: only a process shows it).
 FRESH_IMPORTS = """
 import json, sys
+MODELING = {'transformers.modeling_utils', 'moee_exp.features.models', 'moee_exp.features.models.deepseek_moe'}
+def seen(names):
+    return sorted(set(names) & set(sys.modules))
 import moee_exp.jobs.config
-seen = {"config": sorted({'mteb', 'datasets', 'wandb', 'moee_exp.features.models'} & set(sys.modules))}
+steps = {"config": seen({'mteb', 'datasets', 'wandb', *MODELING})}
 import moee_exp.jobs.runner
-seen["runner"] = 'moee_exp.features.models' in sys.modules
+steps["runner"] = seen(MODELING)
 from moee_exp.features.loading import tiny_config
+tiny_config({'model_type': 'olmoe'})
+steps["olmoe config read"] = seen(MODELING)
 tiny_config({'model_type': 'deepseek'})
-seen["config read"] = 'moee_exp.features.models' in sys.modules
-print(json.dumps(seen))
+steps["deepseek config read"] = seen(MODELING)
+print(json.dumps(steps))
 """
 
 
 def test_heavy_imports_wait_until_a_step_needs_them():
     """run.py reads and checks the config before the heavy imports (mteb, datasets, W&B): a config mistake is
-    reported in seconds. Registering our model classes (DeepSeekMoE) imports transformers' modeling stack: the
-    runner, whose cached jobs never read a model config, does not pay it; reading a config still finds our classes."""
+    reported in seconds. Reading a config imports no model class: a model type we own (DeepSeekMoE) has its config
+    registered then, and its model class (transformers' modeling stack, seconds) only when a model is built
+    (tests/test_deepseek_moe.py loads one), so a job whose features are all cached never imports it."""
     import json
     import subprocess
 
     out = subprocess.run([sys.executable, "-c", FRESH_IMPORTS], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"config": [], "runner": False, "config read": True}
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "config": [], "runner": [], "olmoe config read": [], "deepseek config read": ["moee_exp.features.models"]}

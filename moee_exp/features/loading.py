@@ -173,11 +173,16 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def register_own_models() -> None:
-    """Register our model classes (DeepSeekMoE) with transformers' Auto classes, before a config is read. Done here,
-    not at import: it imports transformers' modeling stack, which ``import moee_exp`` (a library user's, or a job
-    whose features are all cached) does not need."""
+def register_own_configs() -> None:
+    """Register the configs of the model types we own (DeepSeekMoE) with AutoConfig, before a config is read."""
     from . import models  # noqa: F401
+
+
+def register_own_models() -> None:
+    """Register our model classes (DeepSeekMoE) with transformers' Auto classes, before a model is built. Done here,
+    not at import: it imports transformers' modeling stack (~4 s on 2 cores), which ``import moee_exp`` (a library
+    user's), a config check and a job whose features are all cached do not need."""
+    from .models import deepseek_moe  # noqa: F401
 
 
 def _looks_local(name_or_path: str) -> bool:
@@ -234,7 +239,7 @@ def hub_offline(timeout: float = 3.0) -> str | None:
 def _load_config(name_or_path: str, revision: str | None, trust_remote_code: bool):
     from transformers import AutoConfig
 
-    register_own_models()
+    register_own_configs()
 
     if _looks_local(name_or_path) and not (Path(name_or_path).expanduser() / "config.json").exists():
         raise ModelNotFoundError(
@@ -304,9 +309,11 @@ def tiny_config(spec):
     """The transformers config a tiny spec ({model_type, config, ...}) builds, without building the model."""
     from omegaconf import DictConfig, OmegaConf
     from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    register_own_models()
     spec = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec)
+    if str(spec.get("model_type")) not in CONFIG_MAPPING:  # one we own (deepseek)? (registering ours costs ~0.7 s)
+        register_own_configs()
     try:
         return AutoConfig.for_model(str(spec["model_type"]), **dict(spec.get("config") or {}))
     except (ValueError, TypeError, KeyError) as err:
@@ -383,6 +390,7 @@ def load_model(
 
     config = _load_config(name_or_path, revision, trust_remote_code)
     _check_moe(config, name_or_path)  # fail before any weights are read
+    register_own_models()
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     quant = _quantization_config(quantization, config, torch_dtype, trust_remote_code)

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub.dataclasses import strict
 from torch import nn
-from transformers import GenerationMixin, LlamaConfig, PreTrainedModel
+from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.masking_utils import create_causal_mask
@@ -30,6 +29,7 @@ from transformers.modeling_outputs import (
     MoeModelOutputWithPast,
 )
 from transformers.modeling_utils import slice_logits_to_keep
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3MLP
 from transformers.models.llama.modeling_llama import (
     LlamaAttention,
@@ -39,45 +39,7 @@ from transformers.models.llama.modeling_llama import (
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-
-@strict
-class DeepseekConfig(LlamaConfig):
-    """The official config.json keys (defaults as in the original configuration_deepseek.py); Llama's base
-    config turns its legacy ``rope_theta``/``rope_scaling`` into ``rope_parameters``."""
-
-    model_type = "deepseek"
-
-    vocab_size: int = 102400
-    hidden_size: int = 4096
-    intermediate_size: int = 11008
-    num_hidden_layers: int = 30
-    num_attention_heads: int = 32
-    num_key_value_heads: int | None = 32
-    bos_token_id: int | None = 100000
-    eos_token_id: int | list[int] | None = 100001
-    moe_intermediate_size: int = 1407
-    n_shared_experts: int | None = None
-    n_routed_experts: int | None = None
-    num_experts_per_tok: int | None = None
-    moe_layer_freq: int = 1
-    first_k_dense_replace: int = 0
-    norm_topk_prob: bool = False
-    scoring_func: str = "softmax"
-    aux_loss_alpha: float = 0.001
-    seq_aux: bool = True
-    output_router_logits: bool = False
-
-    def validate_architecture(self):
-        super().validate_architecture()
-        if self.scoring_func != "softmax":  # the only scoring the original implements
-            raise ValueError(f"DeepSeekMoE scoring_func={self.scoring_func!r}: only 'softmax' exists")
-
-    def is_moe_layer(self, layer_idx: int) -> bool:
-        return (
-            self.n_routed_experts is not None
-            and layer_idx >= self.first_k_dense_replace
-            and layer_idx % self.moe_layer_freq == 0
-        )
+from .configuration_deepseek import DeepseekConfig
 
 
 class DeepseekMoEGate(nn.Module):
@@ -269,3 +231,8 @@ class DeepseekForCausalLM(DeepseekPreTrainedModel, GenerationMixin):
             attentions=outputs.attentions,
             router_logits=outputs.router_logits,
         )
+
+
+if CONFIG_MAPPING[DeepseekConfig.model_type] is DeepseekConfig:  # ours (not a later transformers' own "deepseek")
+    AutoModel.register(DeepseekConfig, DeepseekModel)
+    AutoModelForCausalLM.register(DeepseekConfig, DeepseekForCausalLM)

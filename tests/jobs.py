@@ -288,7 +288,8 @@ def file_size_limit(kib: int):
 
 def preexec_file_size_limit(kib: int):
     """For ``process(..., preexec=...)``: the new process starts with RLIMIT_FSIZE at ``kib`` KiB, every file it
-    writes bound by it (where a limit that small would also bind pytest's capture files, as file_size_limit would)."""
+    writes bound by it (where a limit that small would also bind pytest's capture files, as file_size_limit would).
+    SIGXFSZ stays ignored: inherited from this Python, and set so again by the new one at its start."""
     import resource
 
     def preexec():

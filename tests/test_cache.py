@@ -298,6 +298,15 @@ def test_length_batches_bound_padding_on_a_long_tail():
     assert len(batches) <= -(-len(lengths) // 32) + 22 * 2  # 20..512 spans < 100x: at most ~44 extra cuts
 
 
+def test_length_batches_pad_no_batch_longer_than_exact_above():
+    """A model whose padding is exact only up to k tokens (sparse attention: extract.padding_exact_up_to): longer
+    texts share a batch only with texts of their own length; the end-to-end check is docs/coverage.md's dots3_note
+    row (tests/test_coverage.py), which differs without this."""
+    lengths = [40, 9, 39, 40, 30, 16, 17]
+    assert length_batches(lengths, 32, max_padding=1.0) == [[0, 3, 2, 4, 6, 5, 1]]
+    assert length_batches(lengths, 32, max_padding=1.0, exact_above=16) == [[0, 3], [2], [4], [6], [5, 1]]
+
+
 def test_sweep_jobs_after_the_first_never_build_the_model(tmp_path, fresh_process, monkeypatch):
     from moee_exp.jobs.runner import run_job
 

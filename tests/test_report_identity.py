@@ -32,7 +32,7 @@ def _identity(emb="hs", instructions="e5", data="real", alpha=None, task="STS12"
         "prompt": {"template": "{text}", "normalize": True},
         "protocol": {"name": "paper", "instructions": instructions, "instruction_table": {},
                      "instruction_format": "gritlm", "text": "paper", "sum_scoring": "paper"},
-        "features": {"extraction_version": 2, "dtype": "float32"},
+        "features": {"extraction_version": 3, "dtype": "float32"},
         "emb": {"kind": emb, "alpha": None, "rw_activation": "logits",
                 "standardize": "none" if emb == "hs" else "batch", "standardize_batch_size": 128,
                 "hs_feature": "hs", "rw_feature": "rw"},

@@ -5,7 +5,9 @@ order, the router's logits for the hidden state it received, read by a pre-forwa
 Nothing else is kept: no per-layer hidden states, no KV cache.
 
 A text's features do not depend on its batch: positions are counted from its first real token (so left padding
-shifts nothing), padding never reaches a pooled token, and texts are batched by length only to save padding.
+shifts nothing), padding never reaches a pooled token, and texts are batched by length only to save padding. Where
+padding can change a model's computation (sparse attention, ``padding_exact_up_to``), longer texts share a batch
+only with texts of their own length.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ log = logging.getLogger(__name__)
 
 # Bump when a change to prompting, tokenization, the forward pass or pooling changes any feature value: it is part
 # of the feature cache's key (moee_exp.features.cache), so features computed by older code are not reused.
-EXTRACTION_VERSION = 2  # 2: a text with no tokens after prompting is embedded as one special token, not zeros
+EXTRACTION_VERSION = 3  # 2: a text with no tokens after prompting is embedded as one special token, not zeros
+# 3: with sparse attention, a text longer than the model's index_topk is never padded (padding_exact_up_to)
 
 
 def clean_text(text) -> str:
@@ -213,20 +216,36 @@ def forward_features(
     return {k: v.cpu() for k, v in result.items()}
 
 
-def length_batches(lengths: list[int], batch_size: int, max_padding: float = 0.1) -> list[list[int]]:
+def length_batches(lengths: list[int], batch_size: int, max_padding: float = 0.1,
+                   exact_above: int | None = None) -> list[list[int]]:
     """Indices grouped into batches of similar length (longest first, so memory trouble shows up at once).
 
     A batch also ends where the next text is more than ``max_padding`` shorter than the batch's longest, so no
     batch pads more than 1/(1 - max_padding) of its real tokens (1.11x), even for a long-tailed mix of lengths;
-    that costs at most ~22 extra batches per tenfold spread of lengths.
+    that costs at most ~22 extra batches per tenfold spread of lengths. A batch longer than ``exact_above`` tokens
+    holds texts of one length only: no padding.
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     for i in order:
-        if not batches or len(batches[-1]) == batch_size or lengths[i] < (1 - max_padding) * lengths[batches[-1][0]]:
+        longest = lengths[batches[-1][0]] if batches else 0
+        if (not batches or len(batches[-1]) == batch_size or lengths[i] < (1 - max_padding) * longest
+                or (exact_above is not None and longest > exact_above and lengths[i] != longest)):
             batches.append([])
         batches[-1].append(i)
     return batches
+
+
+def padding_exact_up_to(lm: LoadedModel) -> int | None:
+    """The longest padded batch whose padding cannot change a text's features; None: any length.
+
+    Sparse attention (DeepSeek-V3.2-style indexers, config ``index_topk``) lets each query attend only its top-k
+    keys. Over k keys, torch's top-k breaks ties among equal index scores (exact zeros after the indexer's ReLU) by
+    position, so the keys a text attends depend on its padding: measured on a tiny dots3_note (k = 16), texts over k
+    tokens had HS off by up to 1.4 in the default batches. Up to k tokens every key is attended: padding is exact.
+    """
+    k = getattr(text_config(lm.model.config), "index_topk", None)
+    return k if isinstance(k, int) and not isinstance(k, bool) and k > 0 else None
 
 
 def extract(
@@ -240,9 +259,13 @@ def extract(
     desc: str | None = None,
     progress: bool = True,
     truncate: bool = True,
+    max_padding: float = 0.1,
 ) -> dict[str, np.ndarray]:
     """Features of already-prompted texts, in input order: {"hs": (n, hidden), "rw": (n, layers, experts), ...}.
-    ``truncate=False`` (the public code) feeds every text whole, whatever max_length says."""
+    ``truncate=False`` (the public code) feeds every text whole, whatever max_length says. Texts are batched by
+    length (``length_batches``); ``max_padding=1`` batches them in length order whatever their lengths, so a
+    batch of a long and a one-token text is mostly padding (the reference checks use it to exercise padding), except
+    where padding would change the model's computation (``padding_exact_up_to``)."""
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     if not len(texts):  # no text (a task's sample of none): no forward pass, each feature with zero rows
@@ -259,7 +282,7 @@ def extract(
         log.warning("%s: %d text(s) have no tokens after prompting; each is embedded as the single token %r",
                     desc or "extract", len(empty), tok.convert_ids_to_tokens(filler))
     feats: dict[str, np.ndarray] = {}
-    batches = length_batches([len(e) for e in encoded], batch_size)
+    batches = length_batches([len(e) for e in encoded], batch_size, max_padding, padding_exact_up_to(lm))
     # a transient bar, on a terminal only (disable=None), for long extractions: the job's own bar counts datasets
     quiet = not progress or len(batches) < 20
     for idx in tqdm(batches, desc=desc or "extract", unit="batch", leave=False, disable=True if quiet else None):

@@ -5,7 +5,8 @@ model is built from the family's own config class (shrunk to ~64 hidden units, f
 loaded by ``moee_exp.features.loading`` exactly like a hub checkpoint. Our HS and RW are then compared, to 1e-5,
 with what the model as built (in memory, not reloaded) reports for each text alone (no padding): ``hidden_states[-1]``
 and ``router_logits`` (``output_router_logits``), or, where a family does not record router logits, the router modules'
-own outputs (forward hooks). Left and right padding and two batch compositions (batch 1, batch 7) are each checked.
+own outputs (forward hooks). Our extraction is checked for each text alone and for all texts in one batch, left
+and right padded (the short texts mostly padding).
 
 ``python scripts/moe_coverage.py`` prints the table docs/coverage.md holds; tests/test_coverage.py regenerates each
 row and fails where docs/coverage.md disagrees, so a transformers upgrade shows what changed.
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from moee_exp.errors import NotAMoEModelError, UnsupportedRouterError
-from moee_exp.features.extract import decoder_layers, extract
+from moee_exp.features.extract import decoder_layers, extract, padding_exact_up_to
 from moee_exp.features.loading import load_model
 from moee_exp.features.router_check import is_probabilities
 from moee_exp.features.routers import EXPERT_COUNT_ATTRS, find_routers, text_config
@@ -338,6 +339,8 @@ def _notes(lm, ref_model) -> list[str]:
         notes.append(f"scoring {score}; RW = pre-{score} logits")
     if getattr(cfg, "n_group", None) and getattr(cfg, "n_group") > 1:
         notes.append("group-limited top-k")
+    if (k := padding_exact_up_to(lm)) is not None:
+        notes.append(f"sparse attention (index_topk {k}): texts over {k} tokens are not padded")
     if text_config(lm.model.config) is not lm.model.config:
         notes.append("text tower of a multimodal model")
     return notes
@@ -370,8 +373,9 @@ def check_family(model_type: str, workdir: str | Path | None = None) -> Row:
             return Row(model_type, "not built", routers, dims, notes="reference: " + _one_line(err))
         worst = {"hs": 0.0, "rw": 0.0}
         try:
-            for side, batch in (("left", 1), ("left", 7), ("right", 7)):  # a text alone has no padding to side
-                feats = extract(lm, TEXTS, batch_size=batch, padding_side=side, progress=False)
+            # each text alone, then all 7 in one batch (max_padding=1: "x" next to 55 tokens is mostly padding)
+            for side, batch in (("left", 1), ("left", 7), ("right", 7)):
+                feats = extract(lm, TEXTS, batch_size=batch, padding_side=side, max_padding=1.0, progress=False)
                 if "post-softmax" in how:
                     feats["rw"] = torch.from_numpy(feats["rw"]).softmax(-1).numpy()
                 for name, ref in (("hs", hs), ("rw", rw)):

@@ -1,8 +1,8 @@
 """docs/coverage.md's MoE coverage table is what the installed transformers gives: each row regenerated.
 
 A row per family: a tiny model from the family's own config class, our HS/RW against the model's own
-hidden_states / router_logits (left and right padding, batch 1 and 7). A transformers upgrade that adds a family,
-changes one, or breaks one makes a test here fail and shows the new row.
+hidden_states / router_logits (each text alone; all 7 in one batch, left and right padded). A transformers upgrade
+that adds a family, changes one, or breaks one makes a test here fail and shows the new row.
 """
 
 import re

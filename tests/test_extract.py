@@ -48,10 +48,12 @@ def refs(tiny_lm):
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)
 @pytest.mark.parametrize("padding_side", ["left", "right"])
-@pytest.mark.parametrize("batch_size", [1, 7])
+@pytest.mark.parametrize("batch_size", [1, 3, 7])
 def test_hs_rw_match_transformers(tiny_lm, refs, family, padding_side, batch_size):
+    """Each text alone (batch 1), then batched in length order whatever the lengths (max_padding=1): batches of 3
+    and one batch of 7 (in tiny's tokens: 55, 26, 20 | 20, 11, 2 | 1, and "x" padded to 55)."""
     lm = tiny_lm(family)
-    feats = extract(lm, TEXTS, batch_size=batch_size, padding_side=padding_side, progress=False)
+    feats = extract(lm, TEXTS, batch_size=batch_size, padding_side=padding_side, max_padding=1.0, progress=False)
     assert feats["rw"].shape == (len(TEXTS), len(lm.routers), lm.n_experts)
     for i, ref in enumerate(refs[family]):
         np.testing.assert_allclose(feats["hs"][i], ref["hs"].numpy(), atol=1e-5, rtol=0)

@@ -77,14 +77,19 @@ def discover_keys() -> dict[str, dict]:
     for leaf in _leaves(default):  # root-level switches (no schema): overwrite, progress, predictions, paths.*
         if leaf.split(".")[0] not in groups:
             keys[leaf] = {}
+    options: dict[str, list] = {}  # group -> its conf/ files' values (each file read once)
     for key, info in keys.items():
         raw = OmegaConf.select(default, key, throw_on_resolution_failure=False)
         info["default"] = raw
         known = set()
         group, _, name = key.partition(".")
-        for path in (ROOT / "conf" / group).glob("*.yaml") if name else ():
-            data = yaml.safe_load(path.read_text()) or {}
-            data = data.get(group, data) if "@package _global_" in path.read_text() else data
+        if name and group not in options:
+            options[group] = []
+            for path in (ROOT / "conf" / group).glob("*.yaml"):
+                text = path.read_text()
+                data = yaml.safe_load(text) or {}
+                options[group].append(data.get(group, data) if "@package _global_" in text else data)
+        for data in options.get(group, []) if name else ():
             if isinstance(data, dict) and name in data and not isinstance(data[name], dict):
                 known.add(yaml.safe_dump(data[name], default_flow_style=True).strip().removesuffix("..."). strip())
         info["known"] = sorted(known)

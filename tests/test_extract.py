@@ -70,11 +70,16 @@ def test_ablation_poolings_match_transformers(tiny_lm, refs, family):
 
 
 def test_features_do_not_depend_on_batch_mates(tiny_lm):
+    """max_padding=1 keeps the batch-mates (length batching alone would have put the target in a batch of its own
+    in `other`): in tiny's tokens, `crowd` batches it (19) with 20 and 11, right-padded, `other` with 55 and 2,
+    left-padded."""
     lm = tiny_lm("tiny")
     target = "The same sentence in two different batches."
     alone = extract(lm, [target], batch_size=1, progress=False)
-    crowd = extract(lm, TEXTS[:3] + [target] + TEXTS[3:], batch_size=4, padding_side="right", progress=False)
-    other = extract(lm, [TEXTS[2], target, TEXTS[1]], batch_size=3, padding_side="left", progress=False)
+    crowd = extract(lm, TEXTS[:3] + [target] + TEXTS[3:], batch_size=3, padding_side="right", max_padding=1.0,
+                    progress=False)
+    other = extract(lm, [TEXTS[2], target, TEXTS[1]], batch_size=3, padding_side="left", max_padding=1.0,
+                    progress=False)
     for got in (crowd, other):
         i = 3 if got is crowd else 1
         np.testing.assert_allclose(got["hs"][i], alone["hs"][0], atol=1e-5, rtol=0)

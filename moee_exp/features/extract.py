@@ -245,7 +245,7 @@ def padding_exact_up_to(lm: LoadedModel) -> int | None:
     tokens had HS off by up to 1.4 in the default batches. Up to k tokens every key is attended: padding is exact.
     """
     k = getattr(text_config(lm.model.config), "index_topk", None)
-    return k if isinstance(k, int) and not isinstance(k, bool) and k > 0 else None
+    return k if isinstance(k, int) and k > 0 else None
 
 
 def extract(

@@ -58,6 +58,12 @@ SMALL = {
     "qk_nope_head_dim": 8, "v_head_dim": 16, "zero_expert_num": 0, "sliding_window": 64, "num_shared_experts": 1,
     "n_shared_experts": 1, "moe_num_shared_experts": 1, "router_aux_loss_coef": 0.0, "moe_topk": 2,
     "hidden_size_per_layer_input": 16,
+    # hybrids' linear-attention, Mamba and sliding-window layers: the CPU fallbacks of their chunked kernels are slow
+    # at the defaults (e.g. 32 x 128 linear heads, 128 Mamba heads x 128 state). Value heads a multiple of key heads,
+    # Mamba groups dividing its heads.
+    "linear_key_head_dim": 16, "linear_value_head_dim": 16, "linear_num_key_heads": 4, "linear_num_value_heads": 8,
+    "linear_head_dim": 16, "linear_num_heads": 4, "mamba_num_heads": 4, "mamba_head_dim": 16, "ssm_state_size": 16,
+    "n_groups": 2, "chunk_size": 16, "swa_num_attention_heads": 4, "swa_num_key_value_heads": 2, "swa_head_dim": 16,
     # multimodal towers: their width where it meets the text tower, and their heads
     "text_hidden_size": 64, "out_hidden_size": 64, "audio_hidden_size": 64, "output_dim": 64,
     "projection_hidden_dim": 64, "projector_hidden_size": 64, "encoder_attention_heads": 4, "encoder_ffn_dim": 64,
@@ -77,7 +83,7 @@ FAMILY: dict[str, dict] = {
     "granitemoehybrid": {"mamba_n_heads": 4, "mamba_d_head": 32, "mamba_d_state": 16, "mamba_chunk_size": 16,
                          "shared_intermediate_size": 32},  # Mamba heads x head dim = 2 x hidden
     "mistral4": {"head_dim": 16},  # its head_dim is qk_nope + qk_rope (the rotary fraction is of that)
-    "glm5_next": {"num_key_value_heads": 4, "linear_head_dim": 16, "linear_num_heads": 4, "index_head_dim": 16,
+    "glm5_next": {"num_key_value_heads": 4, "index_head_dim": 16,
                   "index_n_heads": 4, "index_topk": 16, "qk_rope_head_dim": 0,
                   "qk_nope_head_dim": 16, "head_dim": 16},  # as many KV heads as query heads; NoPE DSA layers
     "glm4v_moe": {"rope_parameters": {"rope_type": "default", "mrope_section": [2, 1, 1]}},  # sums to rotary dim/2
@@ -89,14 +95,10 @@ FAMILY: dict[str, dict] = {
     "dots3_note": {"head_dim": 16, "index_head_dim": 16, "index_n_heads": 4, "index_topk": 16,
                    "shared_experts_intermediate_size": 32, "adapter_in_dim": 64, "adapter_input_size": 64,
                    "adapter_out_dim": 64},
-    # its sparse-attention indexer is unset by default; linear-attention value heads a multiple of key heads
+    # its sparse-attention indexer is unset by default
     "qwen4_exp": {"indexer_n_heads": 2, "indexer_kv_heads": 1, "indexer_head_dim": 16, "indexer_budget": 16,
-                  "indexer_compress_ratio": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
-                  "linear_num_key_heads": 2, "linear_num_value_heads": 4, "ple_embed_dim": 32,
-                  "ngram_vocab_size_base": 1024, "split_ngram_parts": 4, "hc_lowrank": 16},
-    # linear-attention heads as small as the rest: the CPU fallback's chunked kernel is slow at the default 32 x 128
-    "kimi_linear": {"linear_head_dim": 16, "linear_num_heads": 4},
-    "bailing_hybrid": {"linear_head_dim": 16, "linear_num_heads": 4},
+                  "indexer_compress_ratio": 4, "ple_embed_dim": 32, "ngram_vocab_size_base": 1024, "split_ngram_parts": 4, "hc_lowrank": 16},
+    "muse_spark": {"hidden_sizes": [16, 16, 32, 64]},  # its audio tower's stage widths (a list): 2048 wide at the top
     "zaya": {"num_experts_per_tok": 1, "router_hidden_size": 32},  # ZAYA supports top-1 only
     # its layer-index lists are derived for 50 layers: one indexed-attention layer of 4, an indexer head per KV group
     "kolibri1_1": {"layer_types": ["sliding_attention"] * 3 + ["indexed_attention"], "index_layers": [3],

@@ -370,11 +370,13 @@ def wandb_records(job_dir: Path) -> list[dict]:
 
 # A process that hangs on its job's 2nd dataset (first attempt only: a marker file), after writing its pid to the
 # marker: a test then signals or inspects that pid. A sitecustomize module, so that it also runs in a submitit job's
-# or a joblib worker's own process (they inherit PYTHONPATH); submitit's controller process runs no dataset.
+# or a joblib worker's own process (they inherit PYTHONPATH). Processes that run no dataset are left alone, so they
+# do not import mteb (seconds each): submitit's controller, and the resource trackers multiprocessing and joblib
+# start (`python -c ...`).
 STALL = """
 import os, pathlib, sys, time
 marker = os.environ.get("MOEE_TEST_STALL_MARKER")
-job = "submitit.local._local" not in sys.orig_argv
+job = "submitit.local._local" not in sys.orig_argv and "-c" not in sys.orig_argv
 if marker and job and not pathlib.Path(marker).exists():
     import mteb
 

@@ -67,6 +67,8 @@ SMALL = {
     # multimodal towers: their width where it meets the text tower, and their heads
     "text_hidden_size": 64, "out_hidden_size": 64, "audio_hidden_size": 64, "output_dim": 64,
     "projection_hidden_dim": 64, "projector_hidden_size": 64, "encoder_attention_heads": 4, "encoder_ffn_dim": 64,
+    "decoder_attention_heads": 4, "decoder_ffn_dim": 64, "vision_output_dim": 64, "projector_input_dim": 64,
+    "projector_output_dim": 64,
 }
 # Unset (None) by default in families whose MoE is optional (Gemma 4) or set per checkpoint (DeepSeek-V2, dots1).
 NULLABLE = {"num_experts_per_tok", "top_k_experts", "moe_intermediate_size", "n_shared_experts", "head_dim",
@@ -118,6 +120,7 @@ WHY_NOT_BUILT = {
 }
 VOCAB_KEYS = ("vocab_size", "vocab_size_per_layer_input", "unpadded_vocab_size")  # all = the tokenizer's
 LAYER_COUNT_ATTRS = ("num_hidden_layers", "n_layers", "num_layers")
+STACK_COUNT_ATTRS = ("encoder_layers", "decoder_layers", "num_decoder_layers")  # encoder-decoder families' stacks
 log = logging.getLogger(__name__)
 
 
@@ -184,7 +187,7 @@ def _shrink(cfg: dict, n_layers_before: int | None = None, family: dict | None =
             over[key] = {**value, **_shrink(value, layers), **extra} if isinstance(value, dict) else extra
         elif key in SMALL and (type(value) is type(SMALL[key]) or (value is None and key in NULLABLE)):
             over[key] = SMALL[key]
-        elif key in LAYER_COUNT_ATTRS and isinstance(value, int):
+        elif key in LAYER_COUNT_ATTRS + STACK_COUNT_ATTRS and isinstance(value, int):
             over[key] = min(value, N_LAYERS)
         elif key in EXPERT_COUNT_ATTRS and (value is None or isinstance(value, int)):  # HunYuan defaults to 1
             over[key] = N_EXPERTS

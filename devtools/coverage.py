@@ -59,8 +59,9 @@ SMALL = {
     "n_shared_experts": 1, "moe_num_shared_experts": 1, "router_aux_loss_coef": 0.0, "moe_topk": 2,
     "hidden_size_per_layer_input": 16,
     # hybrids' linear-attention, Mamba and sliding-window layers: the CPU fallbacks of their chunked kernels are slow
-    # at the defaults (e.g. 32 x 128 linear heads, 128 Mamba heads x 128 state). Value heads a multiple of key heads,
-    # Mamba groups dividing its heads.
+    # at the defaults (e.g. 32 x 128 linear heads, 128 Mamba heads x 128 state). Value heads a multiple of key heads
+    # (4 and 8: with 2 and 4, qwen3_next's padded HS was off by 1.4e-5, float32 rounding; docs/coverage.md), Mamba
+    # groups dividing its heads.
     "linear_key_head_dim": 16, "linear_value_head_dim": 16, "linear_num_key_heads": 4, "linear_num_value_heads": 8,
     "linear_head_dim": 16, "linear_num_heads": 4, "mamba_num_heads": 4, "mamba_head_dim": 16, "ssm_state_size": 16,
     "n_groups": 2, "chunk_size": 16, "swa_num_attention_heads": 4, "swa_num_key_value_heads": 2, "swa_head_dim": 16,
@@ -85,9 +86,9 @@ FAMILY: dict[str, dict] = {
     "granitemoehybrid": {"mamba_n_heads": 4, "mamba_d_head": 32, "mamba_d_state": 16, "mamba_chunk_size": 16,
                          "shared_intermediate_size": 32},  # Mamba heads x head dim = 2 x hidden
     "mistral4": {"head_dim": 16},  # its head_dim is qk_nope + qk_rope (the rotary fraction is of that)
-    "glm5_next": {"num_key_value_heads": 4, "index_head_dim": 16,
-                  "index_n_heads": 4, "index_topk": 16, "qk_rope_head_dim": 0,
-                  "qk_nope_head_dim": 16, "head_dim": 16},  # as many KV heads as query heads; NoPE DSA layers
+    # as many KV heads as query heads; NoPE DSA layers
+    "glm5_next": {"num_key_value_heads": 4, "index_head_dim": 16, "index_n_heads": 4, "index_topk": 16,
+                  "qk_rope_head_dim": 0, "qk_nope_head_dim": 16, "head_dim": 16},
     "glm4v_moe": {"rope_parameters": {"rope_type": "default", "mrope_section": [2, 1, 1]}},  # sums to rotary dim/2
     "hy_v4_vl": {"rope_parameters": {"rope_type": "default", "mrope_section": [2, 1, 1]}},  # sums to qk_rope/2
     # its forward reads these ids, absent from its default config; out of our vocabulary, so never matched
@@ -99,7 +100,8 @@ FAMILY: dict[str, dict] = {
                    "adapter_out_dim": 64},
     # its sparse-attention indexer is unset by default
     "qwen4_exp": {"indexer_n_heads": 2, "indexer_kv_heads": 1, "indexer_head_dim": 16, "indexer_budget": 16,
-                  "indexer_compress_ratio": 4, "ple_embed_dim": 32, "ngram_vocab_size_base": 1024, "split_ngram_parts": 4, "hc_lowrank": 16},
+                  "indexer_compress_ratio": 4, "ple_embed_dim": 32, "ngram_vocab_size_base": 1024,
+                  "split_ngram_parts": 4, "hc_lowrank": 16},
     "muse_spark": {"hidden_sizes": [16, 16, 32, 64]},  # its audio tower's stage widths (a list): 2048 wide at the top
     "zaya": {"num_experts_per_tok": 1, "router_hidden_size": 32},  # ZAYA supports top-1 only
     # its layer-index lists are derived for 50 layers: one indexed-attention layer of 4, an indexer head per KV group

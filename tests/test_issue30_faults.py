@@ -20,8 +20,6 @@ from jobs import compose, job_in_process, preexec_file_size_limit, process, run_
 TASK = "tasks.names=[MoEEDemoSTS]"
 
 
-
-
 @pytest.fixture
 def no_model_load(monkeypatch):
     """Fails the test if a job gets as far as loading the model."""
